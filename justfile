@@ -1,0 +1,35 @@
+# mixmode recipes. On a fresh machine run them through ./dev (installs just first).
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+wasm := "target/wasm32-wasip1/release/mixmode.wasm"
+
+default:
+    @just --list
+
+# Install the pinned tools the recipes need (wasm target, Envoy 1.40, etcd). Safe to run twice.
+setup:
+    scripts/setup.sh etcd
+
+# Build the filter (.wasm, release profile).
+build: setup
+    cargo build -p mixmode --release --target wasm32-wasip1
+    @ls -l {{wasm}} | awk '{print "built {{wasm}}: " $5 " bytes"}'
+
+# The rolling-deploy demo: mixmode against Envoy's alternatives, one report.
+demo *ARGS: build
+    cargo run -q --release -p mixmode-tests --bin demo -- {{ARGS}}
+
+# Formatting and lints, for the host and the wasm target.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+    cargo clippy -p mixmode --target wasm32-wasip1 -- -D warnings
+
+# Everything CI runs: lints, unit tests, harness suite and real-Envoy suite.
+test: build lint
+    MIXMODE_WASM="$PWD/{{wasm}}" cargo test --workspace
+
+# Only the fast plain-Rust unit tests of the filter's core.
+test-core:
+    cargo test -p mixmode

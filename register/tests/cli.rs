@@ -1,0 +1,193 @@
+//! The `mixmode-register` command as a user runs it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../../tests/src/etcd.rs"]
+#[allow(dead_code)]
+mod etcd;
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use etcd::Etcd;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mixmode-register");
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const GOOD: [&str; 6] = [
+    "--app",
+    "checkout",
+    "--version",
+    "2",
+    "--address",
+    "127.0.0.1:8080",
+];
+
+#[test]
+fn bad_arguments_exit_2_naming_the_problem() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--app", "a", "--version", "1", "--address", "localhost:80"],
+            "--address",
+        ),
+        (
+            &["--app", "a", "--version", "1", "--address", "10.0.0.1"],
+            "ip:port",
+        ),
+        (
+            &[
+                "--app",
+                "a",
+                "--version",
+                "1",
+                "--address",
+                "10.0.0.1:80",
+                "--ttl",
+                "1",
+            ],
+            "--ttl",
+        ),
+        (
+            &[
+                "--app",
+                "a",
+                "--version",
+                "1",
+                "--address",
+                "10.0.0.1:80",
+                "--ttl",
+                "2.5",
+            ],
+            "whole seconds",
+        ),
+        (
+            &[
+                "--app",
+                "a",
+                "--version",
+                "1",
+                "--address",
+                "10.0.0.1:80",
+                "--pool",
+                "x/y",
+            ],
+            "--pool",
+        ),
+        (
+            &[
+                "--app",
+                "a",
+                "--version",
+                "1",
+                "--address",
+                "10.0.0.1:80",
+                "--etcd",
+                "https://e:1",
+            ],
+            "--etcd",
+        ),
+        (
+            &["--version", "1", "--address", "10.0.0.1:80"],
+            "--app: is required",
+        ),
+        (
+            &[
+                "--app",
+                "a",
+                "--version",
+                "1",
+                "--address",
+                "10.0.0.1:80",
+                "--nope",
+            ],
+            "unknown argument \"--nope\"",
+        ),
+        (&["--app"], "--app: needs a value"),
+    ];
+    for (args, want) in cases {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(want),
+            "{args:?}: want {want:?} in {}",
+            stderr(&out)
+        );
+        assert!(stderr(&out).contains("usage:"), "{args:?}");
+    }
+}
+
+#[test]
+fn help_exits_0() {
+    let out = run(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--ttl"));
+}
+
+#[tokio::test]
+async fn etcd_down_at_start_exits_1() {
+    let mut etcd = Etcd::start().await.unwrap();
+    let url = etcd.url();
+    etcd.stop().await.unwrap();
+    let mut args = GOOD.to_vec();
+    args.extend(["--etcd", &url]);
+    let out = run(&args);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot register"), "{}", stderr(&out));
+}
+
+async fn registers_then_deregisters_on(signal: &str) {
+    let etcd = Etcd::start().await.unwrap();
+    let url = etcd.url();
+    let mut args = GOOD.to_vec();
+    args.extend(["--etcd", &url, "--ttl", "2", "--pool", "pool-b"]);
+    let child = Command::new(BIN)
+        .args(&args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let key = "/mixmode/pool-b/checkout/2/127.0.0.1:8080";
+    let start = Instant::now();
+    loop {
+        let kvs = etcd.range_prefix("/mixmode/").await.unwrap();
+        if kvs.iter().any(|kv| kv.key == key && kv.lease != 0) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "not registered: {kvs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Longer than the TTL: the command keeps the lease alive.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(etcd.range_prefix("/mixmode/").await.unwrap().len(), 1);
+
+    let sent = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Revoked, not left to expire: gone as soon as the command has exited.
+    assert!(etcd.range_prefix("/mixmode/").await.unwrap().is_empty());
+    let log = stderr(&out);
+    assert!(log.contains("registered /mixmode/pool-b/"), "{log}");
+    assert!(log.contains("deregistered"), "{log}");
+}
+
+#[tokio::test]
+async fn sigterm_revokes_and_exits_0() {
+    registers_then_deregisters_on("-TERM").await;
+}
+
+#[tokio::test]
+async fn sigint_revokes_and_exits_0() {
+    registers_then_deregisters_on("-INT").await;
+}

@@ -1,0 +1,542 @@
+//! Plugin configuration (design.md §5): every default, validation with the full field path.
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::net::SocketAddr;
+
+/// A configuration error: `path` is the full field path (`redispatch.max_attempts`), empty for
+/// the document itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+fn err(path: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        path: path.to_string(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Selection {
+    Random,
+    Freshest,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub app: String,
+    #[serde(default = "default_pool")]
+    pub pool: String,
+    #[serde(default)]
+    pub detect: Detect,
+    #[serde(default)]
+    pub redispatch: Redispatch,
+    #[serde(default)]
+    pub registry: Registry,
+    #[serde(default)]
+    pub heartbeat: Heartbeat,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Detect {
+    pub statuses: Vec<u16>,
+    pub session_version_header: String,
+    pub app_version_header: String,
+}
+
+impl Default for Detect {
+    fn default() -> Self {
+        Detect {
+            statuses: vec![409],
+            session_version_header: "x-session-version".into(),
+            app_version_header: "x-app-version".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Redispatch {
+    pub cluster: String,
+    pub max_attempts: u32,
+    pub deadline_ms: u64,
+    pub attempt_timeout_ms: u32,
+    pub selection: Selection,
+    pub max_replay_body_bytes: usize,
+    pub retry_timeouts_for_all_methods: bool,
+}
+
+impl Default for Redispatch {
+    fn default() -> Self {
+        Redispatch {
+            cluster: "mixmode_peers".into(),
+            max_attempts: 5,
+            deadline_ms: 30_000,
+            attempt_timeout_ms: 5_000,
+            selection: Selection::Random,
+            max_replay_body_bytes: 1024 * 1024,
+            retry_timeouts_for_all_methods: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Registry {
+    pub stale_after_ms: u64,
+    pub max_records: u32,
+    #[serde(rename = "allowed_cidrs")]
+    pub allowed_cidrs_text: Vec<String>,
+    /// Parsed from `allowed_cidrs_text` by `validate`.
+    #[serde(skip)]
+    pub allowed_cidrs: Vec<IpNet>,
+    pub cross_pool: bool,
+    pub poll: Option<Poll>,
+    pub etcd: Option<Etcd>,
+}
+
+pub const DEFAULT_ALLOWED_CIDRS: [&str; 6] = [
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "fc00::/7",
+];
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            stale_after_ms: 15_000,
+            max_records: 10_000,
+            allowed_cidrs_text: DEFAULT_ALLOWED_CIDRS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            allowed_cidrs: Vec::new(),
+            cross_pool: false,
+            poll: None,
+            etcd: None,
+        }
+    }
+}
+
+/// Pull heartbeats (issue 4): parsed and validated now so the schema is stable.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Poll {
+    pub targets: Vec<String>,
+    #[serde(default = "default_poll_path")]
+    pub path: String,
+    #[serde(default = "default_poll_interval")]
+    pub interval_ms: u64,
+    #[serde(default = "default_poll_timeout")]
+    pub timeout_ms: u32,
+    #[serde(default = "default_cluster")]
+    pub cluster: String,
+}
+
+/// etcd mirror (issue 8): parsed and validated now so the schema is stable.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Etcd {
+    #[serde(default = "default_etcd_cluster")]
+    pub cluster: String,
+    #[serde(default = "default_etcd_prefix")]
+    pub prefix: String,
+    #[serde(default = "default_etcd_interval")]
+    pub poll_interval_ms: u64,
+    #[serde(default = "default_poll_timeout")]
+    pub timeout_ms: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Heartbeat {
+    pub path: String,
+    pub token: String,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Heartbeat {
+            path: "/.well-known/mixmode/heartbeat".into(),
+            token: "change-me".into(),
+        }
+    }
+}
+
+fn default_pool() -> String {
+    "default".into()
+}
+fn default_poll_path() -> String {
+    "/.well-known/mixmode/version".into()
+}
+fn default_poll_interval() -> u64 {
+    5_000
+}
+fn default_poll_timeout() -> u32 {
+    1_000
+}
+fn default_cluster() -> String {
+    "mixmode_peers".into()
+}
+fn default_etcd_cluster() -> String {
+    "etcd".into()
+}
+fn default_etcd_prefix() -> String {
+    "/mixmode/".into()
+}
+fn default_etcd_interval() -> u64 {
+    1_000
+}
+
+/// Values that end up in registry keys and headers: short, printable ASCII, no spaces.
+pub const MAX_NAME_LEN: usize = 128;
+
+pub fn is_token_text(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_NAME_LEN && s.bytes().all(|b| (0x21..=0x7e).contains(&b))
+}
+
+fn is_header_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+impl Config {
+    /// Parses and validates the plugin configuration JSON.
+    pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+        if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+            return Err(err("app", "missing (the configuration is empty)"));
+        }
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let mut config: Config = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            err(&path, e.into_inner().to_string())
+        })?;
+        de.end().map_err(|e| err("", e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&mut self) -> Result<(), ConfigError> {
+        if self.app.is_empty() {
+            return Err(err("app", "must not be empty"));
+        }
+        if !is_token_text(&self.app) {
+            return Err(err(
+                "app",
+                "must be at most 128 printable ASCII characters without spaces",
+            ));
+        }
+        if !is_token_text(&self.pool) {
+            return Err(err(
+                "pool",
+                "must be 1 to 128 printable ASCII characters without spaces",
+            ));
+        }
+
+        let d = &mut self.detect;
+        if d.statuses.is_empty() {
+            return Err(err("detect.statuses", "must list at least one status"));
+        }
+        for (i, s) in d.statuses.iter().enumerate() {
+            if !(100..=599).contains(s) {
+                return Err(err(
+                    &format!("detect.statuses[{i}]"),
+                    "must be an HTTP status (100-599)",
+                ));
+            }
+        }
+        d.session_version_header = d.session_version_header.to_ascii_lowercase();
+        d.app_version_header = d.app_version_header.to_ascii_lowercase();
+        if !is_header_name(&d.session_version_header) {
+            return Err(err(
+                "detect.session_version_header",
+                "must be a header name (letters, digits, '-', '_')",
+            ));
+        }
+        if !is_header_name(&d.app_version_header) {
+            return Err(err(
+                "detect.app_version_header",
+                "must be a header name (letters, digits, '-', '_')",
+            ));
+        }
+
+        let r = &self.redispatch;
+        if r.cluster.is_empty() {
+            return Err(err("redispatch.cluster", "must not be empty"));
+        }
+        if r.max_attempts == 0 {
+            return Err(err("redispatch.max_attempts", "must be at least 1"));
+        }
+        if r.deadline_ms == 0 {
+            return Err(err("redispatch.deadline_ms", "must be at least 1"));
+        }
+        // Envoy reads a call timeout of 0 as "no timeout at all".
+        if r.attempt_timeout_ms == 0 {
+            return Err(err("redispatch.attempt_timeout_ms", "must be at least 1"));
+        }
+
+        let g = &mut self.registry;
+        if g.stale_after_ms == 0 {
+            return Err(err("registry.stale_after_ms", "must be at least 1"));
+        }
+        if g.max_records == 0 {
+            return Err(err("registry.max_records", "must be at least 1"));
+        }
+        let mut nets = Vec::with_capacity(g.allowed_cidrs_text.len());
+        for (i, text) in g.allowed_cidrs_text.iter().enumerate() {
+            match text.parse::<IpNet>() {
+                Ok(n) => nets.push(n),
+                Err(_) => {
+                    return Err(err(
+                        &format!("registry.allowed_cidrs[{i}]"),
+                        format!("not a CIDR block: {text:?}"),
+                    ))
+                }
+            }
+        }
+        g.allowed_cidrs = nets;
+        if let Some(p) = &g.poll {
+            for (i, t) in p.targets.iter().enumerate() {
+                if t.parse::<SocketAddr>().is_err() {
+                    return Err(err(
+                        &format!("registry.poll.targets[{i}]"),
+                        format!("not an ip:port address: {t:?}"),
+                    ));
+                }
+            }
+            if !p.path.starts_with('/') {
+                return Err(err("registry.poll.path", "must start with '/'"));
+            }
+            if p.interval_ms == 0 {
+                return Err(err("registry.poll.interval_ms", "must be at least 1"));
+            }
+            if p.interval_ms >= g.stale_after_ms {
+                return Err(err(
+                    "registry.poll.interval_ms",
+                    "must be below registry.stale_after_ms (records would go stale between polls)",
+                ));
+            }
+            if p.timeout_ms == 0 {
+                return Err(err("registry.poll.timeout_ms", "must be at least 1"));
+            }
+            if p.cluster.is_empty() {
+                return Err(err("registry.poll.cluster", "must not be empty"));
+            }
+        }
+        if let Some(e) = &g.etcd {
+            if e.cluster.is_empty() {
+                return Err(err("registry.etcd.cluster", "must not be empty"));
+            }
+            if e.prefix.is_empty() {
+                return Err(err("registry.etcd.prefix", "must not be empty"));
+            }
+            if e.poll_interval_ms == 0 {
+                return Err(err("registry.etcd.poll_interval_ms", "must be at least 1"));
+            }
+            if e.poll_interval_ms >= g.stale_after_ms {
+                return Err(err(
+                    "registry.etcd.poll_interval_ms",
+                    "must be below registry.stale_after_ms (records would go stale between polls)",
+                ));
+            }
+            if e.timeout_ms == 0 {
+                return Err(err("registry.etcd.timeout_ms", "must be at least 1"));
+            }
+        }
+
+        let h = &self.heartbeat;
+        if !h.path.starts_with('/') || h.path.bytes().any(|b| b <= 0x20 || b == 0x7f) {
+            return Err(err(
+                "heartbeat.path",
+                "must start with '/' and hold no spaces or control characters",
+            ));
+        }
+        if h.token.is_empty() {
+            return Err(err("heartbeat.token", "must not be empty"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )]
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s.as_bytes())
+    }
+
+    fn error_of(s: &str) -> String {
+        parse(s).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn minimal_config_gets_every_default() {
+        let c = parse(r#"{"app":"checkout"}"#).unwrap();
+        assert_eq!(c.pool, "default");
+        assert_eq!(c.detect.statuses, vec![409]);
+        assert_eq!(c.detect.session_version_header, "x-session-version");
+        assert_eq!(c.detect.app_version_header, "x-app-version");
+        assert_eq!(c.redispatch.cluster, "mixmode_peers");
+        assert_eq!(c.redispatch.max_attempts, 5);
+        assert_eq!(c.redispatch.deadline_ms, 30_000);
+        assert_eq!(c.redispatch.attempt_timeout_ms, 5_000);
+        assert_eq!(c.redispatch.selection, Selection::Random);
+        assert_eq!(c.redispatch.max_replay_body_bytes, 1_048_576);
+        assert!(!c.redispatch.retry_timeouts_for_all_methods);
+        assert_eq!(c.registry.stale_after_ms, 15_000);
+        assert_eq!(c.registry.max_records, 10_000);
+        assert_eq!(c.registry.allowed_cidrs.len(), 6);
+        assert!(!c.registry.cross_pool);
+        assert!(c.registry.poll.is_none() && c.registry.etcd.is_none());
+        assert_eq!(c.heartbeat.path, "/.well-known/mixmode/heartbeat");
+        assert_eq!(c.heartbeat.token, "change-me");
+    }
+
+    #[test]
+    fn full_documented_example_parses() {
+        let c = parse(
+            r#"{
+  "app": "checkout", "pool": "pool-a",
+  "detect": {"statuses": [409, 412], "session_version_header": "X-Session-Version",
+             "app_version_header": "x-app-version"},
+  "redispatch": {"cluster": "peers", "max_attempts": 2, "deadline_ms": 1000,
+                 "attempt_timeout_ms": 100, "selection": "freshest",
+                 "max_replay_body_bytes": 10, "retry_timeouts_for_all_methods": true},
+  "registry": {"stale_after_ms": 15000, "max_records": 3, "allowed_cidrs": ["10.0.0.0/8"],
+               "cross_pool": true,
+               "poll": {"targets": ["10.0.0.1:80"], "interval_ms": 2000},
+               "etcd": {"prefix": "/x/"}},
+  "heartbeat": {"path": "/hb", "token": "s3cret"}
+}"#,
+        )
+        .unwrap();
+        assert_eq!(c.detect.session_version_header, "x-session-version");
+        assert_eq!(c.redispatch.selection, Selection::Freshest);
+        let poll = c.registry.poll.unwrap();
+        assert_eq!(poll.path, "/.well-known/mixmode/version");
+        assert_eq!(poll.timeout_ms, 1000);
+        let etcd = c.registry.etcd.unwrap();
+        assert_eq!(etcd.cluster, "etcd");
+        assert_eq!(etcd.poll_interval_ms, 1000);
+    }
+
+    #[test]
+    fn zero_attempts_names_the_field() {
+        assert_eq!(
+            error_of(r#"{"app":"a","redispatch":{"max_attempts":0}}"#),
+            "redispatch.max_attempts: must be at least 1"
+        );
+    }
+
+    #[test]
+    fn wrong_type_names_the_field() {
+        let e = error_of(r#"{"app":"a","redispatch":{"max_attempts":"five"}}"#);
+        assert!(
+            e.starts_with("redispatch.max_attempts: invalid type"),
+            "{e}"
+        );
+        let e = error_of(r#"{"app":"a","redispatch":{"max_attempts":-1}}"#);
+        assert!(e.starts_with("redispatch.max_attempts: "), "{e}");
+    }
+
+    #[test]
+    fn unknown_field_names_its_parent() {
+        let e = error_of(r#"{"app":"a","redispatch":{"max_attempt":3}}"#);
+        assert!(
+            e.starts_with("redispatch.max_attempt: unknown field"),
+            "{e}"
+        );
+        let e = error_of(r#"{"app":"a","colour":1}"#);
+        assert!(e.contains("unknown field `colour`"), "{e}");
+    }
+
+    #[test]
+    fn zero_timeouts_are_errors() {
+        assert!(
+            error_of(r#"{"app":"a","redispatch":{"attempt_timeout_ms":0}}"#)
+                .starts_with("redispatch.attempt_timeout_ms:")
+        );
+        assert!(error_of(r#"{"app":"a","redispatch":{"deadline_ms":0}}"#)
+            .starts_with("redispatch.deadline_ms:"));
+        assert!(error_of(r#"{"app":"a","registry":{"stale_after_ms":0}}"#)
+            .starts_with("registry.stale_after_ms:"));
+    }
+
+    #[test]
+    fn empty_or_missing_app_is_an_error() {
+        assert_eq!(error_of(r#"{"app":""}"#), "app: must not be empty");
+        assert!(error_of(r#"{}"#).contains("missing field `app`"));
+        assert!(error_of("").starts_with("app: missing"));
+    }
+
+    #[test]
+    fn bad_cidr_names_the_entry() {
+        let e = error_of(r#"{"app":"a","registry":{"allowed_cidrs":["10.0.0.0/8","nope"]}}"#);
+        assert_eq!(e, "registry.allowed_cidrs[1]: not a CIDR block: \"nope\"");
+    }
+
+    #[test]
+    fn poll_interval_not_below_stale_after_is_an_error() {
+        let e = error_of(
+            r#"{"app":"a","registry":{"stale_after_ms":1000,"poll":{"targets":[],"interval_ms":1000}}}"#,
+        );
+        assert!(e.starts_with("registry.poll.interval_ms:"), "{e}");
+        let e = error_of(
+            r#"{"app":"a","registry":{"stale_after_ms":1000,"etcd":{"poll_interval_ms":5000}}}"#,
+        );
+        assert!(e.starts_with("registry.etcd.poll_interval_ms:"), "{e}");
+    }
+
+    #[test]
+    fn unknown_selection_is_an_error() {
+        let e = error_of(r#"{"app":"a","redispatch":{"selection":"round-robin"}}"#);
+        assert!(
+            e.starts_with("redispatch.selection: unknown variant"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_status_and_header_are_errors() {
+        assert!(error_of(r#"{"app":"a","detect":{"statuses":[]}}"#).starts_with("detect.statuses:"));
+        assert!(error_of(r#"{"app":"a","detect":{"statuses":[409, 42]}}"#)
+            .starts_with("detect.statuses[1]:"));
+        assert!(
+            error_of(r#"{"app":"a","detect":{"session_version_header":"a b"}}"#)
+                .starts_with("detect.session_version_header:")
+        );
+    }
+
+    #[test]
+    fn trailing_garbage_is_an_error() {
+        assert!(parse(r#"{"app":"a"} x"#).is_err());
+    }
+}

@@ -1,0 +1,11 @@
+//! The decisions of the filter, in plain Rust: no proxy-wasm, no clock, no randomness of its own.
+//! The glue in `filter/` passes time and random numbers in and carries the results out.
+
+pub mod config;
+pub mod heartbeat;
+pub mod redispatch;
+pub mod registry;
+pub mod replay;
+pub mod retry;
+pub mod select;
+pub mod signal;

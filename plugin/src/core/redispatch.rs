@@ -1,0 +1,609 @@
+//! The re-dispatch state machine (design.md §3), sans IO: the glue feeds it events and carries
+//! out the actions it returns.
+
+use crate::core::config::{Config, Detect, Selection};
+use crate::core::registry::{LookupCache, SharedStore};
+use crate::core::replay::{is_hop_by_hop, Replay, ReplayState};
+use crate::core::retry::{Failure, Policy};
+use crate::core::select::{mix, select};
+use crate::core::signal::{self, Verdict};
+
+pub const MIXMODE_HEADER: &str = "x-mixmode";
+/// Every answer that came from an upstream carries it; Envoy's own 503/504 do not.
+pub const SERVICE_TIME_HEADER: &[u8] = b"x-envoy-upstream-service-time";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    MismatchDetected,
+    RedispatchOk,
+    AttemptFailed,
+    Exhausted,
+    NoPeer,
+    NotVersionError,
+    ReplayTooLarge,
+    ReplayUnsupported,
+}
+
+pub type Headers = Vec<(Vec<u8>, Vec<u8>)>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Let the upstream response through untouched.
+    Continue,
+    /// Let the upstream response through with `x-mixmode: <value>` (resuming it if held).
+    PassThrough(&'static str),
+    /// Send attempt `attempt` to `peer` (headers: `Replay::attempt_headers`, body: the copy).
+    Dispatch {
+        peer: String,
+        attempt: u32,
+        timeout_ms: u32,
+    },
+    /// Answer the client with the peer's response.
+    Reply {
+        status: u16,
+        headers: Headers,
+        body: Vec<u8>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub action: Action,
+    pub counters: Vec<Counter>,
+}
+
+impl Step {
+    fn new(action: Action) -> Self {
+        Step {
+            action,
+            counters: Vec::new(),
+        }
+    }
+    fn count(mut self, c: Counter) -> Self {
+        self.counters.push(c);
+        self
+    }
+}
+
+/// Where candidates come from: the registry in the filter, a list in tests.
+pub trait PeerSource {
+    /// One fresh peer of `version` not in `exclude`.
+    fn pick(&mut self, version: &str, exclude: &[String], random: u64) -> Option<String>;
+}
+
+/// The registry as a peer source: reads only the set of `(pool, app, version)`.
+pub struct RegistryPeers<'a, S> {
+    pub store: &'a mut S,
+    pub cache: &'a mut LookupCache,
+    pub pool: &'a str,
+    pub app: &'a str,
+    pub stale_after_ms: u64,
+    pub selection: Selection,
+    pub now_ms: u64,
+}
+
+impl<S: SharedStore> PeerSource for RegistryPeers<'_, S> {
+    fn pick(&mut self, version: &str, exclude: &[String], random: u64) -> Option<String> {
+        let entries = self
+            .cache
+            .entries(self.store, self.pool, self.app, version)
+            .ok()?;
+        select(
+            entries,
+            self.now_ms,
+            self.stale_after_ms,
+            exclude,
+            self.selection,
+            random,
+        )
+        .map(|e| e.address.clone())
+    }
+}
+
+/// What the response headers say.
+pub struct ResponseFacts<'a> {
+    pub status: u16,
+    pub session_version: Option<&'a [u8]>,
+    pub app_version: Option<&'a [u8]>,
+}
+
+/// A peer's answer to a dispatched call.
+pub struct CallResponse {
+    pub status: u16,
+    pub headers: Headers,
+    pub body: Vec<u8>,
+}
+
+fn header<'a>(headers: &'a Headers, name: &[u8]) -> Option<&'a [u8]> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_slice())
+}
+
+/// One request's re-dispatch, from the mismatch to the final answer.
+#[derive(Debug)]
+pub struct Redispatcher {
+    policy: Policy,
+    method: String,
+    session_version: String,
+    started_ms: u64,
+    attempts: u32,
+    /// The server that failed, then every peer tried.
+    excluded: Vec<String>,
+    seed: u64,
+}
+
+/// Decides on the upstream's response headers. Returns the re-dispatch to keep when the action is
+/// a `Dispatch`.
+pub fn on_response_headers(
+    cfg: &Config,
+    replay: &Replay,
+    facts: &ResponseFacts,
+    failed_upstream: Option<String>,
+    now_ms: u64,
+    seed: u64,
+    peers: &mut dyn PeerSource,
+) -> (Option<Redispatcher>, Step) {
+    // A replayed request is answered as is: never re-dispatched again (loop guard).
+    if replay.is_attempt {
+        return (None, Step::new(Action::Continue));
+    }
+    let session_version = match signal::classify(
+        &cfg.detect,
+        facts.status,
+        facts.session_version,
+        facts.app_version,
+    ) {
+        Verdict::Unrelated => return (None, Step::new(Action::Continue)),
+        Verdict::NotVersionError => {
+            return (
+                None,
+                Step::new(Action::Continue).count(Counter::NotVersionError),
+            )
+        }
+        Verdict::Mismatch { session_version } => session_version,
+    };
+    let detected = Step::new(Action::Continue).count(Counter::MismatchDetected);
+    match replay.state {
+        ReplayState::TooLarge => return (None, detected.count(Counter::ReplayTooLarge)),
+        ReplayState::Unsupported => return (None, detected.count(Counter::ReplayUnsupported)),
+        // The upstream answered before the whole body arrived: there is nothing whole to replay.
+        ReplayState::Ready if !replay.body_complete => {
+            return (None, detected.count(Counter::ReplayUnsupported))
+        }
+        ReplayState::Ready => {}
+    }
+    let mut r = Redispatcher {
+        policy: Policy::from(&cfg.redispatch),
+        method: replay.method.clone(),
+        session_version,
+        started_ms: now_ms,
+        attempts: 0,
+        excluded: failed_upstream.into_iter().collect(),
+        seed,
+    };
+    let mut step = r.next_attempt(now_ms, peers);
+    step.counters.insert(0, Counter::MismatchDetected);
+    let keep = matches!(step.action, Action::Dispatch { .. });
+    (keep.then_some(r), step)
+}
+
+impl Redispatcher {
+    pub fn session_version(&self) -> &str {
+        &self.session_version
+    }
+
+    fn next_attempt(&mut self, now_ms: u64, peers: &mut dyn PeerSource) -> Step {
+        let (no_candidate, counter) = if self.attempts == 0 {
+            ("no-peer", Counter::NoPeer)
+        } else {
+            ("exhausted", Counter::Exhausted)
+        };
+        let Some(timeout_ms) = self.policy.next_timeout(self.started_ms, now_ms) else {
+            return Step::new(Action::PassThrough(no_candidate)).count(counter);
+        };
+        if self.attempts >= self.policy.max_attempts {
+            return Step::new(Action::PassThrough("exhausted")).count(Counter::Exhausted);
+        }
+        let random = mix(self.seed ^ u64::from(self.attempts));
+        match peers.pick(&self.session_version, &self.excluded, random) {
+            None => Step::new(Action::PassThrough(no_candidate)).count(counter),
+            Some(peer) => {
+                self.attempts += 1;
+                self.excluded.push(peer.clone());
+                Step::new(Action::Dispatch {
+                    peer,
+                    attempt: self.attempts,
+                    timeout_ms,
+                })
+            }
+        }
+    }
+
+    fn failed(&mut self, why: Failure, now_ms: u64, peers: &mut dyn PeerSource) -> Step {
+        let mut step =
+            if self
+                .policy
+                .may_try_again(self.attempts, self.started_ms, now_ms, &self.method, why)
+            {
+                self.next_attempt(now_ms, peers)
+            } else {
+                Step::new(Action::PassThrough("exhausted")).count(Counter::Exhausted)
+            };
+        step.counters.insert(0, Counter::AttemptFailed);
+        step
+    }
+
+    /// The host refused the last `Dispatch` at once; no callback will come for it.
+    pub fn on_dispatch_refused(&mut self, now_ms: u64, peers: &mut dyn PeerSource) -> Step {
+        self.failed(Failure::Refused, now_ms, peers)
+    }
+
+    /// The call's answer: `None` when its stream was reset before any header.
+    pub fn on_call_response(
+        &mut self,
+        detect: &Detect,
+        response: Option<CallResponse>,
+        now_ms: u64,
+        peers: &mut dyn PeerSource,
+    ) -> Step {
+        let Some(resp) = response else {
+            return self.failed(Failure::TimedOut, now_ms, peers);
+        };
+        if header(&resp.headers, SERVICE_TIME_HEADER).is_none() {
+            let why = if resp.status == 504 {
+                Failure::TimedOut
+            } else {
+                Failure::Unreachable
+            };
+            return self.failed(why, now_ms, peers);
+        }
+        let verdict = signal::classify(
+            detect,
+            resp.status,
+            header(&resp.headers, detect.session_version_header.as_bytes()),
+            header(&resp.headers, detect.app_version_header.as_bytes()),
+        );
+        if matches!(verdict, Verdict::Mismatch { .. }) {
+            return self.failed(Failure::PeerMismatch, now_ms, peers);
+        }
+        let mut headers: Headers = resp
+            .headers
+            .into_iter()
+            .filter(|(k, _)| {
+                !k.starts_with(b":")
+                    && !is_hop_by_hop(k)
+                    && !k.eq_ignore_ascii_case(b"content-length")
+                    && !k.eq_ignore_ascii_case(MIXMODE_HEADER.as_bytes())
+            })
+            .collect();
+        headers.push((MIXMODE_HEADER.as_bytes().to_vec(), b"redispatched".to_vec()));
+        Step::new(Action::Reply {
+            status: resp.status,
+            headers,
+            body: resp.body,
+        })
+        .count(Counter::RedispatchOk)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )]
+    use super::*;
+    use crate::core::registry::{upsert, Limits, MemoryStore};
+    use Counter::*;
+
+    struct List(Vec<&'static str>);
+    impl PeerSource for List {
+        fn pick(&mut self, _v: &str, exclude: &[String], random: u64) -> Option<String> {
+            let c: Vec<&&str> = self
+                .0
+                .iter()
+                .filter(|p| !exclude.iter().any(|x| x == **p))
+                .collect();
+            if c.is_empty() {
+                None
+            } else {
+                Some(c[(random % c.len() as u64) as usize].to_string())
+            }
+        }
+    }
+
+    fn cfg(extra: &str) -> Config {
+        Config::parse(format!(r#"{{"app":"checkout"{extra}}}"#).as_bytes()).unwrap()
+    }
+
+    fn replay(method: &str, extra: &[(&str, &str)]) -> Replay {
+        let mut pairs = vec![
+            (b":method".to_vec(), method.as_bytes().to_vec()),
+            (b":path".to_vec(), b"/".to_vec()),
+            (b":authority".to_vec(), b"shop".to_vec()),
+        ];
+        pairs.extend(
+            extra
+                .iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())),
+        );
+        Replay::from_headers(pairs, true, 100)
+    }
+
+    const MISMATCH: ResponseFacts<'static> = ResponseFacts {
+        status: 409,
+        session_version: Some(b"2"),
+        app_version: Some(b"1"),
+    };
+
+    fn peer_answer(status: u16, extra: &[(&str, &str)]) -> Option<CallResponse> {
+        let mut headers: Headers = vec![
+            (b":status".to_vec(), status.to_string().into_bytes()),
+            (b"x-envoy-upstream-service-time".to_vec(), b"1".to_vec()),
+        ];
+        headers.extend(
+            extra
+                .iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())),
+        );
+        Some(CallResponse {
+            status,
+            headers,
+            body: b"peer body".to_vec(),
+        })
+    }
+
+    fn envoy_answer(status: u16) -> Option<CallResponse> {
+        Some(CallResponse {
+            status,
+            headers: vec![(b":status".to_vec(), status.to_string().into_bytes())],
+            body: b"upstream connect error".to_vec(),
+        })
+    }
+
+    fn start(c: &Config, r: &Replay, peers: &mut dyn PeerSource) -> (Option<Redispatcher>, Step) {
+        on_response_headers(c, r, &MISMATCH, Some("10.0.0.1:80".into()), 0, 7, peers)
+    }
+
+    fn dispatched(step: &Step) -> (String, u32) {
+        match &step.action {
+            Action::Dispatch { peer, attempt, .. } => (peer.clone(), *attempt),
+            other => panic!("expected a dispatch, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn happy_path_replies_with_the_peer_answer() {
+        let c = cfg("");
+        let mut peers = List(vec!["10.0.0.2:80"]);
+        let (sm, step) = start(&c, &replay("GET", &[]), &mut peers);
+        let mut sm = sm.unwrap();
+        assert_eq!(step.counters, vec![MismatchDetected]);
+        assert_eq!(dispatched(&step), ("10.0.0.2:80".into(), 1));
+        let resp = peer_answer(
+            200,
+            &[
+                ("set-cookie", "a=1"),
+                ("set-cookie", "b=2"),
+                ("transfer-encoding", "chunked"),
+                ("connection", "close"),
+                ("content-length", "9"),
+                ("x-mixmode", "spoof"),
+            ],
+        );
+        let step = sm.on_call_response(&c.detect, resp, 1, &mut peers);
+        assert_eq!(step.counters, vec![RedispatchOk]);
+        let Action::Reply {
+            status,
+            headers,
+            body,
+        } = step.action
+        else {
+            panic!()
+        };
+        assert_eq!(status, 200);
+        assert_eq!(body, b"peer body");
+        let names: Vec<&[u8]> = headers.iter().map(|(k, _)| k.as_slice()).collect();
+        assert_eq!(
+            names,
+            vec![
+                &b"x-envoy-upstream-service-time"[..],
+                b"set-cookie",
+                b"set-cookie",
+                b"x-mixmode"
+            ]
+        );
+        assert_eq!(headers.last().unwrap().1, b"redispatched");
+    }
+
+    #[test]
+    fn never_the_failed_server() {
+        let c = cfg("");
+        let mut peers = List(vec!["10.0.0.1:80"]);
+        let (sm, step) = start(&c, &replay("GET", &[]), &mut peers);
+        assert!(sm.is_none());
+        assert_eq!(step.action, Action::PassThrough("no-peer"));
+        assert_eq!(step.counters, vec![MismatchDetected, NoPeer]);
+    }
+
+    #[test]
+    fn unreachable_peer_then_next_one() {
+        let c = cfg("");
+        let mut peers = List(vec!["10.0.0.2:80", "10.0.0.3:80"]);
+        let (sm, step) = start(&c, &replay("POST", &[]), &mut peers);
+        let mut sm = sm.unwrap();
+        let (first, _) = dispatched(&step);
+        let step = sm.on_call_response(&c.detect, envoy_answer(503), 1, &mut peers);
+        assert_eq!(step.counters, vec![AttemptFailed]);
+        let (second, n) = dispatched(&step);
+        assert_ne!(first, second);
+        assert_eq!(n, 2);
+        let step = sm.on_call_response(&c.detect, envoy_answer(503), 2, &mut peers);
+        assert_eq!(step.action, Action::PassThrough("exhausted"));
+        assert_eq!(step.counters, vec![AttemptFailed, Exhausted]);
+    }
+
+    #[test]
+    fn peer_mismatch_is_a_failed_attempt_but_a_peer_error_is_final() {
+        let c = cfg("");
+        let mut peers = List(vec!["10.0.0.2:80", "10.0.0.3:80"]);
+        let (sm, _) = start(&c, &replay("GET", &[]), &mut peers);
+        let mut sm = sm.unwrap();
+        let step = sm.on_call_response(
+            &c.detect,
+            peer_answer(409, &[("x-session-version", "2"), ("x-app-version", "3")]),
+            1,
+            &mut peers,
+        );
+        assert_eq!(step.counters, vec![AttemptFailed]);
+        dispatched(&step);
+        let step = sm.on_call_response(&c.detect, peer_answer(500, &[]), 2, &mut peers);
+        assert_eq!(step.counters, vec![RedispatchOk]);
+        assert!(matches!(step.action, Action::Reply { status: 500, .. }));
+    }
+
+    #[test]
+    fn timed_out_post_is_not_sent_elsewhere() {
+        let c = cfg("");
+        let mut peers = List(vec!["10.0.0.2:80", "10.0.0.3:80"]);
+        let (sm, _) = start(&c, &replay("POST", &[]), &mut peers);
+        let mut sm = sm.unwrap();
+        let step = sm.on_call_response(&c.detect, envoy_answer(504), 1, &mut peers);
+        assert_eq!(step.action, Action::PassThrough("exhausted"));
+        // A reset stream may also have reached the app.
+        let (sm, _) = start(&c, &replay("PATCH", &[]), &mut peers);
+        let step = sm.unwrap().on_call_response(&c.detect, None, 1, &mut peers);
+        assert_eq!(step.action, Action::PassThrough("exhausted"));
+        // GET is idempotent.
+        let (sm, _) = start(&c, &replay("GET", &[]), &mut peers);
+        let step = sm
+            .unwrap()
+            .on_call_response(&c.detect, envoy_answer(504), 1, &mut peers);
+        dispatched(&step);
+        // Opt-in.
+        let c = cfg(r#","redispatch":{"retry_timeouts_for_all_methods":true}"#);
+        let (sm, _) = start(&c, &replay("POST", &[]), &mut peers);
+        let step = sm
+            .unwrap()
+            .on_call_response(&c.detect, envoy_answer(504), 1, &mut peers);
+        dispatched(&step);
+    }
+
+    #[test]
+    fn attempts_and_deadline_are_bounded() {
+        let c =
+            cfg(r#","redispatch":{"max_attempts":2,"deadline_ms":100,"attempt_timeout_ms":70}"#);
+        let mut peers = List(vec!["10.0.0.2:80", "10.0.0.3:80", "10.0.0.4:80"]);
+        let (sm, step) = start(&c, &replay("GET", &[]), &mut peers);
+        let mut sm = sm.unwrap();
+        assert!(matches!(
+            step.action,
+            Action::Dispatch { timeout_ms: 70, .. }
+        ));
+        let step = sm.on_call_response(&c.detect, envoy_answer(503), 60, &mut peers);
+        assert!(matches!(
+            step.action,
+            Action::Dispatch {
+                timeout_ms: 40,
+                attempt: 2,
+                ..
+            }
+        ));
+        let step = sm.on_call_response(&c.detect, envoy_answer(503), 61, &mut peers);
+        assert_eq!(step.action, Action::PassThrough("exhausted"));
+
+        let (sm, _) = start(&c, &replay("GET", &[]), &mut peers);
+        let step = sm
+            .unwrap()
+            .on_call_response(&c.detect, envoy_answer(503), 100, &mut peers);
+        assert_eq!(step.action, Action::PassThrough("exhausted"));
+    }
+
+    #[test]
+    fn refused_dispatch_moves_on() {
+        let c = cfg("");
+        let mut peers = List(vec!["10.0.0.2:80"]);
+        let (sm, _) = start(&c, &replay("POST", &[]), &mut peers);
+        let step = sm.unwrap().on_dispatch_refused(0, &mut peers);
+        assert_eq!(step.action, Action::PassThrough("exhausted"));
+        assert_eq!(step.counters, vec![AttemptFailed, Exhausted]);
+    }
+
+    #[test]
+    fn what_is_not_re_dispatched() {
+        let c = cfg("");
+        let mut peers = List(vec!["10.0.0.2:80"]);
+        let guard = replay("GET", &[("x-mixmode-attempt", "1")]);
+        let (sm, step) = start(&c, &guard, &mut peers);
+        assert!(sm.is_none());
+        assert_eq!(step, Step::new(Action::Continue));
+
+        let other = ResponseFacts {
+            status: 500,
+            session_version: Some(b"2"),
+            app_version: None,
+        };
+        let (sm, step) =
+            on_response_headers(&c, &replay("GET", &[]), &other, None, 0, 0, &mut peers);
+        assert!(sm.is_none());
+        assert_eq!(step, Step::new(Action::Continue));
+
+        let equal = ResponseFacts {
+            status: 409,
+            session_version: Some(b"2"),
+            app_version: Some(b"2"),
+        };
+        let (_, step) =
+            on_response_headers(&c, &replay("GET", &[]), &equal, None, 0, 0, &mut peers);
+        assert_eq!(step.counters, vec![NotVersionError]);
+
+        let mut big = Replay::from_headers(vec![(b":method".to_vec(), b"POST".to_vec())], false, 2);
+        big.push_body(b"abc", true);
+        let (sm, step) = start(&c, &big, &mut peers);
+        assert!(sm.is_none());
+        assert_eq!(step.counters, vec![MismatchDetected, ReplayTooLarge]);
+
+        let bin = Replay::from_headers(vec![(b"x".to_vec(), b"\xff".to_vec())], true, 2);
+        let (_, step) = start(&c, &bin, &mut peers);
+        assert_eq!(step.counters, vec![MismatchDetected, ReplayUnsupported]);
+    }
+
+    #[test]
+    fn registry_peers_read_the_session_version_set() {
+        let c = cfg("");
+        let mut store = MemoryStore::default();
+        let l = Limits {
+            stale_after_ms: 1000,
+            max_records: 10,
+        };
+        upsert(&mut store, &l, "default", "checkout", "2", "10.0.0.2:80", 0).unwrap();
+        upsert(&mut store, &l, "default", "checkout", "1", "10.0.0.3:80", 0).unwrap();
+        upsert(&mut store, &l, "default", "checkout", "2", "10.0.0.1:80", 0).unwrap();
+        let mut cache = LookupCache::default();
+        let mut peers = RegistryPeers {
+            store: &mut store,
+            cache: &mut cache,
+            pool: "default",
+            app: "checkout",
+            stale_after_ms: 1000,
+            selection: Selection::Random,
+            now_ms: 10,
+        };
+        for seed in 0..20 {
+            let (_, step) = on_response_headers(
+                &c,
+                &replay("GET", &[]),
+                &MISMATCH,
+                Some("10.0.0.1:80".into()),
+                10,
+                seed,
+                &mut peers,
+            );
+            assert_eq!(dispatched(&step).0, "10.0.0.2:80");
+        }
+    }
+}

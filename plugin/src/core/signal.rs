@@ -1,0 +1,176 @@
+//! The mismatch signal of design.md §2: decided on the response headers alone.
+
+use crate::core::config::{Detect, MAX_NAME_LEN};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The status is not one of `detect.statuses`: nothing to look at.
+    Unrelated,
+    /// A detect status, but not a version mismatch (missing/empty/invalid header, equal versions).
+    NotVersionError,
+    /// A version mismatch: the session needs a server of `session_version`.
+    Mismatch { session_version: String },
+}
+
+/// A version value the filter may act on: it becomes part of a registry key and a log line, so an
+/// upstream cannot make the filter look up, or log, arbitrary bytes.
+pub fn version_text(raw: &[u8]) -> Option<&str> {
+    let trimmed = raw.trim_ascii();
+    if trimmed.is_empty()
+        || trimmed.len() > MAX_NAME_LEN
+        || !trimmed.iter().all(|b| (0x21..=0x7e).contains(b))
+    {
+        return None;
+    }
+    std::str::from_utf8(trimmed).ok()
+}
+
+pub fn is_detect_status(detect: &Detect, status: u16) -> bool {
+    detect.statuses.contains(&status)
+}
+
+/// `session_version` / `app_version` are the raw header values (None when absent).
+pub fn classify(
+    detect: &Detect,
+    status: u16,
+    session_version: Option<&[u8]>,
+    app_version: Option<&[u8]>,
+) -> Verdict {
+    if !is_detect_status(detect, status) {
+        return Verdict::Unrelated;
+    }
+    let Some(session) = session_version.and_then(version_text) else {
+        return Verdict::NotVersionError;
+    };
+    if let Some(app_raw) = app_version {
+        match version_text(app_raw) {
+            Some(app) if app == session => return Verdict::NotVersionError,
+            Some(_) => {}
+            // Present but garbage: we cannot tell the versions differ, so do not act.
+            None => return Verdict::NotVersionError,
+        }
+    }
+    Verdict::Mismatch {
+        session_version: session.to_string(),
+    }
+}
+
+/// Parses a `:status` value.
+pub fn parse_status(raw: &[u8]) -> Option<u16> {
+    if raw.len() != 3 {
+        return None;
+    }
+    std::str::from_utf8(raw).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d() -> Detect {
+        Detect::default()
+    }
+
+    fn mismatch(v: &str) -> Verdict {
+        Verdict::Mismatch {
+            session_version: v.into(),
+        }
+    }
+
+    #[test]
+    fn differing_versions_are_a_mismatch() {
+        assert_eq!(classify(&d(), 409, Some(b"2"), Some(b"1")), mismatch("2"));
+    }
+
+    #[test]
+    fn app_version_is_optional() {
+        assert_eq!(classify(&d(), 409, Some(b"2"), None), mismatch("2"));
+    }
+
+    #[test]
+    fn other_status_is_unrelated() {
+        assert_eq!(
+            classify(&d(), 500, Some(b"2"), Some(b"1")),
+            Verdict::Unrelated
+        );
+        assert_eq!(classify(&d(), 200, None, None), Verdict::Unrelated);
+    }
+
+    #[test]
+    fn missing_or_empty_session_version_is_not_a_version_error() {
+        assert_eq!(
+            classify(&d(), 409, None, Some(b"1")),
+            Verdict::NotVersionError
+        );
+        assert_eq!(
+            classify(&d(), 409, Some(b""), None),
+            Verdict::NotVersionError
+        );
+        assert_eq!(
+            classify(&d(), 409, Some(b"  "), None),
+            Verdict::NotVersionError
+        );
+    }
+
+    #[test]
+    fn equal_versions_are_not_a_version_error() {
+        assert_eq!(
+            classify(&d(), 409, Some(b"2"), Some(b"2")),
+            Verdict::NotVersionError
+        );
+        assert_eq!(
+            classify(&d(), 409, Some(b" 2 "), Some(b"2")),
+            Verdict::NotVersionError
+        );
+    }
+
+    #[test]
+    fn oversized_or_non_printable_versions_are_not_acted_on() {
+        let long = vec![b'a'; 129];
+        assert_eq!(
+            classify(&d(), 409, Some(&long), Some(b"1")),
+            Verdict::NotVersionError
+        );
+        let ok = vec![b'a'; 128];
+        assert_eq!(
+            classify(&d(), 409, Some(&ok), Some(b"1")),
+            mismatch(&"a".repeat(128))
+        );
+        assert_eq!(
+            classify(&d(), 409, Some(b"2\x01"), None),
+            Verdict::NotVersionError
+        );
+        assert_eq!(
+            classify(&d(), 409, Some("é".as_bytes()), None),
+            Verdict::NotVersionError
+        );
+        assert_eq!(
+            classify(&d(), 409, Some(b"2 beta"), None),
+            Verdict::NotVersionError
+        );
+        assert_eq!(
+            classify(&d(), 409, Some(b"2"), Some(b"\xff")),
+            Verdict::NotVersionError
+        );
+    }
+
+    #[test]
+    fn configured_statuses_are_used() {
+        let det = Detect {
+            statuses: vec![412],
+            ..Detect::default()
+        };
+        assert_eq!(classify(&det, 412, Some(b"2"), Some(b"1")), mismatch("2"));
+        assert_eq!(
+            classify(&det, 409, Some(b"2"), Some(b"1")),
+            Verdict::Unrelated
+        );
+    }
+
+    #[test]
+    fn status_parsing() {
+        assert_eq!(parse_status(b"409"), Some(409));
+        assert_eq!(parse_status(b"4090"), None);
+        assert_eq!(parse_status(b"4x9"), None);
+    }
+}

@@ -1,0 +1,17 @@
+//! Mock app servers: the reference patent's money-transfer app, one version per server,
+//! sessions in a store shared by the pool. A server asked to load a session written by another
+//! version answers the mismatch signal of design §2 (`409`, `x-session-version`,
+//! `x-app-version`, plus the envelope's class and size).
+//!
+//! Routes: `POST /transfer/{recipient,date,amount,confirm}` (JSON bodies, `session` cookie);
+//! `ANY /echo[/...]` (checks the session cookie if any, then answers method, path, body length
+//! and SHA-256); `GET /.well-known/mixmode/version`; `GET /health`.
+
+pub mod heartbeat;
+pub mod server;
+pub mod session;
+pub mod transfer;
+
+pub use heartbeat::{HeartbeatClient, Registration};
+pub use server::{sha256_hex, AppConfig, AppServer, Mode, RecordedRequest};
+pub use session::{Envelope, Load, SessionData, SessionStore};

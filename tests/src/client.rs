@@ -1,0 +1,156 @@
+//! A minimal HTTP/1.1 client: one connection per request, so that concurrent requests spread
+//! over Envoy's workers, and raw access to every response header (duplicates kept).
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// A request to send; header values are bytes so tests can send what a browser would not.
+#[derive(Debug, Clone)]
+pub struct Req {
+    pub method: Method,
+    pub url: String,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Bytes,
+    pub timeout: Duration,
+}
+
+/// What came back: status, every header in order (names lower-case), the whole body.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Bytes,
+}
+
+impl Resp {
+    /// The first value of a header, as text (lossy).
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+
+    /// Every value of a header, in order.
+    pub fn header_all(&self, name: &str) -> Vec<String> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .collect()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> Result<serde_json::Value> {
+        serde_json::from_slice(&self.body)
+            .with_context(|| format!("response body is not JSON: {:?}", self.text()))
+    }
+}
+
+impl Req {
+    pub fn new(method: Method, url: impl Into<String>) -> Self {
+        Req {
+            method,
+            url: url.into(),
+            headers: Vec::new(),
+            body: Bytes::new(),
+            timeout: Duration::from_secs(20),
+        }
+    }
+
+    pub fn get(url: impl Into<String>) -> Self {
+        Self::new(Method::GET, url)
+    }
+
+    pub fn post(url: impl Into<String>, body: impl Into<Bytes>) -> Self {
+        Self::new(Method::POST, url).body(body)
+    }
+
+    pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
+        self.headers
+            .push((name.to_string(), value.as_ref().to_vec()));
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub async fn send(self) -> Result<Resp> {
+        let timeout = self.timeout;
+        let url = self.url.clone();
+        tokio::time::timeout(timeout, self.send_inner())
+            .await
+            .map_err(|_| anyhow!("no answer from {url} within {timeout:?}"))?
+    }
+
+    async fn send_inner(self) -> Result<Resp> {
+        let (authority, path) = split_url(&self.url)?;
+        let stream = TcpStream::connect(authority)
+            .await
+            .with_context(|| format!("connect {authority}"))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .context("HTTP/1 handshake")?;
+        let conn_task = tokio::spawn(conn);
+        let mut builder = Request::builder().method(self.method).uri(path);
+        let mut has_host = false;
+        for (name, value) in &self.headers {
+            has_host |= name.eq_ignore_ascii_case("host");
+            builder = builder.header(
+                HeaderName::from_bytes(name.as_bytes())?,
+                HeaderValue::from_bytes(value)?,
+            );
+        }
+        if !has_host {
+            builder = builder.header("host", authority);
+        }
+        let req = builder.body(Full::new(self.body))?;
+        let resp = sender.send_request(req).await.context("send request")?;
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+            .collect();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .context("read response body")?
+            .to_bytes();
+        conn_task.abort();
+        Ok(Resp {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+/// "http://host:port/path?q" -> ("host:port", "/path?q").
+fn split_url(url: &str) -> Result<(&str, &str)> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow!("only http:// URLs: {url}"))?;
+    Ok(match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    })
+}

@@ -1,0 +1,237 @@
+//! Turns `envoy/envoy.yaml` (the file users copy) into a runnable configuration: only ports,
+//! the pool's addresses, the .wasm path and the plugin configuration change.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use serde_norway::{Mapping, Value};
+
+/// The example configuration, compiled in so the tests always exercise the file in the repo.
+pub const ENVOY_YAML: &str =
+    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../envoy/envoy.yaml"));
+
+/// Listener names in `envoy.yaml`.
+pub const PUBLIC_LISTENER: &str = "public";
+pub const HEARTBEAT_LISTENER: &str = "heartbeat";
+const WASM_FILTER: &str = "envoy.filters.http.wasm";
+
+/// What the launcher changes.
+#[derive(Debug, Clone)]
+pub struct Patch<'a> {
+    pub wasm: &'a Path,
+    /// The plugin configuration JSON, as text (it may be deliberately invalid).
+    pub plugin_config: &'a str,
+    pub upstreams: &'a [SocketAddr],
+    /// 0 = any free port (read back from the admin API).
+    pub public_port: u16,
+    pub heartbeat_port: u16,
+    pub admin_port: u16,
+    /// Bind address of both listeners; loopback in tests.
+    pub listen_address: &'a str,
+}
+
+/// Applies `patch` to the YAML text and returns the new YAML text.
+pub fn render(yaml: &str, patch: &Patch<'_>) -> Result<String> {
+    let mut doc: Value = serde_norway::from_str(yaml).context("parse envoy.yaml")?;
+    let admin_addr = at(&mut doc, &["admin", "address", "socket_address"])?;
+    set(admin_addr, "address", Value::from("127.0.0.1"));
+    set(admin_addr, "port_value", Value::from(patch.admin_port));
+
+    let listeners = at(&mut doc, &["static_resources", "listeners"])?
+        .as_sequence_mut()
+        .ok_or_else(|| anyhow!("static_resources.listeners is not a list"))?;
+    let mut seen = Vec::new();
+    let mut wasm_filters = 0;
+    for listener in listeners.iter_mut() {
+        let name = listener
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let port = match name.as_str() {
+            PUBLIC_LISTENER => patch.public_port,
+            HEARTBEAT_LISTENER => patch.heartbeat_port,
+            other => bail!("envoy.yaml has an unexpected listener {other:?}"),
+        };
+        let sa = at(listener, &["address", "socket_address"])?;
+        set(sa, "address", Value::from(patch.listen_address));
+        set(sa, "port_value", Value::from(port));
+        wasm_filters += patch_wasm_filters(listener, patch)?;
+        seen.push(name);
+    }
+    if !seen.iter().any(|n| n == PUBLIC_LISTENER) || !seen.iter().any(|n| n == HEARTBEAT_LISTENER) {
+        bail!("envoy.yaml must have listeners {PUBLIC_LISTENER:?} and {HEARTBEAT_LISTENER:?}, has {seen:?}");
+    }
+    if wasm_filters < 2 {
+        bail!("envoy.yaml must load the mixmode filter on both listeners (found {wasm_filters})");
+    }
+
+    let clusters = at(&mut doc, &["static_resources", "clusters"])?
+        .as_sequence_mut()
+        .ok_or_else(|| anyhow!("static_resources.clusters is not a list"))?;
+    let app = clusters
+        .iter_mut()
+        .find(|c| c.get("name").and_then(Value::as_str) == Some("app"))
+        .ok_or_else(|| anyhow!("envoy.yaml has no cluster \"app\""))?;
+    let endpoints: Vec<Value> = patch
+        .upstreams
+        .iter()
+        .map(|a| {
+            serde_norway::from_str(&format!(
+                "endpoint: {{address: {{socket_address: {{address: \"{}\", port_value: {}}}}}}}",
+                a.ip(),
+                a.port()
+            ))
+        })
+        .collect::<Result<_, _>>()?;
+    let eps = at(app, &["load_assignment", "endpoints"])?;
+    *eps = serde_norway::from_str("[{lb_endpoints: []}]")?;
+    let first = eps
+        .as_sequence_mut()
+        .and_then(|s| s.first_mut())
+        .ok_or_else(|| anyhow!("endpoints"))?;
+    set(first, "lb_endpoints", Value::Sequence(endpoints));
+
+    serde_norway::to_string(&doc).context("write YAML")
+}
+
+/// Sets the .wasm path and plugin configuration of every wasm filter of a listener.
+fn patch_wasm_filters(listener: &mut Value, patch: &Patch<'_>) -> Result<usize> {
+    let mut n = 0;
+    let chains = listener
+        .get_mut("filter_chains")
+        .and_then(Value::as_sequence_mut)
+        .ok_or_else(|| anyhow!("listener without filter_chains"))?;
+    for chain in chains {
+        let filters = chain
+            .get_mut("filters")
+            .and_then(Value::as_sequence_mut)
+            .ok_or_else(|| anyhow!("filter chain without filters"))?;
+        for f in filters {
+            let Some(http_filters) = f
+                .get_mut("typed_config")
+                .and_then(|t| t.get_mut("http_filters"))
+                .and_then(Value::as_sequence_mut)
+            else {
+                continue;
+            };
+            for hf in http_filters {
+                if hf.get("name").and_then(Value::as_str) != Some(WASM_FILTER) {
+                    continue;
+                }
+                let config = at(hf, &["typed_config", "config"])?;
+                let local = at(config, &["vm_config", "code", "local"])?;
+                set(
+                    local,
+                    "filename",
+                    Value::from(patch.wasm.display().to_string()),
+                );
+                let configuration = at(config, &["configuration"])?;
+                set(configuration, "value", Value::from(patch.plugin_config));
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
+fn at<'v>(v: &'v mut Value, path: &[&str]) -> Result<&'v mut Value> {
+    let mut cur = v;
+    for (i, key) in path.iter().enumerate() {
+        cur = cur
+            .get_mut(*key)
+            .ok_or_else(|| anyhow!("envoy.yaml has no {}", path[..=i].join(".")))?;
+    }
+    Ok(cur)
+}
+
+fn set(v: &mut Value, key: &str, value: Value) {
+    if let Some(m) = v.as_mapping_mut() {
+        m.insert(Value::from(key), value);
+    } else {
+        let mut m = Mapping::new();
+        m.insert(Value::from(key), value);
+        *v = Value::Mapping(m);
+    }
+}
+
+/// The plugin configuration written in `envoy.yaml` (design §5 defaults).
+pub fn example_plugin_config() -> Result<serde_json::Value> {
+    let doc: Value = serde_norway::from_str(ENVOY_YAML)?;
+    let listeners = doc
+        .get("static_resources")
+        .and_then(|s| s.get("listeners"))
+        .and_then(Value::as_sequence)
+        .ok_or_else(|| anyhow!("no listeners"))?;
+    for l in listeners {
+        let text = l
+            .get("filter_chains")
+            .and_then(|c| c.get(0))
+            .and_then(|c| c.get("filters"))
+            .and_then(|f| f.get(0))
+            .and_then(|f| f.get("typed_config"))
+            .and_then(|t| t.get("http_filters"))
+            .and_then(Value::as_sequence)
+            .and_then(|hf| {
+                hf.iter()
+                    .find(|f| f.get("name").and_then(Value::as_str) == Some(WASM_FILTER))
+            })
+            .and_then(|f| f.get("typed_config"))
+            .and_then(|t| t.get("config"))
+            .and_then(|c| c.get("configuration"))
+            .and_then(|c| c.get("value"))
+            .and_then(Value::as_str);
+        if let Some(text) = text {
+            return serde_json::from_str(text).context("plugin configuration in envoy.yaml");
+        }
+    }
+    bail!("envoy.yaml has no wasm plugin configuration")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn the_example_carries_design_defaults_and_patches_cleanly() {
+        let cfg = example_plugin_config().unwrap();
+        assert_eq!(cfg["redispatch"]["max_attempts"], 5);
+        assert_eq!(cfg["redispatch"]["cluster"], "mixmode_peers");
+        assert_eq!(cfg["registry"]["stale_after_ms"], 15000);
+        assert_eq!(cfg["heartbeat"]["path"], "/.well-known/mixmode/heartbeat");
+        let ups = [
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+        ];
+        let out = render(
+            ENVOY_YAML,
+            &Patch {
+                wasm: Path::new("/x/y.wasm"),
+                plugin_config: "{\"app\":\"a\"}",
+                upstreams: &ups,
+                public_port: 0,
+                heartbeat_port: 0,
+                admin_port: 0,
+                listen_address: "127.0.0.1",
+            },
+        )
+        .unwrap();
+        assert_eq!(out.matches("/x/y.wasm").count(), 2);
+        assert_eq!(
+            out.matches("allow_on_headers_stop_iteration: true").count(),
+            2
+        );
+        assert!(out.contains("port_value: 2"));
+        assert!(!out.contains("8081"));
+        // The peers cluster is never a route target.
+        let doc: Value = serde_norway::from_str(ENVOY_YAML).unwrap();
+        for l in doc["static_resources"]["listeners"].as_sequence().unwrap() {
+            let hcm = &l["filter_chains"][0]["filters"][0]["typed_config"];
+            let routes = serde_norway::to_string(&hcm["route_config"]).unwrap();
+            assert!(routes.contains("virtual_hosts"));
+            assert!(!routes.contains("mixmode_peers"));
+        }
+    }
+}

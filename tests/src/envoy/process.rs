@@ -1,0 +1,340 @@
+//! Starts a real Envoy on the patched example configuration and owns its process: the child
+//! stays ours (an Envoy whose parent shell exits gets SIGTERM, design §3a) and is killed by PID
+//! when the handle drops.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+use tempfile::TempDir;
+
+use super::config::{render, Patch, ENVOY_YAML, HEARTBEAT_LISTENER, PUBLIC_LISTENER};
+use crate::client::Req;
+pub use crate::host::StartError;
+
+/// How to start Envoy.
+#[derive(Debug, Clone)]
+pub struct EnvoyOptions {
+    pub wasm: PathBuf,
+    /// The plugin configuration JSON text (need not be valid: tests check refusals).
+    pub plugin_config: String,
+    /// The pool behind the public listener (cluster `app`).
+    pub upstreams: Vec<SocketAddr>,
+    pub concurrency: usize,
+    /// 0 = a free port.
+    pub public_port: u16,
+    pub heartbeat_port: u16,
+    pub admin_port: u16,
+    pub log_level: String,
+    /// How long to wait for Envoy to be ready.
+    pub ready_timeout: Duration,
+}
+
+impl EnvoyOptions {
+    pub fn new(
+        wasm: PathBuf,
+        plugin_config: &serde_json::Value,
+        upstreams: Vec<SocketAddr>,
+    ) -> Self {
+        EnvoyOptions {
+            wasm,
+            plugin_config: plugin_config.to_string(),
+            upstreams,
+            concurrency: 1,
+            public_port: 0,
+            heartbeat_port: 0,
+            admin_port: 0,
+            log_level: "info".to_string(),
+            ready_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The mixmode .wasm the tests load: `$MIXMODE_WASM`, else the workspace's release build.
+pub fn wasm_path() -> Result<PathBuf> {
+    let path = match std::env::var_os("MIXMODE_WASM") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/wasm32-wasip1/release/mixmode.wasm"),
+    };
+    if !path.is_file() {
+        return Err(anyhow!(
+            "mixmode.wasm not found at {}: build it with `cargo build -p mixmode --release --target wasm32-wasip1` \
+             (from the workspace root) or set MIXMODE_WASM to its path",
+            path.display()
+        ));
+    }
+    Ok(path.canonicalize().unwrap_or(path))
+}
+
+/// The `envoy` binary: `$ENVOY_BIN`, else `envoy` on the PATH.
+fn envoy_bin() -> PathBuf {
+    std::env::var_os("ENVOY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("envoy"))
+}
+
+/// A running Envoy. Dropping it kills the process.
+pub struct Envoy {
+    child: Child,
+    dir: TempDir,
+    log_path: PathBuf,
+    admin: SocketAddr,
+    public: SocketAddr,
+    heartbeat: SocketAddr,
+}
+
+static INSTANCE: AtomicU32 = AtomicU32::new(0);
+
+impl Envoy {
+    pub async fn start(opts: &EnvoyOptions) -> Result<Envoy, StartError> {
+        let fail = |message: String| StartError {
+            exit_code: None,
+            message,
+            logs: String::new(),
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("mixmode-envoy-")
+            .tempdir()
+            .map_err(|e| fail(format!("temp dir: {e}")))?;
+        let yaml = render(
+            ENVOY_YAML,
+            &Patch {
+                wasm: &opts.wasm,
+                plugin_config: &opts.plugin_config,
+                upstreams: &opts.upstreams,
+                public_port: opts.public_port,
+                heartbeat_port: opts.heartbeat_port,
+                admin_port: opts.admin_port,
+                listen_address: "127.0.0.1",
+            },
+        )
+        .map_err(|e| fail(format!("{e:#}")))?;
+        let config_path = dir.path().join("envoy.yaml");
+        let admin_path = dir.path().join("admin-address");
+        let log_path = dir.path().join("envoy.log");
+        std::fs::write(&config_path, yaml).map_err(|e| fail(format!("write config: {e}")))?;
+        let log = File::create(&log_path).map_err(|e| fail(format!("log file: {e}")))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| fail(format!("log file: {e}")))?;
+        // Unique per process and instance, so parallel Envoys never share hot-restart state.
+        let base_id =
+            (std::process::id() % 100_000) * 1000 + INSTANCE.fetch_add(1, Ordering::Relaxed) % 1000;
+        let child = Command::new(envoy_bin())
+            .arg("-c")
+            .arg(&config_path)
+            .args(["--concurrency", &opts.concurrency.to_string()])
+            .args(["--base-id", &base_id.to_string()])
+            .arg("--disable-hot-restart")
+            .args(["-l", &opts.log_level])
+            .arg("--admin-address-path")
+            .arg(&admin_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2))
+            .spawn()
+            .map_err(|e| {
+                fail(format!(
+                    "spawn {}: {e} (is envoy on the PATH? set ENVOY_BIN)",
+                    envoy_bin().display()
+                ))
+            })?;
+        let mut envoy = Envoy {
+            child,
+            dir,
+            log_path,
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            public: SocketAddr::from(([127, 0, 0, 1], 0)),
+            heartbeat: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        match envoy.wait_ready(&admin_path, opts.ready_timeout).await {
+            Ok(()) => Ok(envoy),
+            Err(e) => {
+                let exit_code = envoy.child.try_wait().ok().flatten().and_then(|s| s.code());
+                Err(StartError {
+                    exit_code,
+                    message: format!("{e:#}"),
+                    logs: envoy.logs(),
+                })
+            }
+        }
+    }
+
+    /// Waits for the admin address, `/ready` = LIVE, and both listeners bound.
+    async fn wait_ready(&mut self, admin_path: &Path, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Err(anyhow!("Envoy exited during start-up with {status}"));
+            }
+            if Instant::now() > deadline {
+                return Err(anyhow!("Envoy not ready after {timeout:?}"));
+            }
+            if self.admin.port() == 0 {
+                if let Ok(text) = std::fs::read_to_string(admin_path) {
+                    if let Ok(addr) = text.trim().parse() {
+                        self.admin = addr;
+                    }
+                }
+            }
+            if self.admin.port() != 0 && self.probe().await.unwrap_or(false) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn probe(&mut self) -> Result<bool> {
+        let ready = self.admin_get("/ready").await?;
+        if ready.trim() != "LIVE" {
+            return Ok(false);
+        }
+        let listeners: serde_json::Value =
+            serde_json::from_str(&self.admin_get("/listeners?format=json").await?)?;
+        let mut found = 0;
+        for l in listeners["listener_statuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let sa = &l["local_address"]["socket_address"];
+            let (Some(ip), Some(port)) = (sa["address"].as_str(), sa["port_value"].as_u64()) else {
+                continue;
+            };
+            let addr = SocketAddr::new(ip.parse()?, u16::try_from(port)?);
+            if addr.port() == 0 {
+                continue;
+            }
+            match l["name"].as_str() {
+                Some(PUBLIC_LISTENER) => {
+                    self.public = addr;
+                    found += 1;
+                }
+                Some(HEARTBEAT_LISTENER) => {
+                    self.heartbeat = addr;
+                    found += 1;
+                }
+                _ => {}
+            }
+        }
+        Ok(found == 2)
+    }
+
+    /// GET on the admin interface; the body as text.
+    pub async fn admin_get(&self, path_and_query: &str) -> Result<String> {
+        let r = Req::get(format!("http://{}{}", self.admin, path_and_query))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await?;
+        Ok(r.text())
+    }
+
+    pub fn public_url(&self) -> String {
+        format!("http://{}", self.public)
+    }
+
+    /// Base URL of the heartbeat listener (no path).
+    pub fn heartbeat_base_url(&self) -> String {
+        format!("http://{}", self.heartbeat)
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The directory holding the rendered config and the log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read(&self.log_path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Counters and gauges whose name matches the regex `filter`, from `/stats`.
+    pub async fn stats(&self, filter: &str) -> Result<BTreeMap<String, u64>> {
+        let text = self
+            .admin_get(&format!("/stats?filter={}", url_escape(filter)))
+            .await?;
+        Ok(text
+            .lines()
+            .filter_map(|l| {
+                let (name, value) = l.split_once(": ")?;
+                Some((name.to_string(), value.trim().parse().ok()?))
+            })
+            .collect())
+    }
+
+    /// The filter's metrics, named as design §6 names them (`mixmode.redispatch_ok`, ...).
+    pub async fn mixmode_metrics(&self) -> Result<BTreeMap<String, u64>> {
+        Ok(self
+            .stats("^wasmcustom\\.mixmode\\.")
+            .await?
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("wasmcustom.")?.to_string(), v)))
+            .collect())
+    }
+
+    /// Kills Envoy now and returns its exit status.
+    pub fn kill(&mut self) -> Result<std::process::ExitStatus> {
+        if let Some(status) = self.child.try_wait()? {
+            return Ok(status);
+        }
+        self.child.kill()?;
+        Ok(self.child.wait()?)
+    }
+
+    /// Waits up to `timeout` for Envoy to exit on its own.
+    pub async fn wait_exit(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<std::process::ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait()? {
+                return Ok(Some(s));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(None)
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.kill();
+        if std::env::var_os("MIXMODE_KEEP_ENVOY_DIR").is_some() {
+            let dir = std::mem::replace(
+                &mut self.dir,
+                match TempDir::new() {
+                    Ok(d) => d,
+                    Err(_) => return,
+                },
+            );
+            let _ = dir.keep();
+        }
+    }
+}
+
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

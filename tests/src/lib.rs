@@ -5,4 +5,5 @@
 pub mod app;
 pub mod client;
 pub mod envoy;
+pub mod etcd;
 pub mod host;

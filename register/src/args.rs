@@ -4,10 +4,14 @@ use crate::config::{
 
 pub const USAGE: &str = "\
 usage: mixmode-register --app A --version V --address IP:PORT [--pool P] [--ttl SECONDS]
-                        [--etcd http://HOST:PORT] [--prefix /mixmode/]
+                        [--etcd http://HOST:PORT] [--prefix /mixmode/] [-- COMMAND [ARG...]]
 
 Registers one app server in etcd as <prefix><pool>/<app>/<version>/<ip:port>, keeps its lease
 alive every ttl/3 and revokes it on SIGTERM or Ctrl-C (exit 0). A lost lease is replaced.
+
+With -- COMMAND, runs the server itself: registers once IP:PORT accepts TCP connections,
+deregisters when the command exits (and exits with its code), and on SIGTERM/SIGINT
+deregisters first, then passes the signal on to the command and waits for it.
 
   --etcd     etcd client URL, plain http (default http://127.0.0.1:2379)
   --prefix   key prefix, ends with '/' (default /mixmode/, as the filter's registry.etcd.prefix)
@@ -17,11 +21,16 @@ alive every ttl/3 and revokes it on SIGTERM or Ctrl-C (exit 0). A lost lease is 
   --address  ip:port where proxies reach this server (no host names)
   --ttl      lease TTL in whole seconds, >= 2 (default 15, as registry.stale_after_ms)
 
-Exit codes: 0 deregistered, 1 etcd refused or could not revoke, 2 bad arguments.";
+Exit codes: 0 deregistered, 1 etcd refused or could not revoke, 2 bad arguments;
+with a COMMAND, the command's own exit code (128+N if killed by signal N).";
 
 #[derive(Debug)]
 pub enum Command {
-    Run(Config),
+    /// Register; with a non-empty `command`, run it and tie the registration to its life.
+    Run {
+        config: Config,
+        command: Vec<String>,
+    },
     Help,
 }
 
@@ -38,8 +47,16 @@ where
     let mut version = None;
     let mut address = None;
     let mut ttl = DEFAULT_TTL_SECS.to_string();
+    let mut command = Vec::new();
     let mut args = args.into_iter().map(Into::into);
     while let Some(arg) = args.next() {
+        if arg == "--" {
+            command.extend(args.by_ref());
+            if command.is_empty() {
+                return Err(ConfigError::new("", "-- must be followed by a command"));
+            }
+            break;
+        }
         if arg == "-h" || arg == "--help" {
             return Ok(Command::Help);
         }
@@ -71,7 +88,8 @@ where
     let ttl_secs: u64 = ttl.parse().map_err(|_| {
         ConfigError::new("ttl", format!("{ttl:?}: must be whole seconds (e.g. 15)"))
     })?;
-    Config::new(&etcd, &prefix, &pool, &app, &version, &address, ttl_secs).map(Command::Run)
+    let config = Config::new(&etcd, &prefix, &pool, &app, &version, &address, ttl_secs)?;
+    Ok(Command::Run { config, command })
 }
 
 #[cfg(test)]
@@ -81,7 +99,7 @@ mod tests {
 
     fn run(args: &[&str]) -> Result<Config, ConfigError> {
         match parse_args(args.iter().copied())? {
-            Command::Run(c) => Ok(c),
+            Command::Run { config, .. } => Ok(config),
             Command::Help => panic!("help"),
         }
     }

@@ -32,6 +32,8 @@ pub enum GatewayError {
     Refused { status: u16, message: String },
     /// A 200 whose body is not what etcd sends.
     BadAnswer(String),
+    /// [`crate::Registration::start`] was called outside a tokio runtime.
+    NoRuntime,
 }
 
 impl fmt::Display for GatewayError {
@@ -43,6 +45,7 @@ impl fmt::Display for GatewayError {
                 write!(f, "etcd answered {status}: {message}")
             }
             GatewayError::BadAnswer(e) => write!(f, "etcd answer not understood: {e}"),
+            GatewayError::NoRuntime => f.write_str("Registration::start needs a tokio runtime"),
         }
     }
 }

@@ -1,11 +1,17 @@
-use std::process::ExitCode;
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::process::ExitStatusExt as _;
+use std::process::{ExitCode, ExitStatus};
+use std::time::Duration;
 
-use mixmode_register::{parse_args, Command, Registration, Status, USAGE};
-use tokio::signal::unix::{signal, SignalKind};
+use mixmode_register::{parse_args, Command, Config, Registration, Status, USAGE};
+use tokio::net::TcpStream;
+use tokio::process::Child;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 fn main() -> ExitCode {
-    let config = match parse_args(std::env::args().skip(1)) {
-        Ok(Command::Run(config)) => config,
+    let (config, command) = match parse_args(std::env::args().skip(1)) {
+        Ok(Command::Run { config, command }) => (config, command),
         Ok(Command::Help) => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -25,34 +31,83 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(config))
+    runtime.block_on(run(config, command))
 }
 
-async fn run(config: mixmode_register::Config) -> ExitCode {
-    // Install the handlers before registering, so a signal that arrives during the first
-    // calls still deregisters instead of killing the process with the key left behind.
-    let (mut term, mut int) = match (
+/// Why the registration ends.
+enum End {
+    Signal(libc::c_int),
+    CommandExited(io::Result<ExitStatus>),
+}
+
+struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    async fn next(&mut self) -> libc::c_int {
+        tokio::select! {
+            _ = self.term.recv() => libc::SIGTERM,
+            _ = self.int.recv() => libc::SIGINT,
+        }
+    }
+}
+
+async fn run(config: Config, command: Vec<String>) -> ExitCode {
+    // Installed before anything else, so a signal during start-up still deregisters instead
+    // of killing the process with the key left behind.
+    let mut signals = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
     ) {
-        (Ok(t), Ok(i)) => (t, i),
+        (Ok(term), Ok(int)) => Signals { term, int },
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("mixmode-register: cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
         }
     };
+    let mut child = match command.split_first() {
+        None => None,
+        Some((program, args)) => match tokio::process::Command::new(program).args(args).spawn() {
+            Ok(child) => Some(child),
+            Err(e) => {
+                eprintln!("mixmode-register: cannot run {program:?}: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     let key = config.key();
     let etcd = config.etcd.to_string();
+
+    // A wrapped server is registered only once it can take requests.
+    if child.is_some() {
+        tokio::select! {
+            () = accepts_connections(config.address) => {}
+            sig = signals.next() => return finish_command(&mut child, Some(sig)).await,
+            status = wait(&mut child) => {
+                eprintln!("mixmode-register: command exited before {} accepted connections", config.address);
+                return exit_code(status);
+            }
+        }
+    }
+
     let registration = tokio::select! {
         r = Registration::start(config) => match r {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("mixmode-register: cannot register {key} at {etcd}: {e}");
+                // Fail fast, also for a wrapped server: a supervisor restarting us is clearer
+                // than a server that runs but is silently missing from the registry.
+                if child.is_some() {
+                    eprintln!("mixmode-register: stopping the command");
+                    let _ = finish_command(&mut child, Some(libc::SIGTERM)).await;
+                }
                 return ExitCode::FAILURE;
             }
         },
-        _ = term.recv() => return ExitCode::SUCCESS,
-        _ = int.recv() => return ExitCode::SUCCESS,
+        sig = signals.next() => return finish_command(&mut child, Some(sig)).await,
+        status = wait(&mut child) => return exit_code(status),
     };
     let mut seen = registration.status();
     eprintln!(
@@ -60,31 +115,87 @@ async fn run(config: mixmode_register::Config) -> ExitCode {
         seen.lease
     );
     let mut changes = registration.watch();
-    loop {
+    let end = loop {
         tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            sig = signals.next() => break End::Signal(sig),
+            status = wait(&mut child) => break End::CommandExited(status),
             changed = changes.changed() => {
                 if changed.is_err() {
-                    // The keep-alive task ended on its own; nothing keeps the key alive.
+                    // Cannot happen while `registration` lives; never spin on it.
                     eprintln!("mixmode-register: keep-alive stopped unexpectedly");
-                    return ExitCode::FAILURE;
+                    break End::Signal(libc::SIGTERM);
                 }
                 let now = changes.borrow_and_update().clone();
                 log_change(&seen, &now, &key);
                 seen = now;
             }
         }
-    }
-    match registration.stop().await {
+    };
+    let revoked = match registration.stop().await {
         Ok(()) => {
             eprintln!("mixmode-register: deregistered {key}");
-            ExitCode::SUCCESS
+            true
         }
         Err(e) => {
             eprintln!("mixmode-register: could not revoke the lease ({e}); {key} stays until the lease expires");
+            false
+        }
+    };
+    match end {
+        End::CommandExited(status) => exit_code(status),
+        End::Signal(sig) if child.is_some() => finish_command(&mut child, Some(sig)).await,
+        End::Signal(_) if revoked => ExitCode::SUCCESS,
+        End::Signal(_) => ExitCode::FAILURE,
+    }
+}
+
+/// Waits for the wrapped command; never resolves without one.
+async fn wait(child: &mut Option<Child>) -> io::Result<ExitStatus> {
+    match child {
+        Some(c) => c.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Passes `sig` on to the wrapped command, waits for it and exits with its code.
+async fn finish_command(child: &mut Option<Child>, sig: Option<libc::c_int>) -> ExitCode {
+    let Some(c) = child else {
+        return ExitCode::SUCCESS;
+    };
+    if let (Some(sig), Some(pid)) = (sig, c.id()) {
+        if let Ok(pid) = libc::pid_t::try_from(pid) {
+            // SAFETY: kill(2) takes plain integers; the PID is our own un-reaped child, so it
+            // cannot have been reused by another process.
+            unsafe {
+                libc::kill(pid, sig);
+            }
+        }
+    }
+    exit_code(c.wait().await)
+}
+
+fn exit_code(status: io::Result<ExitStatus>) -> ExitCode {
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            (None, Some(sig)) => ExitCode::from(u8::try_from(128 + sig).unwrap_or(1)),
+            (None, None) => ExitCode::FAILURE,
+        },
+        Err(e) => {
+            eprintln!("mixmode-register: lost track of the command: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Resolves once `address` accepts a TCP connection (checked every 100 ms).
+async fn accepts_connections(address: SocketAddr) {
+    loop {
+        let attempt = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(address));
+        if let Ok(Ok(_)) = attempt.await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

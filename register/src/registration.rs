@@ -31,9 +31,12 @@ pub struct Registration {
 }
 
 impl Registration {
-    /// Grants a lease and puts the key; fails if etcd does not accept both. Must be called
-    /// inside a tokio runtime (the keep-alive task is spawned on it).
+    /// Grants a lease and puts the key; fails if etcd does not accept both. Needs a tokio
+    /// runtime (with time and IO enabled): the keep-alive task is spawned on it.
     pub async fn start(config: Config) -> Result<Registration, GatewayError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(GatewayError::NoRuntime);
+        }
         let gateway = Gateway::new(config.etcd.clone(), config.request_timeout());
         let lease = register(&gateway, &config).await?;
         let (status_tx, status) = watch::channel(Status {

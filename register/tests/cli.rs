@@ -191,3 +191,93 @@ async fn sigterm_revokes_and_exits_0() {
 async fn sigint_revokes_and_exits_0() {
     registers_then_deregisters_on("-INT").await;
 }
+
+async fn keys(etcd: &Etcd) -> Vec<String> {
+    let kvs = etcd.range_prefix("/mixmode/").await.unwrap();
+    kvs.into_iter().map(|kv| kv.key).collect()
+}
+
+async fn wait_for_keys(etcd: &Etcd, want: usize, limit: Duration) {
+    let start = Instant::now();
+    while keys(etcd).await.len() != want {
+        assert!(
+            start.elapsed() < limit,
+            "want {want} keys, have {:?}",
+            keys(etcd).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn wrapped_command_is_registered_once_listening_and_deregistered_when_it_exits() {
+    let etcd = Etcd::start().await.unwrap();
+    let url = etcd.url();
+    // Reserve a port, then free it: nothing listens there until the test binds it again.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let address = addr.to_string();
+    let child = Command::new(BIN)
+        .args(["--app", "a", "--version", "1", "--address", &address])
+        .args([
+            "--etcd",
+            &url,
+            "--ttl",
+            "2",
+            "--",
+            "sh",
+            "-c",
+            "sleep 4; exit 7",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(keys(&etcd).await.is_empty(), "registered before listening");
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    wait_for_keys(&etcd, 1, Duration::from_secs(2)).await;
+    assert_eq!(
+        keys(&etcd).await,
+        [format!("/mixmode/default/a/1/{address}")]
+    );
+
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert!(keys(&etcd).await.is_empty());
+    drop(listener);
+}
+
+#[tokio::test]
+async fn sigterm_to_wrapper_deregisters_then_stops_the_command() {
+    let etcd = Etcd::start().await.unwrap();
+    let url = etcd.url();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let child = Command::new(BIN)
+        .args(["--app", "a", "--version", "1", "--address", &address])
+        .args(["--etcd", &url, "--", "sleep", "60"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_keys(&etcd, 1, Duration::from_secs(3)).await;
+    let started = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    // sleep killed by the forwarded SIGTERM: 128 + 15.
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "command not stopped promptly"
+    );
+    assert!(keys(&etcd).await.is_empty());
+    assert!(stderr(&out).contains("deregistered"), "{}", stderr(&out));
+}

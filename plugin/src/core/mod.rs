@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod heartbeat;
+pub mod pairs;
 pub mod redispatch;
 pub mod registry;
 pub mod replay;

@@ -79,6 +79,25 @@ impl Replay {
         r
     }
 
+    /// The host could not give the request headers: a mismatch passes through.
+    pub fn unavailable() -> Self {
+        Replay {
+            state: ReplayState::Unsupported,
+            method: String::new(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            body_complete: true,
+            is_attempt: false,
+            max_body: 0,
+        }
+    }
+
+    /// The host could not give a body chunk: the copy would not be byte for byte.
+    pub fn mark_unsupported(&mut self) {
+        self.state = ReplayState::Unsupported;
+        self.body = Vec::new();
+    }
+
     /// Whether body chunks are still worth reading.
     pub fn wants_body(&self) -> bool {
         self.state == ReplayState::Ready && !self.body_complete

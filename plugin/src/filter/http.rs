@@ -1,0 +1,479 @@
+//! The HTTP context: saves the replay copy on the way in, answers heartbeats, and carries out the
+//! re-dispatch decided by `core::redispatch`.
+
+use crate::core::heartbeat::{self, Outcome, MAX_BODY};
+use crate::core::redispatch::{
+    self, Action as Do, CallResponse, PeerSource, Redispatcher, RegistryPeers, ResponseFacts, Step,
+    MIXMODE_HEADER,
+};
+use crate::core::replay::Replay;
+use crate::core::select::mix;
+use crate::core::signal;
+use crate::filter::abi::{self, buffer, map};
+use crate::filter::root::Shared;
+use crate::filter::store::HostStore;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
+use std::rc::Rc;
+use std::time::Duration;
+
+struct HeartbeatCall {
+    method: String,
+    authorization: Option<Vec<u8>>,
+    answered: bool,
+}
+
+enum Mode {
+    /// Not configured, or nothing left to do.
+    Inert,
+    /// An ordinary request: keep what a replay needs until the response decides.
+    Proxy {
+        replay: Replay,
+        redispatch: Option<Redispatcher>,
+        /// The first response headers were decided; later ones (our own local reply) pass.
+        decided: bool,
+        /// The original response is held while attempts run.
+        holding: bool,
+    },
+    Heartbeat(HeartbeatCall),
+}
+
+pub struct MixHttp {
+    context_id: u32,
+    shared: Option<Rc<Shared>>,
+    mode: Mode,
+}
+
+fn find<'a>(pairs: &'a [(Vec<u8>, Vec<u8>)], name: &[u8]) -> Option<&'a [u8]> {
+    pairs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_slice())
+}
+
+/// The path without its query string.
+fn path_only(path: &[u8]) -> &[u8] {
+    match path.iter().position(|b| *b == b'?') {
+        Some(i) => path.get(..i).unwrap_or(path),
+        None => path,
+    }
+}
+
+impl MixHttp {
+    pub fn new(context_id: u32, shared: Option<Rc<Shared>>) -> Self {
+        MixHttp {
+            context_id,
+            shared,
+            mode: Mode::Inert,
+        }
+    }
+
+    fn answer_heartbeat(&mut self, shared: &Shared, body: &[u8], too_large: bool) {
+        let Mode::Heartbeat(call) = &mut self.mode else {
+            return;
+        };
+        if call.answered {
+            return;
+        }
+        call.answered = true;
+        let req = heartbeat::Request {
+            method: &call.method,
+            authorization: call.authorization.as_deref(),
+            body,
+            body_too_large: too_large,
+        };
+        let answer = heartbeat::handle(&shared.config, &req, &mut HostStore, abi::now_ms());
+        let m = &shared.metrics;
+        match answer.outcome {
+            Outcome::Accepted => crate::filter::metrics::Metrics::bump(m.heartbeat_accepted),
+            Outcome::Rejected => crate::filter::metrics::Metrics::bump(m.heartbeat_rejected),
+            Outcome::Listed => {}
+        }
+        if let Some(n) = answer.records {
+            m.set_records(n);
+        }
+        if answer.status >= 500 {
+            abi::log(
+                abi::level::WARN,
+                &format!("mixmode: heartbeat failed: {}", answer.body),
+            );
+        }
+        let json: [(&[u8], &[u8]); 1] = [(b"content-type", b"application/json")];
+        let headers: &[(&[u8], &[u8])] = if answer.body.is_empty() { &[] } else { &json };
+        if !abi::send_http_response(answer.status, headers, answer.body.as_bytes()) {
+            abi::log(
+                abi::level::WARN,
+                "mixmode: could not send the heartbeat answer",
+            );
+        }
+    }
+
+    /// Runs `f` with the registry as the peer source.
+    fn with_peers<R>(shared: &Shared, now_ms: u64, f: impl FnOnce(&mut dyn PeerSource) -> R) -> R {
+        let cfg = &shared.config;
+        let mut store = HostStore;
+        match shared.cache.try_borrow_mut() {
+            Ok(mut cache) => {
+                let mut peers = RegistryPeers {
+                    store: &mut store,
+                    cache: &mut cache,
+                    pool: &cfg.pool,
+                    app: &cfg.app,
+                    stale_after_ms: cfg.registry.stale_after_ms,
+                    selection: cfg.redispatch.selection,
+                    now_ms,
+                };
+                f(&mut peers)
+            }
+            // Not reachable (one callback at a time per VM), but never worth a panic.
+            Err(_) => {
+                let mut cache = crate::core::registry::LookupCache::default();
+                let mut peers = RegistryPeers {
+                    store: &mut store,
+                    cache: &mut cache,
+                    pool: &cfg.pool,
+                    app: &cfg.app,
+                    stale_after_ms: cfg.registry.stale_after_ms,
+                    selection: cfg.redispatch.selection,
+                    now_ms,
+                };
+                f(&mut peers)
+            }
+        }
+    }
+
+    /// Carries out `step`; `held` is true when the response is paused (callback phase). Returns
+    /// what `on_http_response_headers` should return.
+    fn execute(&mut self, shared: &Shared, step: Step, held: bool) -> Action {
+        let action = self.carry_out(shared, step, held);
+        if let Mode::Proxy { holding, .. } = &mut self.mode {
+            *holding = action == Action::Pause;
+        }
+        action
+    }
+
+    /// Lets the held original response go on.
+    fn release(&mut self) {
+        // Before resuming: the body callbacks it triggers must not be held again.
+        if let Mode::Proxy { holding, .. } = &mut self.mode {
+            *holding = false;
+        }
+        abi::resume_http_response();
+    }
+
+    fn carry_out(&mut self, shared: &Shared, mut step: Step, held: bool) -> Action {
+        // Bounded by max_attempts: every refused dispatch consumes one attempt.
+        loop {
+            for c in &step.counters {
+                shared.metrics.count(*c);
+            }
+            match step.action {
+                Do::Continue => {
+                    if held {
+                        self.release();
+                    }
+                    return Action::Continue;
+                }
+                Do::PassThrough(tag) => {
+                    abi::replace_header(map::RESPONSE_HEADERS, MIXMODE_HEADER, tag.as_bytes());
+                    abi::log(
+                        abi::level::DEBUG,
+                        &format!("mixmode: passing the original response through ({tag})"),
+                    );
+                    if held {
+                        self.release();
+                    }
+                    return Action::Continue;
+                }
+                Do::Reply {
+                    status,
+                    headers,
+                    body,
+                } => {
+                    let h: Vec<(&[u8], &[u8])> = headers
+                        .iter()
+                        .map(|(k, v)| (k.as_slice(), v.as_slice()))
+                        .collect();
+                    if abi::send_http_response(status, &h, &body) {
+                        return Action::Pause;
+                    }
+                    abi::log(
+                        abi::level::WARN,
+                        "mixmode: could not send the peer's answer",
+                    );
+                    abi::replace_header(map::RESPONSE_HEADERS, MIXMODE_HEADER, b"exhausted");
+                    if held {
+                        self.release();
+                    }
+                    return Action::Continue;
+                }
+                Do::Dispatch {
+                    peer,
+                    attempt,
+                    timeout_ms,
+                } => {
+                    let Mode::Proxy {
+                        replay, redispatch, ..
+                    } = &mut self.mode
+                    else {
+                        return Action::Continue;
+                    };
+                    let owned = replay.attempt_headers(&peer, attempt);
+                    let headers: Vec<(&str, &str)> =
+                        owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                    let body = (!replay.body.is_empty()).then_some(replay.body.as_slice());
+                    let result = proxy_wasm::hostcalls::dispatch_http_call(
+                        &shared.config.redispatch.cluster,
+                        headers,
+                        body,
+                        Vec::new(),
+                        Duration::from_millis(u64::from(timeout_ms)),
+                    );
+                    match result {
+                        Ok(_) => {
+                            abi::log(
+                                abi::level::DEBUG,
+                                &format!("mixmode: attempt {attempt} -> {peer}"),
+                            );
+                            return Action::Pause;
+                        }
+                        Err(status) => {
+                            abi::log(
+                                abi::level::WARN,
+                                &format!(
+                                    "mixmode: dispatch to {peer} via cluster {:?} refused: {status:?}",
+                                    shared.config.redispatch.cluster
+                                ),
+                            );
+                            let Some(r) = redispatch.as_mut() else {
+                                return Action::Continue;
+                            };
+                            let now = abi::now_ms();
+                            step = Self::with_peers(shared, now, |p| r.on_dispatch_refused(now, p));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Context for MixHttp {
+    fn on_http_call_response(
+        &mut self,
+        _token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        // A reset stream has no headers to read (design.md §3a).
+        let response = if num_headers == 0 {
+            None
+        } else {
+            abi::get_pairs(map::CALL_RESPONSE_HEADERS).and_then(|headers| {
+                let status = find(&headers, b":status").and_then(signal::parse_status)?;
+                let body =
+                    abi::get_buffer(buffer::CALL_RESPONSE_BODY, 0, body_size).unwrap_or_default();
+                Some(CallResponse {
+                    status,
+                    headers,
+                    body,
+                })
+            })
+        };
+        let now = abi::now_ms();
+        let step = match &mut self.mode {
+            Mode::Proxy {
+                redispatch: Some(r),
+                ..
+            } => Self::with_peers(&shared, now, |p| {
+                r.on_call_response(&shared.config.detect, response, now, p)
+            }),
+            _ => return,
+        };
+        self.execute(&shared, step, true);
+    }
+}
+
+impl HttpContext for MixHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let Some(shared) = self.shared.clone() else {
+            return Action::Continue;
+        };
+        let cfg = &shared.config;
+        // One host call for everything a replay needs (design.md §3a: later it is gone).
+        let pairs = abi::get_pairs(map::REQUEST_HEADERS);
+        let path = pairs
+            .as_deref()
+            .and_then(|p| find(p, b":path"))
+            .map(path_only);
+        if path == Some(cfg.heartbeat.path.as_bytes()) {
+            let pairs = pairs.unwrap_or_default();
+            self.mode = Mode::Heartbeat(HeartbeatCall {
+                method: find(&pairs, b":method")
+                    .and_then(|m| std::str::from_utf8(m).ok())
+                    .unwrap_or_default()
+                    .to_string(),
+                authorization: find(&pairs, b"authorization").map(<[u8]>::to_vec),
+                answered: false,
+            });
+            if end_of_stream {
+                self.answer_heartbeat(&shared, &[], false);
+            }
+            // Held until the body is complete; needs `allow_on_headers_stop_iteration: true`.
+            return Action::Pause;
+        }
+        let replay = match pairs {
+            Some(p) => Replay::from_headers(p, end_of_stream, cfg.redispatch.max_replay_body_bytes),
+            None => Replay::unavailable(),
+        };
+        self.mode = Mode::Proxy {
+            replay,
+            redispatch: None,
+            decided: false,
+            holding: false,
+        };
+        Action::Continue
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(shared) = self.shared.clone() else {
+            return Action::Continue;
+        };
+        match &mut self.mode {
+            Mode::Proxy { replay, .. } => {
+                if replay.wants_body() {
+                    // Returning Continue, `body_size` is this chunk's size.
+                    let want = body_size.min(replay.read_limit());
+                    match abi::get_buffer(buffer::REQUEST_BODY, 0, want) {
+                        Some(chunk) => replay.push_body(&chunk, end_of_stream),
+                        None => replay.mark_unsupported(),
+                    }
+                } else if end_of_stream {
+                    replay.push_body(&[], true);
+                }
+                Action::Continue
+            }
+            Mode::Heartbeat(call) => {
+                if call.answered {
+                    return Action::Pause;
+                }
+                // Paused, `body_size` is everything buffered so far.
+                if body_size > MAX_BODY {
+                    self.answer_heartbeat(&shared, &[], true);
+                } else if end_of_stream {
+                    let body =
+                        abi::get_buffer(buffer::REQUEST_BODY, 0, body_size).unwrap_or_default();
+                    self.answer_heartbeat(&shared, &body, false);
+                }
+                Action::Pause
+            }
+            Mode::Inert => Action::Continue,
+        }
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        let Some(shared) = self.shared.clone() else {
+            return Action::Continue;
+        };
+        // Trailers end the stream: no body callback with end_of_stream comes.
+        match &mut self.mode {
+            Mode::Proxy { replay, .. } => {
+                replay.push_body(&[], true);
+                Action::Continue
+            }
+            Mode::Heartbeat(call) => {
+                if !call.answered {
+                    let body =
+                        abi::get_buffer(buffer::REQUEST_BODY, 0, MAX_BODY + 1).unwrap_or_default();
+                    let too_large = body.len() > MAX_BODY;
+                    self.answer_heartbeat(&shared, &body, too_large);
+                }
+                Action::Pause
+            }
+            Mode::Inert => Action::Continue,
+        }
+    }
+
+    fn on_http_response_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
+        // The original body can arrive while its headers are held (observed in Envoy 1.40 when
+        // body and headers come in one read): returning Continue here would release them.
+        match &self.mode {
+            Mode::Proxy { holding: true, .. } => Action::Pause,
+            _ => Action::Continue,
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(shared) = self.shared.clone() else {
+            return Action::Continue;
+        };
+        let cfg = &shared.config;
+        let Mode::Proxy {
+            replay,
+            redispatch,
+            decided,
+            ..
+        } = &mut self.mode
+        else {
+            return Action::Continue;
+        };
+        if *decided {
+            return Action::Continue;
+        }
+        *decided = true;
+        // The happy path: one header read, nothing else.
+        let Some(status) = abi::get_header(map::RESPONSE_HEADERS, ":status")
+            .and_then(|s| signal::parse_status(&s))
+        else {
+            return Action::Continue;
+        };
+        if !signal::is_detect_status(&cfg.detect, status) {
+            return Action::Continue;
+        }
+        let sv = abi::get_header(map::RESPONSE_HEADERS, &cfg.detect.session_version_header);
+        let av = abi::get_header(map::RESPONSE_HEADERS, &cfg.detect.app_version_header);
+        let facts = ResponseFacts {
+            status,
+            session_version: sv.as_deref(),
+            app_version: av.as_deref(),
+        };
+        let upstream =
+            abi::get_property(&["upstream", "address"]).and_then(|a| String::from_utf8(a).ok());
+        let now_ns = abi::now_ns();
+        let now = now_ns / 1_000_000;
+        let seed = mix(now_ns ^ (u64::from(self.context_id) << 32));
+        let (r, step) = Self::with_peers(&shared, now, |p| {
+            redispatch::on_response_headers(cfg, replay, &facts, upstream.clone(), now, seed, p)
+        });
+        if step
+            .counters
+            .contains(&redispatch::Counter::MismatchDetected)
+        {
+            let class = abi::get_header(map::RESPONSE_HEADERS, "x-session-class");
+            let size = abi::get_header(map::RESPONSE_HEADERS, "x-session-size");
+            let text = |v: Option<Vec<u8>>| {
+                v.as_deref()
+                    .and_then(signal::version_text)
+                    .unwrap_or("-")
+                    .to_string()
+            };
+            abi::log(
+                abi::level::DEBUG,
+                &format!(
+                    "mixmode: version mismatch from {}: session {} (class {}, size {}), server {}",
+                    upstream.as_deref().unwrap_or("-"),
+                    text(sv.clone()),
+                    text(class),
+                    text(size),
+                    text(av.clone()),
+                ),
+            );
+        }
+        *redispatch = r;
+        self.execute(&shared, step, false)
+    }
+}

@@ -1,0 +1,68 @@
+//! The root context: configuration, metrics, the per-VM registry cache.
+
+use crate::core::config::Config;
+use crate::core::registry::{self, LookupCache};
+use crate::filter::abi;
+use crate::filter::http::MixHttp;
+use crate::filter::metrics::Metrics;
+use crate::filter::store::HostStore;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::ContextType;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// What every HTTP context of a configured plugin shares.
+pub struct Shared {
+    pub config: Config,
+    pub metrics: Metrics,
+    pub cache: RefCell<LookupCache>,
+}
+
+#[derive(Default)]
+pub struct Root {
+    shared: Option<Rc<Shared>>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, size: usize) -> bool {
+        let bytes = abi::get_buffer(abi::buffer::PLUGIN_CONFIGURATION, 0, size).unwrap_or_default();
+        let config = match Config::parse(&bytes) {
+            Ok(c) => c,
+            Err(e) => {
+                abi::log(
+                    abi::level::ERROR,
+                    &format!("mixmode: invalid configuration: {e}"),
+                );
+                return false;
+            }
+        };
+        let metrics = Metrics::define();
+        if let Ok(n) = registry::count(&mut HostStore) {
+            metrics.set_records(n);
+        }
+        abi::log(
+            abi::level::INFO,
+            &format!(
+                "mixmode: configured for app {:?} in pool {:?}, peers via cluster {:?}",
+                config.app, config.pool, config.redispatch.cluster
+            ),
+        );
+        self.shared = Some(Rc::new(Shared {
+            config,
+            metrics,
+            cache: RefCell::new(LookupCache::default()),
+        }));
+        true
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        // The SDK panics on None: an unconfigured plugin gets a context that does nothing.
+        Some(Box::new(MixHttp::new(context_id, self.shared.clone())))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}

@@ -7,3 +7,4 @@ pub mod client;
 pub mod envoy;
 pub mod etcd;
 pub mod host;
+pub mod scenarios;

@@ -144,3 +144,9 @@ impl HeartbeatClient {
         })
     }
 }
+
+impl Registration {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}

@@ -1,0 +1,279 @@
+//! The registry: heartbeats, staleness, deregistration, refusals, concurrency.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hyper::Method;
+use serde_json::json;
+
+use super::{server, show, Fixture, TOKEN};
+use crate::app::{Registration, SessionStore};
+use crate::client::Req;
+use crate::host::Host;
+
+/// A record not refreshed for `stale_after_ms` is neither listed nor chosen.
+pub async fn stale_record_not_chosen<H: Host>() {
+    let store = SessionStore::new();
+    let v1 = server(&store, "v1", "1").await;
+    let old = server(&store, "old", "2").await;
+    let fresh = server(&store, "fresh", "2").await;
+    let f = Fixture::<H>::start(&store, &[&v1], json!({"registry": {"stale_after_ms": 600}})).await;
+    f.register(&old).await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    f.register(&fresh).await;
+
+    let listed: Vec<String> =
+        f.hb.list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.address)
+            .collect();
+    assert_eq!(listed, vec![fresh.addr().to_string()]);
+    for _ in 0..4 {
+        let r = Req::get(f.url("/echo"))
+            .header("cookie", f.session("2"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", show(&r));
+        assert_eq!(r.json().unwrap()["server"], "fresh");
+    }
+    assert_eq!(old.request_count(), 0, "a stale record was chosen");
+
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let r = Req::get(f.url("/echo"))
+        .header("cookie", f.session("2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.header("x-mixmode").as_deref(),
+        Some("no-peer"),
+        "{}",
+        show(&r)
+    );
+    assert!(f.hb.list().await.unwrap().is_empty());
+    f.expect_counters(&[
+        ("redispatch_ok", 4),
+        ("no_peer", 1),
+        ("mismatch_detected", 5),
+    ])
+    .await;
+}
+
+/// DELETE removes the record: no longer listed, no longer chosen.
+pub async fn delete_removes_record<H: Host>() {
+    let store = SessionStore::new();
+    let v1 = server(&store, "v1", "1").await;
+    let v2 = server(&store, "v2", "2").await;
+    let f = Fixture::<H>::start(&store, &[&v1], json!({})).await;
+    let reg = Registration::of(&v2);
+    f.hb.register(&reg).await.unwrap();
+    let listed = f.hb.list().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (
+            listed[0].app.as_str(),
+            listed[0].version.as_str(),
+            listed[0].pool.as_str()
+        ),
+        ("checkout", "2", "default")
+    );
+    assert_eq!(listed[0].address, v2.addr().to_string());
+    assert!(listed[0].first_seen_ms <= listed[0].last_seen_ms);
+
+    f.hb.deregister(&reg).await.unwrap();
+    assert!(f.hb.list().await.unwrap().is_empty());
+    let r = Req::get(f.url("/echo"))
+        .header("cookie", f.session("2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 409);
+    assert_eq!(
+        r.header("x-mixmode").as_deref(),
+        Some("no-peer"),
+        "{}",
+        show(&r)
+    );
+    assert_eq!(v2.request_count(), 0);
+    f.expect_counters(&[("no_peer", 1)]).await;
+}
+
+/// Refused heartbeats (401 without or with a wrong token, 403 outside the allow-list, 400 for
+/// malformed, incomplete, oversized or bad values) each leave the registry as it was, and never
+/// reach an upstream.
+pub async fn bad_heartbeats_change_nothing<H: Host>() {
+    let store = SessionStore::new();
+    let v1 = server(&store, "v1", "1").await;
+    let v2 = server(&store, "v2", "2").await;
+    let f = Fixture::<H>::start(&store, &[&v1], json!({})).await;
+    f.register(&v2).await;
+    let before = f.hb.list().await.unwrap();
+    assert_eq!(before.len(), 1);
+
+    let good =
+        |address: &str| json!({"app": "checkout", "version": "3", "address": address}).to_string();
+    let mut padded = json!({"app": "checkout", "version": "3", "address": "127.0.0.1:9"});
+    padded["pool"] = json!("p".repeat(5 * 1024));
+    let cases: Vec<(&str, Method, String, Option<&str>, u16)> = vec![
+        ("no token", Method::POST, good("127.0.0.1:9"), None, 401),
+        (
+            "wrong token",
+            Method::POST,
+            good("127.0.0.1:9"),
+            Some("wrong-token"),
+            401,
+        ),
+        (
+            "wrong token on DELETE",
+            Method::DELETE,
+            Registration::of(&v2).to_json(),
+            Some("x"),
+            401,
+        ),
+        (
+            "outside allow-list",
+            Method::POST,
+            good("8.8.8.8:80"),
+            Some(TOKEN),
+            403,
+        ),
+        (
+            "malformed JSON",
+            Method::POST,
+            "{\"app\": \"checkout\", ".to_string(),
+            Some(TOKEN),
+            400,
+        ),
+        (
+            "missing version",
+            Method::POST,
+            json!({"app": "checkout", "address": "127.0.0.1:9"}).to_string(),
+            Some(TOKEN),
+            400,
+        ),
+        (
+            "5 KiB body",
+            Method::POST,
+            padded.to_string(),
+            Some(TOKEN),
+            400,
+        ),
+        (
+            "host name",
+            Method::POST,
+            good("localhost:80"),
+            Some(TOKEN),
+            400,
+        ),
+        ("no port", Method::POST, good("127.0.0.1"), Some(TOKEN), 400),
+        (
+            "control character",
+            Method::POST,
+            json!({"app": "check\nout", "version": "3", "address": "127.0.0.1:9"}).to_string(),
+            Some(TOKEN),
+            400,
+        ),
+    ];
+    let n = cases.len() as u64;
+    for (what, method, body, token, status) in cases {
+        let r = f.hb.send_raw(method, body, token).await.unwrap();
+        assert_eq!(r.status, status, "{what}: {}", show(&r));
+        if status == 400 {
+            let err = r.json().unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert!(
+                err["error"].as_str().is_some_and(|s| !s.is_empty()),
+                "{what}: {}",
+                show(&r)
+            );
+        }
+        assert_eq!(
+            f.hb.list().await.unwrap(),
+            before,
+            "{what} changed the registry"
+        );
+    }
+    // The listing needs the token too.
+    let r = f.hb.send_raw(Method::GET, "", None).await.unwrap();
+    assert_eq!(r.status, 401, "{}", show(&r));
+    assert_eq!(v1.request_count(), 0, "a heartbeat reached an upstream");
+    f.expect_counters(&[("heartbeat_rejected", n + 1), ("heartbeat_accepted", 1)])
+        .await;
+}
+
+/// With two workers, many concurrent heartbeats (one connection each, so both workers get
+/// some) are all kept: no lost CAS update.
+pub async fn concurrent_heartbeats_on_two_workers_all_kept<H: Host>() {
+    let store = SessionStore::new();
+    let v1 = server(&store, "v1", "1").await;
+    let f = Fixture::<H>::start_with(&store, &[&v1], json!({}), 2).await;
+    const N: u16 = 120;
+    let tasks: Vec<_> = (0..N)
+        .map(|i| {
+            let hb = f.hb.clone();
+            tokio::spawn(async move {
+                let reg = Registration {
+                    app: "checkout".into(),
+                    version: format!("{}", 2 + i % 3),
+                    address: SocketAddr::from(([127, 0, 1, (i % 250) as u8 + 1], 10_000 + i))
+                        .to_string(),
+                    pool: None,
+                };
+                hb.register(&reg).await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let listed = f.hb.list().await.unwrap();
+    assert_eq!(listed.len(), N as usize, "lost heartbeats");
+    if let Some(per_worker) = f.host.heartbeat_connections_per_worker().await.unwrap() {
+        assert_eq!(per_worker.len(), 2, "{per_worker:?}");
+        assert!(
+            per_worker.iter().all(|n| *n > 0),
+            "one worker got no heartbeat: {per_worker:?}"
+        );
+    }
+    f.expect_counters(&[
+        ("heartbeat_accepted", N as u64),
+        ("registry_records", N as u64),
+    ])
+    .await;
+}
+
+/// The registry gauge follows registrations and deregistrations; heartbeat counters match.
+pub async fn registry_gauge_and_counters_match<H: Host>() {
+    let store = SessionStore::new();
+    let v1 = server(&store, "v1", "1").await;
+    let a = server(&store, "a", "2").await;
+    let b = server(&store, "b", "2").await;
+    let f = Fixture::<H>::start(&store, &[&v1], json!({})).await;
+    f.register(&a).await;
+    f.register(&b).await;
+    f.register(&a).await; // a refresh, not a new record
+    f.expect_counters(&[("heartbeat_accepted", 3), ("registry_records", 2)])
+        .await;
+    f.hb.deregister(&Registration::of(&b)).await.unwrap();
+    let r =
+        f.hb.send_raw(Method::POST, "{}", Some(TOKEN))
+            .await
+            .unwrap();
+    assert_eq!(r.status, 400);
+    let r = Req::get(f.url("/echo"))
+        .header("cookie", f.session("2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", show(&r));
+    f.expect_counters(&[
+        ("heartbeat_accepted", 4),
+        ("heartbeat_rejected", 1),
+        ("registry_records", 1),
+        ("redispatch_ok", 1),
+        ("mismatch_detected", 1),
+    ])
+    .await;
+}

@@ -1,0 +1,182 @@
+//! A version mismatch rescued by a peer, and what must not be touched.
+
+use serde_json::json;
+
+use super::{binary_body, server, show, Fixture};
+use crate::app::{sha256_hex, transfer};
+use crate::client::Req;
+use crate::host::Host;
+
+/// A v2 session sent to a v1 server: the client gets the v2 peer's 200 and body, the v1 server
+/// saw the request once, and the peer received the POST body byte for byte.
+pub async fn rescue_post_body_byte_for_byte<H: Host>() {
+    let store = crate::app::SessionStore::new();
+    let v1 = server(&store, "v1", "1").await;
+    let v2 = server(&store, "v2", "2").await;
+    let f = Fixture::<H>::start(&store, &[&v1], json!({})).await;
+    f.register(&v1).await;
+    f.register(&v2).await;
+    let cookie = f.session("2");
+    let body = binary_body(64 * 1024);
+
+    let r = Req::post(f.url("/echo/pay?step=3"), body.clone())
+        .header("cookie", &cookie)
+        .header("content-type", "application/octet-stream")
+        .header("x-custom", "kept")
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(r.status, 200, "{}", show(&r));
+    assert_eq!(
+        r.header("x-mixmode").as_deref(),
+        Some("redispatched"),
+        "{}",
+        show(&r)
+    );
+    assert_eq!(r.header("x-served-by").as_deref(), Some("v2"));
+    let echo = r.json().unwrap();
+    assert_eq!(echo["server"], "v2");
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["path"], "/echo/pay?step=3");
+    assert_eq!(echo["body_sha256"], sha256_hex(&body));
+    // The peer's duplicate headers reach the client.
+    assert_eq!(
+        r.header_all("set-cookie"),
+        vec!["a=1; Path=/", "b=2; Path=/"]
+    );
+
+    assert_eq!(v1.request_count(), 1, "the v1 server sees the request once");
+    let seen = v2.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].body.as_ref(),
+        body.as_slice(),
+        "body at the peer differs"
+    );
+    assert_eq!(seen[0].method, "POST");
+    assert_eq!(seen[0].path, "/echo/pay?step=3");
+    assert_eq!(seen[0].header("cookie").as_deref(), Some(cookie.as_str()));
+    assert_eq!(seen[0].header("x-custom").as_deref(), Some("kept"));
+    assert_eq!(
+        seen[0].header("content-type").as_deref(),
+        Some("application/octet-stream")
+    );
+    assert_eq!(seen[0].header("x-mixmode-attempt").as_deref(), Some("1"));
+
+    f.expect_counters(&[
+        ("mismatch_detected", 1),
+        ("redispatch_ok", 1),
+        ("heartbeat_accepted", 2),
+    ])
+    .await;
+}
+
+/// A session of the server's own version goes straight through: same answer as the server
+/// gives directly, no `x-mixmode`, the peer never contacted.
+pub async fn own_version_passes_untouched<H: Host>() {
+    let store = crate::app::SessionStore::new();
+    let v1 = server(&store, "v1", "1").await;
+    let v2 = server(&store, "v2", "2").await;
+    let f = Fixture::<H>::start(&store, &[&v1], json!({})).await;
+    f.register(&v2).await;
+    let cookie = f.session("1");
+    let body = binary_body(10_000);
+
+    let r = Req::post(f.url("/echo/own"), body.clone())
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    let direct = Req::post(format!("{}/echo/own", v1.url()), body.clone())
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(r.status, 200, "{}", show(&r));
+    assert_eq!(r.header("x-mixmode"), None);
+    assert_eq!(r.body, direct.body);
+    assert_eq!(r.header_all("set-cookie"), direct.header_all("set-cookie"));
+    assert_eq!(r.header("x-app-version").as_deref(), Some("1"));
+    // Through the proxy, then directly.
+    assert_eq!(v1.request_count(), 2);
+    assert_eq!(v1.requests()[0].body.as_ref(), body.as_slice());
+    assert_eq!(v1.requests()[0].header("x-mixmode-attempt"), None);
+    assert_eq!(v2.request_count(), 0, "nothing dispatched");
+    f.expect_counters(&[
+        ("mismatch_detected", 0),
+        ("not_version_error", 0),
+        ("heartbeat_accepted", 1),
+    ])
+    .await;
+}
+
+/// The patent's money transfer through a pool of a v1 and a v2 server (round robin): each
+/// transfer's steps alternate between versions, and every transfer completes.
+pub async fn transfers_complete_across_a_mixed_pool<H: Host>() {
+    let store = crate::app::SessionStore::new();
+    let v1 = server(&store, "v1", "1").await;
+    let v2 = server(&store, "v2", "2").await;
+    let f = Fixture::<H>::start(&store, &[&v1, &v2], json!({})).await;
+    f.register(&v1).await;
+    f.register(&v2).await;
+
+    let mut rescued = 0;
+    for i in 0..6 {
+        let run = transfer::run_transfer(&f.host.public_url(), &format!("user{i}"))
+            .await
+            .unwrap();
+        assert!(run.completed, "transfer {i} failed: {:?}", run.steps);
+        for s in &run.steps {
+            match s.mixmode.as_deref() {
+                None => {}
+                Some("redispatched") => rescued += 1,
+                Some(other) => panic!("step {s:?} got x-mixmode: {other}"),
+            }
+        }
+        // A started transfer is continued only by servers of its first step's version.
+        let first = run.steps[0].served_by.clone().unwrap();
+        assert!(
+            run.steps
+                .iter()
+                .all(|s| s.served_by.as_deref() == Some(first.as_str())),
+            "{:?}",
+            run.steps
+        );
+    }
+    assert!(
+        rescued >= 6,
+        "round robin over two versions must cause mismatches; rescued {rescued}"
+    );
+    f.expect_counters(&[("redispatch_ok", rescued), ("mismatch_detected", rescued)])
+        .await;
+}
+
+/// The client's own `x-envoy-original-dst-host` never chooses the peer.
+pub async fn client_cannot_choose_the_peer<H: Host>() {
+    let store = crate::app::SessionStore::new();
+    let v1 = server(&store, "v1", "1").await;
+    let registered = server(&store, "registered", "2").await;
+    let target = server(&store, "target", "2").await;
+    let f = Fixture::<H>::start(&store, &[&v1], json!({})).await;
+    f.register(&registered).await;
+
+    let r = Req::get(f.url("/echo"))
+        .header("cookie", f.session("2"))
+        .header("x-envoy-original-dst-host", target.addr().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", show(&r));
+    assert_eq!(r.json().unwrap()["server"], "registered");
+    assert_eq!(target.request_count(), 0, "the client chose the peer");
+    let seen = registered.requests();
+    assert_eq!(seen.len(), 1);
+    for (n, v) in &seen[0].headers {
+        if n == "x-envoy-original-dst-host" {
+            assert_eq!(String::from_utf8_lossy(v), registered.addr().to_string());
+        }
+    }
+    f.expect_counters(&[("redispatch_ok", 1)]).await;
+}

@@ -18,7 +18,7 @@ build: setup
 
 # The rolling-deploy demo: mixmode against Envoy's alternatives, one report.
 demo *ARGS: build
-    cargo run -q --release -p mixmode-tests --bin demo -- {{ARGS}}
+    cargo run -q --release -p mixmode-demo --bin demo -- {{ARGS}}
 
 # Formatting and lints, for the host and the wasm target.
 lint:
@@ -33,3 +33,8 @@ test: build lint
 # Only the fast plain-Rust unit tests of the filter's core.
 test-core:
     cargo test -p mixmode
+
+# Throughput and latency: plain Envoy vs no-op wasm vs mixmode (wrk); results under bench/results/.
+bench: build
+    scripts/setup.sh bench
+    bench/run.sh

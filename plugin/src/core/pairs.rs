@@ -7,28 +7,77 @@ fn u32_at(bytes: &[u8], at: usize) -> Option<usize> {
     usize::try_from(u32::from_le_bytes(b)).ok()
 }
 
+/// Walks the ABI's map serialization without copying; `None` at the first malformed entry.
+pub struct RawPairs<'a> {
+    bytes: &'a [u8],
+    left: usize,
+    sizes: usize,
+    data: usize,
+}
+
+impl<'a> RawPairs<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        let left = if bytes.is_empty() {
+            0
+        } else {
+            u32_at(bytes, 0).unwrap_or(usize::MAX)
+        };
+        RawPairs {
+            bytes,
+            left,
+            sizes: 4,
+            data: left.saturating_mul(8).saturating_add(4),
+        }
+    }
+
+    fn step(&mut self) -> Option<(&'a [u8], &'a [u8])> {
+        let ks = u32_at(self.bytes, self.sizes)?;
+        let vs = u32_at(self.bytes, self.sizes.checked_add(4)?)?;
+        let k_end = self.data.checked_add(ks)?;
+        let k = self.bytes.get(self.data..k_end)?;
+        let v_start = k_end.checked_add(1)?;
+        let v_end = v_start.checked_add(vs)?;
+        let v = self.bytes.get(v_start..v_end)?;
+        self.sizes = self.sizes.checked_add(8)?;
+        self.data = v_end.checked_add(1)?;
+        Some((k, v))
+    }
+}
+
+impl<'a> Iterator for RawPairs<'a> {
+    /// `Err(())` once, for a malformed map.
+    type Item = Result<(&'a [u8], &'a [u8]), ()>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        match self.step() {
+            Some(p) => {
+                self.left -= 1;
+                Some(Ok(p))
+            }
+            None => {
+                self.left = 0;
+                Some(Err(()))
+            }
+        }
+    }
+}
+
+/// The first value of `name` (case-insensitive) in a serialized map.
+pub fn find_raw<'a>(bytes: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    RawPairs::new(bytes)
+        .map_while(Result::ok)
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+}
+
 /// Decodes the ABI's map serialization; None if it is malformed.
 pub fn parse_pairs(bytes: &[u8]) -> Option<Pairs> {
-    if bytes.is_empty() {
-        return Some(Vec::new());
-    }
-    let n = u32_at(bytes, 0)?;
-    let mut out = Vec::with_capacity(n.min(bytes.len() / 8));
-    let mut sizes = 4usize;
-    let mut data = n.checked_mul(8)?.checked_add(4)?;
-    for _ in 0..n {
-        let ks = u32_at(bytes, sizes)?;
-        let vs = u32_at(bytes, sizes.checked_add(4)?)?;
-        sizes = sizes.checked_add(8)?;
-        let k_end = data.checked_add(ks)?;
-        let k = bytes.get(data..k_end)?.to_vec();
-        data = k_end.checked_add(1)?;
-        let v_end = data.checked_add(vs)?;
-        let v = bytes.get(data..v_end)?.to_vec();
-        data = v_end.checked_add(1)?;
-        out.push((k, v));
-    }
-    Some(out)
+    RawPairs::new(bytes)
+        .map(|p| p.map(|(k, v)| (k.to_vec(), v.to_vec())).ok())
+        .collect()
 }
 
 pub fn serialize_pairs(pairs: &[(&[u8], &[u8])]) -> Option<Vec<u8>> {
@@ -70,5 +119,7 @@ mod tests {
         assert!(parse_pairs(&[9, 0, 0, 0]).is_none());
         assert!(parse_pairs(&[0xff, 0xff, 0xff, 0xff, 0]).is_none());
         assert_eq!(parse_pairs(&[]).unwrap(), Vec::new());
+        assert_eq!(find_raw(&bytes, b"X"), Some(&b"\xff"[..]));
+        assert_eq!(find_raw(&bytes, b"y"), None);
     }
 }

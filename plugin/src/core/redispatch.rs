@@ -3,7 +3,7 @@
 
 use crate::core::config::{Config, Detect, Selection};
 use crate::core::registry::{LookupCache, SharedStore};
-use crate::core::replay::{is_hop_by_hop, Replay, ReplayState};
+use crate::core::replay::{is_hop_by_hop, Replay, ReplayState, Request};
 use crate::core::retry::{Failure, Policy};
 use crate::core::select::{mix, select};
 use crate::core::signal::{self, Verdict};
@@ -125,7 +125,7 @@ fn header<'a>(headers: &'a Headers, name: &[u8]) -> Option<&'a [u8]> {
 #[derive(Debug)]
 pub struct Redispatcher {
     policy: Policy,
-    method: String,
+    request: Request,
     session_version: String,
     started_ms: u64,
     attempts: u32,
@@ -146,7 +146,7 @@ pub fn on_response_headers(
     peers: &mut dyn PeerSource,
 ) -> (Option<Redispatcher>, Step) {
     // A replayed request is answered as is: never re-dispatched again (loop guard).
-    if replay.is_attempt {
+    if replay.is_attempt() {
         return (None, Step::new(Action::Continue));
     }
     let session_version = match signal::classify(
@@ -165,18 +165,18 @@ pub fn on_response_headers(
         Verdict::Mismatch { session_version } => session_version,
     };
     let detected = Step::new(Action::Continue).count(Counter::MismatchDetected);
-    match replay.state {
-        ReplayState::TooLarge => return (None, detected.count(Counter::ReplayTooLarge)),
-        ReplayState::Unsupported => return (None, detected.count(Counter::ReplayUnsupported)),
+    let request = match replay.request() {
+        Err(ReplayState::TooLarge) => return (None, detected.count(Counter::ReplayTooLarge)),
+        Err(_) => return (None, detected.count(Counter::ReplayUnsupported)),
         // The upstream answered before the whole body arrived: there is nothing whole to replay.
-        ReplayState::Ready if !replay.body_complete => {
+        Ok(_) if !replay.body_complete => {
             return (None, detected.count(Counter::ReplayUnsupported))
         }
-        ReplayState::Ready => {}
-    }
+        Ok(r) => r,
+    };
     let mut r = Redispatcher {
         policy: Policy::from(&cfg.redispatch),
-        method: replay.method.clone(),
+        request,
         session_version,
         started_ms: now_ms,
         attempts: 0,
@@ -192,6 +192,11 @@ pub fn on_response_headers(
 impl Redispatcher {
     pub fn session_version(&self) -> &str {
         &self.session_version
+    }
+
+    /// The headers of attempt `n` to `peer`.
+    pub fn attempt_headers(&self, peer: &str, n: u32) -> Vec<(&str, String)> {
+        self.request.attempt_headers(peer, n)
     }
 
     fn next_attempt(&mut self, now_ms: u64, peers: &mut dyn PeerSource) -> Step {
@@ -222,15 +227,17 @@ impl Redispatcher {
     }
 
     fn failed(&mut self, why: Failure, now_ms: u64, peers: &mut dyn PeerSource) -> Step {
-        let mut step =
-            if self
-                .policy
-                .may_try_again(self.attempts, self.started_ms, now_ms, &self.method, why)
-            {
-                self.next_attempt(now_ms, peers)
-            } else {
-                Step::new(Action::PassThrough("exhausted")).count(Counter::Exhausted)
-            };
+        let mut step = if self.policy.may_try_again(
+            self.attempts,
+            self.started_ms,
+            now_ms,
+            &self.request.method,
+            why,
+        ) {
+            self.next_attempt(now_ms, peers)
+        } else {
+            Step::new(Action::PassThrough("exhausted")).count(Counter::Exhausted)
+        };
         step.counters.insert(0, Counter::AttemptFailed);
         step
     }
@@ -297,6 +304,7 @@ mod tests {
         clippy::indexing_slicing
     )]
     use super::*;
+    use crate::core::pairs::serialize_pairs;
     use crate::core::registry::{upsert, Limits, MemoryStore};
     use Counter::*;
 
@@ -320,18 +328,18 @@ mod tests {
         Config::parse(format!(r#"{{"app":"checkout"{extra}}}"#).as_bytes()).unwrap()
     }
 
+    fn raw(list: &[(&str, &str)]) -> Vec<u8> {
+        let v: Vec<(&[u8], &[u8])> = list
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+            .collect();
+        serialize_pairs(&v).unwrap()
+    }
+
     fn replay(method: &str, extra: &[(&str, &str)]) -> Replay {
-        let mut pairs = vec![
-            (b":method".to_vec(), method.as_bytes().to_vec()),
-            (b":path".to_vec(), b"/".to_vec()),
-            (b":authority".to_vec(), b"shop".to_vec()),
-        ];
-        pairs.extend(
-            extra
-                .iter()
-                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())),
-        );
-        Replay::from_headers(pairs, true, 100)
+        let mut pairs = vec![(":method", method), (":path", "/"), (":authority", "shop")];
+        pairs.extend_from_slice(extra);
+        Replay::new(raw(&pairs), true, 100)
     }
 
     const MISMATCH: ResponseFacts<'static> = ResponseFacts {
@@ -561,13 +569,13 @@ mod tests {
             on_response_headers(&c, &replay("GET", &[]), &equal, None, 0, 0, &mut peers);
         assert_eq!(step.counters, vec![NotVersionError]);
 
-        let mut big = Replay::from_headers(vec![(b":method".to_vec(), b"POST".to_vec())], false, 2);
+        let mut big = Replay::new(raw(&[(":method", "POST")]), false, 2);
         big.push_body(b"abc", true);
         let (sm, step) = start(&c, &big, &mut peers);
         assert!(sm.is_none());
         assert_eq!(step.counters, vec![MismatchDetected, ReplayTooLarge]);
 
-        let bin = Replay::from_headers(vec![(b"x".to_vec(), b"\xff".to_vec())], true, 2);
+        let bin = Replay::new(serialize_pairs(&[(b"x", b"\xff")]).unwrap(), true, 2);
         let (_, step) = start(&c, &bin, &mut peers);
         assert_eq!(step.counters, vec![MismatchDetected, ReplayUnsupported]);
     }

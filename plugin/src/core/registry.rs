@@ -209,14 +209,34 @@ fn remove_elsewhere<S: SharedStore>(
         found |= had;
         delta -= i64::try_from(removed).unwrap_or(0);
         if now_empty {
-            modify(store, &vkey, |vs: &mut Vec<String>| {
-                let before = vs.len();
-                vs.retain(|x| x != v);
-                (vs.len() != before, ())
-            })?;
+            unindex_version(store, pool, app, v)?;
         }
     }
     Ok((found, delta))
+}
+
+/// Takes an emptied set out of the indexes, so that they only list what has records. A writer
+/// racing this re-adds its version (and app) at its next heartbeat; lookups never use the
+/// indexes, so they are not affected meanwhile.
+fn unindex_version<S: SharedStore>(
+    store: &mut S,
+    pool: &str,
+    app: &str,
+    version: &str,
+) -> Result<(), RegistryError> {
+    let no_versions_left = modify(store, &versions_key(pool, app), |vs: &mut Vec<String>| {
+        let before = vs.len();
+        vs.retain(|x| x != version);
+        (vs.len() != before, vs.is_empty())
+    })?;
+    if no_versions_left {
+        modify(store, APPS_KEY, |apps: &mut Vec<(String, String)>| {
+            let before = apps.len();
+            apps.retain(|(p, a)| !(p == pool && a == app));
+            (apps.len() != before, ())
+        })?;
+    }
+    Ok(())
 }
 
 /// What a heartbeat POST did.
@@ -337,11 +357,15 @@ fn sweep<S: SharedStore>(
     for (pool, app) in &apps {
         let versions: Vec<String> = read(store, &versions_key(pool, app))?;
         for v in &versions {
-            let removed = modify(store, &set_key(pool, app, v), |set: &mut Vec<Entry>| {
-                let (_, removed) = drop_from(set, None, now_ms, limits);
-                (removed > 0, removed)
-            })?;
+            let (removed, empty) =
+                modify(store, &set_key(pool, app, v), |set: &mut Vec<Entry>| {
+                    let (_, removed) = drop_from(set, None, now_ms, limits);
+                    (removed > 0, (removed, set.is_empty()))
+                })?;
             delta -= i64::try_from(removed).unwrap_or(0);
+            if empty {
+                unindex_version(store, pool, app, v)?;
+            }
         }
     }
     add_count(store, delta)
@@ -576,6 +600,24 @@ mod tests {
         assert!(upsert(&mut s, &L, "p", "app", "2", "10.0.0.1:80", 2).is_ok());
         // A version change is not a new record.
         assert!(upsert(&mut s, &L, "p", "app", "3", "10.0.0.2:80", 3).is_ok());
+    }
+
+    #[test]
+    fn emptied_sets_leave_the_indexes() {
+        let mut s = MemoryStore::default();
+        upsert(&mut s, &L, "p", "app", "1", "10.0.0.1:80", 0).unwrap();
+        remove(&mut s, &L, "p", "app", "10.0.0.1:80", 0).unwrap();
+        let vs: Vec<String> = read(&mut s, &versions_key("p", "app")).unwrap();
+        let apps: Vec<(String, String)> = read(&mut s, APPS_KEY).unwrap();
+        assert!(vs.is_empty() && apps.is_empty());
+        // A sweep (at the cap) prunes sets whose records all went stale.
+        for i in 1..=3 {
+            upsert(&mut s, &L, "p", &format!("a{i}"), "1", "10.0.0.1:80", 0).unwrap();
+        }
+        upsert(&mut s, &L, "p", "b", "1", "10.0.0.1:80", 5000).unwrap();
+        let apps: Vec<(String, String)> = read(&mut s, APPS_KEY).unwrap();
+        assert_eq!(apps, vec![("p".to_string(), "b".to_string())]);
+        assert_eq!(count(&mut s).unwrap(), 1);
     }
 
     #[test]

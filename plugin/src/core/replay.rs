@@ -1,6 +1,8 @@
 //! The copy of the request a replay needs, taken on the way in (design.md §3, §3a: the request
 //! is gone in the response phase).
 
+use crate::core::pairs::{find_raw, RawPairs};
+
 pub const ATTEMPT_HEADER: &str = "x-mixmode-attempt";
 pub const ORIGINAL_DST_HEADER: &str = "x-envoy-original-dst-host";
 
@@ -23,73 +25,98 @@ pub enum ReplayState {
     Unsupported,
 }
 
+/// What a replay sends, decoded from the saved map only when a mismatch needs it.
 #[derive(Debug, Clone)]
-pub struct Replay {
-    pub state: ReplayState,
+pub struct Request {
     pub method: String,
     /// Pseudo-headers first, as received, minus what must never be replayed.
     pub headers: Vec<(String, String)>,
+}
+
+impl Request {
+    /// Headers of attempt `n` to `peer`: the client's, then the target (its only copy: the
+    /// client's was dropped) and the attempt number.
+    pub fn attempt_headers(&self, peer: &str, n: u32) -> Vec<(&str, String)> {
+        let mut h: Vec<(&str, String)> = Vec::with_capacity(self.headers.len() + 2);
+        h.extend(self.headers.iter().map(|(k, v)| (k.as_str(), v.clone())));
+        h.push((ORIGINAL_DST_HEADER, peer.to_string()));
+        h.push((ATTEMPT_HEADER, n.to_string()));
+        h
+    }
+}
+
+/// The request as it came in: the host's serialized header map, kept as is (the happy path
+/// pays for one host call and no decoding), and a copy of the body.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    raw: Vec<u8>,
+    state: ReplayState,
     pub body: Vec<u8>,
     pub body_complete: bool,
-    /// The request came from a re-dispatch (loop guard).
-    pub is_attempt: bool,
     max_body: usize,
 }
 
 impl Replay {
-    /// `end_of_stream`: the request has no body.
-    pub fn from_headers(
-        pairs: Vec<(Vec<u8>, Vec<u8>)>,
-        end_of_stream: bool,
-        max_body: usize,
-    ) -> Self {
-        let mut r = Replay {
+    /// `raw`: the request headers in the ABI's map serialization; `end_of_stream`: no body.
+    pub fn new(raw: Vec<u8>, end_of_stream: bool, max_body: usize) -> Self {
+        Replay {
+            raw,
             state: ReplayState::Ready,
-            method: String::new(),
-            headers: Vec::with_capacity(pairs.len()),
             body: Vec::new(),
             body_complete: end_of_stream,
-            is_attempt: false,
             max_body,
-        };
-        for (name, value) in pairs {
-            if name.eq_ignore_ascii_case(ATTEMPT_HEADER.as_bytes()) {
-                r.is_attempt = true;
-                continue;
-            }
-            if name.eq_ignore_ascii_case(ORIGINAL_DST_HEADER.as_bytes()) || is_hop_by_hop(&name) {
-                continue;
-            }
-            match (String::from_utf8(name), String::from_utf8(value)) {
-                (Ok(n), Ok(v)) => {
-                    if n == ":method" {
-                        r.method = v.clone();
-                    }
-                    r.headers.push((n, v));
-                }
-                _ => {
-                    r.state = ReplayState::Unsupported;
-                    r.headers.clear();
-                }
-            }
-            if r.state == ReplayState::Unsupported {
-                break;
-            }
         }
-        r
     }
 
     /// The host could not give the request headers: a mismatch passes through.
     pub fn unavailable() -> Self {
         Replay {
+            raw: Vec::new(),
             state: ReplayState::Unsupported,
-            method: String::new(),
-            headers: Vec::new(),
             body: Vec::new(),
             body_complete: true,
-            is_attempt: false,
             max_body: 0,
         }
+    }
+
+    /// The request came from a re-dispatch (loop guard).
+    pub fn is_attempt(&self) -> bool {
+        find_raw(&self.raw, ATTEMPT_HEADER.as_bytes()).is_some()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        find_raw(&self.raw, name.as_bytes())
+    }
+
+    /// The replayable request, or why there is none.
+    pub fn request(&self) -> Result<Request, ReplayState> {
+        if self.state != ReplayState::Ready {
+            return Err(self.state);
+        }
+        let mut r = Request {
+            method: String::new(),
+            headers: Vec::new(),
+        };
+        for pair in RawPairs::new(&self.raw) {
+            let (name, value) = pair.map_err(|_| ReplayState::Unsupported)?;
+            if name.eq_ignore_ascii_case(ATTEMPT_HEADER.as_bytes())
+                || name.eq_ignore_ascii_case(ORIGINAL_DST_HEADER.as_bytes())
+                || is_hop_by_hop(name)
+            {
+                continue;
+            }
+            let (Ok(n), Ok(v)) = (std::str::from_utf8(name), std::str::from_utf8(value)) else {
+                return Err(ReplayState::Unsupported);
+            };
+            if n == ":method" {
+                r.method = v.to_string();
+            }
+            r.headers.push((n.to_string(), v.to_string()));
+        }
+        if r.method.is_empty() {
+            return Err(ReplayState::Unsupported);
+        }
+        Ok(r)
     }
 
     /// The host could not give a body chunk: the copy would not be byte for byte.
@@ -118,22 +145,11 @@ impl Replay {
         }
     }
 
-    /// The body size a chunk read may fetch without going past the limit by more than one byte
-    /// (so that "too large" is still detected).
+    /// How much of a chunk to read: up to one byte past the limit, so "too large" is still seen.
     pub fn read_limit(&self) -> usize {
         self.max_body
             .saturating_sub(self.body.len())
             .saturating_add(1)
-    }
-
-    /// Headers of attempt `n` to `peer`: the target header first (ORIGINAL_DST honours the first
-    /// copy), then the client's headers, then the attempt number.
-    pub fn attempt_headers(&self, peer: &str, n: u32) -> Vec<(&str, String)> {
-        let mut h: Vec<(&str, String)> = Vec::with_capacity(self.headers.len() + 2);
-        h.extend(self.headers.iter().map(|(k, v)| (k.as_str(), v.clone())));
-        h.push((ORIGINAL_DST_HEADER, peer.to_string()));
-        h.push((ATTEMPT_HEADER, n.to_string()));
-        h
     }
 }
 
@@ -146,17 +162,17 @@ mod tests {
         clippy::indexing_slicing
     )]
     use super::*;
+    use crate::core::pairs::serialize_pairs;
 
-    fn pairs(list: &[(&str, &[u8])]) -> Vec<(Vec<u8>, Vec<u8>)> {
-        list.iter()
-            .map(|(k, v)| (k.as_bytes().to_vec(), v.to_vec()))
-            .collect()
+    pub fn raw(list: &[(&str, &[u8])]) -> Vec<u8> {
+        let v: Vec<(&[u8], &[u8])> = list.iter().map(|(k, v)| (k.as_bytes(), *v)).collect();
+        serialize_pairs(&v).unwrap()
     }
 
     #[test]
     fn keeps_the_request_minus_what_must_not_be_replayed() {
-        let r = Replay::from_headers(
-            pairs(&[
+        let r = Replay::new(
+            raw(&[
                 (":method", b"POST"),
                 (":path", b"/cart?x=1"),
                 (":authority", b"shop"),
@@ -171,15 +187,16 @@ mod tests {
             false,
             10,
         );
-        assert_eq!(r.state, ReplayState::Ready);
-        assert_eq!(r.method, "POST");
-        assert!(!r.is_attempt);
-        let names: Vec<&str> = r.headers.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(!r.is_attempt());
+        assert_eq!(r.header(":path"), Some(&b"/cart?x=1"[..]));
+        let q = r.request().unwrap();
+        assert_eq!(q.method, "POST");
+        let names: Vec<&str> = q.headers.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
             names,
             vec![":method", ":path", ":authority", "cookie", "cookie"]
         );
-        let h = r.attempt_headers("10.0.0.1:80", 2);
+        let h = q.attempt_headers("10.0.0.1:80", 2);
         assert_eq!(h[5], (ORIGINAL_DST_HEADER, "10.0.0.1:80".to_string()));
         assert_eq!(h[6], (ATTEMPT_HEADER, "2".to_string()));
         assert_eq!(
@@ -190,48 +207,58 @@ mod tests {
 
     #[test]
     fn attempt_header_marks_a_replayed_request() {
-        let r = Replay::from_headers(
-            pairs(&[(":method", b"GET"), ("x-mixmode-attempt", b"1")]),
+        let r = Replay::new(
+            raw(&[(":method", b"GET"), ("X-Mixmode-Attempt", b"1")]),
             true,
             10,
         );
-        assert!(r.is_attempt);
-        assert!(r.headers.iter().all(|(k, _)| k != ATTEMPT_HEADER));
+        assert!(r.is_attempt());
+        assert!(r
+            .request()
+            .unwrap()
+            .headers
+            .iter()
+            .all(|(k, _)| !k.eq_ignore_ascii_case(ATTEMPT_HEADER)));
     }
 
     #[test]
-    fn non_utf8_value_is_unsupported() {
-        let r = Replay::from_headers(
-            pairs(&[(":method", b"GET"), ("x-bin", b"\xff\xfe")]),
+    fn non_utf8_value_or_garbage_is_unsupported() {
+        let r = Replay::new(
+            raw(&[(":method", b"GET"), ("x-bin", b"\xff\xfe")]),
             true,
             10,
         );
-        assert_eq!(r.state, ReplayState::Unsupported);
-        assert!(!r.wants_body());
+        assert_eq!(r.request().unwrap_err(), ReplayState::Unsupported);
+        let r = Replay::new(vec![5, 0, 0, 0, 1], true, 10);
+        assert_eq!(r.request().unwrap_err(), ReplayState::Unsupported);
+        assert_eq!(
+            Replay::unavailable().request().unwrap_err(),
+            ReplayState::Unsupported
+        );
     }
 
     #[test]
     fn body_up_to_the_limit_is_kept_byte_for_byte() {
-        let mut r = Replay::from_headers(pairs(&[(":method", b"POST")]), false, 6);
+        let mut r = Replay::new(raw(&[(":method", b"POST")]), false, 6);
         assert!(r.wants_body());
         r.push_body(b"\x00\xffab", false);
         r.push_body(b"cd", true);
         assert_eq!(r.body, b"\x00\xffabcd");
-        assert_eq!(r.state, ReplayState::Ready);
+        assert!(r.request().is_ok());
         assert!(!r.wants_body());
     }
 
     #[test]
     fn body_past_the_limit_is_too_large() {
-        let mut r = Replay::from_headers(pairs(&[(":method", b"POST")]), false, 6);
+        let mut r = Replay::new(raw(&[(":method", b"POST")]), false, 6);
         r.push_body(b"abcd", false);
         assert_eq!(r.read_limit(), 3);
         r.push_body(b"efg", false);
-        assert_eq!(r.state, ReplayState::TooLarge);
+        assert_eq!(r.request().unwrap_err(), ReplayState::TooLarge);
         assert!(r.body.is_empty());
         assert!(!r.wants_body());
         r.push_body(b"h", true);
-        assert_eq!(r.state, ReplayState::TooLarge);
+        assert_eq!(r.request().unwrap_err(), ReplayState::TooLarge);
         assert!(r.body_complete);
     }
 }

@@ -152,16 +152,18 @@ pub fn get_buffer(buffer_type: u32, start: usize, max_size: usize) -> Option<Vec
     }
 }
 
-/// All headers of `map_type` as bytes, in order, duplicates kept: ONE host call.
-pub fn get_pairs(map_type: u32) -> Option<Pairs> {
+/// All headers of `map_type` in the ABI's serialization (see `core::pairs`): ONE host call.
+pub fn get_pairs_raw(map_type: u32) -> Option<Vec<u8>> {
     let mut data: *mut u8 = null_mut();
     let mut size: usize = 0;
     // SAFETY: out-pointers to locals; the returned buffer is ours.
     let status = unsafe { proxy_get_header_map_pairs(map_type, &mut data, &mut size) };
-    if status != OK {
-        return None;
-    }
-    parse_pairs(&owned(data, size))
+    (status == OK).then(|| owned(data, size))
+}
+
+/// All headers of `map_type` as bytes, in order, duplicates kept.
+pub fn get_pairs(map_type: u32) -> Option<Pairs> {
+    parse_pairs(&get_pairs_raw(map_type)?)
 }
 
 pub fn get_header(map_type: u32, name: &str) -> Option<Vec<u8>> {

@@ -2,6 +2,7 @@
 //! re-dispatch decided by `core::redispatch`.
 
 use crate::core::heartbeat::{self, Outcome, MAX_BODY};
+use crate::core::pairs::find_raw;
 use crate::core::redispatch::{
     self, Action as Do, CallResponse, PeerSource, Redispatcher, RegistryPeers, ResponseFacts, Step,
     MIXMODE_HEADER,
@@ -218,7 +219,10 @@ impl MixHttp {
                     else {
                         return Action::Continue;
                     };
-                    let owned = replay.attempt_headers(&peer, attempt);
+                    let Some(r) = redispatch.as_mut() else {
+                        return Action::Continue;
+                    };
+                    let owned = r.attempt_headers(&peer, attempt);
                     let headers: Vec<(&str, &str)> =
                         owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
                     let body = (!replay.body.is_empty()).then_some(replay.body.as_slice());
@@ -245,9 +249,6 @@ impl MixHttp {
                                     shared.config.redispatch.cluster
                                 ),
                             );
-                            let Some(r) = redispatch.as_mut() else {
-                                return Action::Continue;
-                            };
                             let now = abi::now_ms();
                             step = Self::with_peers(shared, now, |p| r.on_dispatch_refused(now, p));
                         }
@@ -304,20 +305,21 @@ impl HttpContext for MixHttp {
             return Action::Continue;
         };
         let cfg = &shared.config;
-        // One host call for everything a replay needs (design.md §3a: later it is gone).
-        let pairs = abi::get_pairs(map::REQUEST_HEADERS);
-        let path = pairs
+        // One host call for everything a replay needs (design.md §3a: later it is gone); it is
+        // decoded only if a mismatch needs it.
+        let raw = abi::get_pairs_raw(map::REQUEST_HEADERS);
+        let path = raw
             .as_deref()
-            .and_then(|p| find(p, b":path"))
+            .and_then(|r| find_raw(r, b":path"))
             .map(path_only);
         if path == Some(cfg.heartbeat.path.as_bytes()) {
-            let pairs = pairs.unwrap_or_default();
+            let raw = raw.unwrap_or_default();
             self.mode = Mode::Heartbeat(HeartbeatCall {
-                method: find(&pairs, b":method")
+                method: find_raw(&raw, b":method")
                     .and_then(|m| std::str::from_utf8(m).ok())
                     .unwrap_or_default()
                     .to_string(),
-                authorization: find(&pairs, b"authorization").map(<[u8]>::to_vec),
+                authorization: find_raw(&raw, b"authorization").map(<[u8]>::to_vec),
                 answered: false,
             });
             if end_of_stream {
@@ -326,8 +328,8 @@ impl HttpContext for MixHttp {
             // Held until the body is complete; needs `allow_on_headers_stop_iteration: true`.
             return Action::Pause;
         }
-        let replay = match pairs {
-            Some(p) => Replay::from_headers(p, end_of_stream, cfg.redispatch.max_replay_body_bytes),
+        let replay = match raw {
+            Some(r) => Replay::new(r, end_of_stream, cfg.redispatch.max_replay_body_bytes),
             None => Replay::unavailable(),
         };
         self.mode = Mode::Proxy {

@@ -400,11 +400,19 @@ impl HttpContext for MixHttp {
         }
     }
 
-    fn on_http_response_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         // The original body can arrive while its headers are held (observed in Envoy 1.40 when
         // body and headers come in one read): returning Continue here would release them.
         match &self.mode {
-            Mode::Proxy { holding: true, .. } => Action::Pause,
+            Mode::Proxy { holding: true, .. } => {
+                abi::log(
+                    abi::level::DEBUG,
+                    &format!(
+                        "mixmode: held the original body ({body_size} bytes, end {end_of_stream})"
+                    ),
+                );
+                Action::Pause
+            }
             _ => Action::Continue,
         }
     }

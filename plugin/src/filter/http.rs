@@ -418,6 +418,25 @@ impl HttpContext for MixHttp {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let action = self.decide_response();
+        // Nothing will be replayed: free the copy (up to max_replay_body_bytes) right away.
+        if action == Action::Continue
+            && matches!(
+                self.mode,
+                Mode::Proxy {
+                    redispatch: None,
+                    ..
+                }
+            )
+        {
+            self.mode = Mode::Inert;
+        }
+        action
+    }
+}
+
+impl MixHttp {
+    fn decide_response(&mut self) -> Action {
         let Some(shared) = self.shared.clone() else {
             return Action::Continue;
         };

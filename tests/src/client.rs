@@ -5,8 +5,15 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context as _, Result};
 use bytes::Bytes;
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::header::{HeaderName, HeaderValue};
+use hyper::body::{Body, Frame};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -18,8 +25,13 @@ pub struct Req {
     pub url: String,
     pub headers: Vec<(String, Vec<u8>)>,
     pub body: Bytes,
+    /// Send the body chunked in these pieces (no content-length), with these trailers.
+    pub chunked: Option<ChunkedBody>,
     pub timeout: Duration,
 }
+
+/// Pieces of a chunked body and its trailers.
+pub type ChunkedBody = (Vec<Bytes>, Vec<(String, String)>);
 
 /// What came back: status, every header in order (names lower-case), the whole body.
 #[derive(Debug, Clone)]
@@ -64,6 +76,7 @@ impl Req {
             url: url.into(),
             headers: Vec::new(),
             body: Bytes::new(),
+            chunked: None,
             timeout: Duration::from_secs(20),
         }
     }
@@ -84,6 +97,19 @@ impl Req {
 
     pub fn body(mut self, body: impl Into<Bytes>) -> Self {
         self.body = body.into();
+        self
+    }
+
+    /// Sends `chunks` with chunked transfer encoding, then `trailers` (announced in a
+    /// `trailer` header, as HTTP/1.1 requires).
+    pub fn chunked(mut self, chunks: Vec<Bytes>, trailers: &[(&str, &str)]) -> Self {
+        self.chunked = Some((
+            chunks,
+            trailers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        ));
         self
     }
 
@@ -121,7 +147,24 @@ impl Req {
         if !has_host {
             builder = builder.header("host", authority);
         }
-        let req = builder.body(Full::new(self.body))?;
+        let body: BoxBody<Bytes, Infallible> = match self.chunked {
+            None => Full::new(self.body).boxed(),
+            Some((chunks, trailers)) => {
+                let mut map = HeaderMap::new();
+                for (n, v) in &trailers {
+                    builder = builder.header("trailer", n.as_str());
+                    map.append(
+                        HeaderName::from_bytes(n.as_bytes())?,
+                        HeaderValue::from_str(v)?,
+                    );
+                }
+                BoxBody::new(Chunked {
+                    chunks: chunks.into(),
+                    trailers: (!map.is_empty()).then_some(map),
+                })
+            }
+        };
+        let req = builder.body(body)?;
         let resp = sender.send_request(req).await.context("send request")?;
         let status = resp.status().as_u16();
         let headers = resp
@@ -153,4 +196,25 @@ fn split_url(url: &str) -> Result<(&str, &str)> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     })
+}
+
+/// A request body of unknown length: data frames, then optional trailers.
+struct Chunked {
+    chunks: VecDeque<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl Body for Chunked {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(c) = self.chunks.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(c))));
+        }
+        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
+    }
 }

@@ -5,7 +5,7 @@
 //!
 //! Routes: `POST /transfer/{recipient,date,amount,confirm}` (JSON bodies, `session` cookie);
 //! `ANY /echo[/...]` (checks the session cookie if any, then answers method, path, body length
-//! and SHA-256); `GET /.well-known/mixmode/version`; `GET /health`.
+//! and SHA-256; `/echo/chunked...` answers chunked); `GET /.well-known/mixmode/version`; `GET /health`.
 
 pub mod heartbeat;
 pub mod server;
@@ -13,5 +13,5 @@ pub mod session;
 pub mod transfer;
 
 pub use heartbeat::{HeartbeatClient, Registration};
-pub use server::{sha256_hex, AppConfig, AppServer, Mode, RecordedRequest};
+pub use server::{sha256_hex, AppConfig, AppServer, Canned, Mode, RecordedRequest};
 pub use session::{Envelope, Load, SessionData, SessionStore};

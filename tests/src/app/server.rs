@@ -30,7 +30,7 @@ use super::transfer::{self, Outcome, Step};
 const MAX_BODY: usize = 16 << 20;
 
 /// How a server answers, switchable while it runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Mode {
     /// The app as written.
     #[default]
@@ -45,6 +45,30 @@ pub enum Mode {
     Slow(Duration),
     /// Sends the headers (`content-length: 100`) and part of the body, then closes.
     CloseMidBody,
+    /// Every app request gets this fixed answer (any status and headers, e.g. a signal with
+    /// other header names).
+    Respond(Canned),
+}
+
+/// A fixed answer for [`Mode::Respond`]. `x-served-by` is added; nothing else is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Canned {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Canned {
+    pub fn new(status: u16, headers: &[(&str, &str)], body: &str) -> Self {
+        Canned {
+            status,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body: body.to_string(),
+        }
+    }
 }
 
 /// A request as the server received it.
@@ -55,6 +79,8 @@ pub struct RecordedRequest {
     pub path: String,
     pub headers: Vec<(String, Vec<u8>)>,
     pub body: Bytes,
+    /// Trailers of a chunked body, if any arrived.
+    pub trailers: Vec<(String, Vec<u8>)>,
 }
 
 impl RecordedRequest {
@@ -284,8 +310,18 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<RespBody>, Infallible> {
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
+    let (body, trailers) = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => {
+            let trailers = b
+                .trailers()
+                .map(|t| {
+                    t.iter()
+                        .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (b.to_bytes(), trailers)
+        }
         Err(_) => return Ok(respond(&shared, 413, "text/plain", "body too large")),
     };
     let path = parts
@@ -302,6 +338,7 @@ async fn handle(
             .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
             .collect(),
         body,
+        trailers,
     };
     lock(&shared.requests).push(recorded.clone());
     Ok(answer(&shared, &recorded).await)
@@ -323,7 +360,7 @@ async fn answer(shared: &Shared, req: &RecordedRequest) -> Response<RespBody> {
             if ok { "ok" } else { "draining" },
         );
     }
-    let mode = *lock(&shared.mode);
+    let mode = lock(&shared.mode).clone();
     match mode {
         Mode::Normal => {}
         Mode::Fail500 => return respond(shared, 500, "text/plain", "internal error"),
@@ -341,6 +378,18 @@ async fn answer(shared: &Shared, req: &RecordedRequest) -> Response<RespBody> {
             return r;
         }
         Mode::Slow(d) => tokio::time::sleep(d).await,
+        Mode::Respond(canned) => {
+            let mut r = Response::new(full(canned.body));
+            *r.status_mut() =
+                StatusCode::from_u16(canned.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            for (n, v) in &canned.headers {
+                if let Ok(name) = hyper::header::HeaderName::from_bytes(n.as_bytes()) {
+                    r.headers_mut().append(name, hv(v));
+                }
+            }
+            r.headers_mut().insert("x-served-by", hv(&shared.name));
+            return r;
+        }
         Mode::CloseMidBody => {
             let mut r = Response::new(BoxBody::new(Broken { sent: false }));
             r.headers_mut().insert("x-served-by", hv(&shared.name));
@@ -387,7 +436,19 @@ fn echo(shared: &Shared, req: &RecordedRequest, version: &str) -> Response<RespB
         "body_len": req.body.len(),
         "body_sha256": sha256_hex(&req.body),
     });
-    let mut r = json_resp(shared, 200, &v);
+    let mut r = if req.path.starts_with("/echo/chunked") {
+        // No length known in advance: hyper sends it chunked (a hop-by-hop encoding the proxy
+        // must not pass on twice).
+        let text = v.to_string().into_bytes();
+        let chunks = text.chunks(16).map(Bytes::copy_from_slice).collect();
+        let mut r = Response::new(BoxBody::new(Chunks { chunks }));
+        r.headers_mut()
+            .insert("content-type", hv("application/json"));
+        r.headers_mut().insert("x-served-by", hv(&shared.name));
+        r
+    } else {
+        json_resp(shared, 200, &v)
+    };
     // Two cookies: the proxy must keep duplicate headers of a peer's answer.
     let h = r.headers_mut();
     h.append(
@@ -473,6 +534,23 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// A body of unknown length, sent in pieces.
+struct Chunks {
+    chunks: std::collections::VecDeque<Bytes>,
+}
+
+impl Body for Chunks {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        Poll::Ready(self.chunks.pop_front().map(|c| Ok(Frame::data(c))))
+    }
 }
 
 /// A body that promises 100 bytes, sends 7 and fails: hyper then closes the connection.

@@ -25,7 +25,7 @@ pub async fn non_version_errors_pass_unchanged<H: Host>() {
         (Mode::Conflict409NoVersion, 409),
         (Mode::Conflict409SameVersion, 409),
     ] {
-        v1.set_mode(mode);
+        v1.set_mode(mode.clone());
         let r = Req::post(f.url("/echo"), "form=1")
             .header("cookie", &cookie)
             .send()

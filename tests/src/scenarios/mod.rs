@@ -7,6 +7,7 @@ pub mod config;
 pub mod failures;
 pub mod registry;
 pub mod rescue;
+pub mod signal;
 
 use std::net::SocketAddr;
 
@@ -200,6 +201,15 @@ macro_rules! all_scenarios {
             rescue::own_version_passes_untouched,
             rescue::transfers_complete_across_a_mixed_pool,
             rescue::client_cannot_choose_the_peer,
+            rescue::methods_and_query_replayed,
+            rescue::chunked_body_with_trailers_replayed,
+            rescue::one_mib_body_replayed_by_default,
+            rescue::hop_by_hop_headers_dropped,
+            rescue::random_selection_uses_every_peer,
+            signal::app_version_header_optional_session_version_required,
+            signal::configured_statuses_and_header_names,
+            signal::peer_app_errors_are_final,
+            signal::attempts_bounded_by_count_and_deadline,
             failures::non_version_errors_pass_unchanged,
             failures::first_peer_down_next_answers,
             failures::all_peers_down_exhausted,
@@ -215,6 +225,8 @@ macro_rules! all_scenarios {
             registry::bad_heartbeats_change_nothing,
             registry::concurrent_heartbeats_on_two_workers_all_kept,
             registry::registry_gauge_and_counters_match,
+            registry::max_records_cap_answers_429,
+            registry::restarted_server_moves_to_new_version,
             config::invalid_plugin_config_refused_naming_the_field,
         );
     };

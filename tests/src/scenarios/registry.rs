@@ -277,3 +277,76 @@ pub async fn registry_gauge_and_counters_match<H: Host>() {
     ])
     .await;
 }
+
+/// Past `max_records`, a heartbeat for a new address gets 429 and changes nothing; known
+/// addresses still refresh.
+pub async fn max_records_cap_answers_429<H: Host>() {
+    let store = SessionStore::new();
+    let v1 = server(&store, "v1", "1").await;
+    let f = Fixture::<H>::start(&store, &[&v1], json!({"registry": {"max_records": 3}})).await;
+    let reg = |port: u16| Registration {
+        app: "checkout".into(),
+        version: "2".into(),
+        address: format!("127.0.0.1:{port}"),
+        pool: None,
+    };
+    for port in 1..=3 {
+        f.hb.register(&reg(port)).await.unwrap();
+    }
+    let before = f.hb.list().await.unwrap();
+    let r = f.hb.post(&reg(4)).await.unwrap();
+    assert_eq!(r.status, 429, "{}", show(&r));
+    assert!(r.json().is_ok(), "429 without a JSON reason: {}", show(&r));
+    assert_eq!(f.hb.list().await.unwrap(), before);
+    f.hb.register(&reg(2)).await.unwrap();
+    assert_eq!(f.hb.list().await.unwrap().len(), 3);
+    f.expect_counters(&[
+        ("heartbeat_accepted", 4),
+        ("heartbeat_rejected", 1),
+        ("registry_records", 3),
+    ])
+    .await;
+}
+
+/// A server restarted with a new version moves to that version at its first heartbeat (one
+/// record per address), and then rescues sessions of its new version.
+pub async fn restarted_server_moves_to_new_version<H: Host>() {
+    let store = SessionStore::new();
+    let v1 = server(&store, "v1", "1").await;
+    let mut upgraded = server(&store, "upgraded", "1").await;
+    let f = Fixture::<H>::start(&store, &[&v1], json!({})).await;
+    f.register(&upgraded).await;
+    let r = Req::get(f.url("/echo"))
+        .header("cookie", f.session("2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.header("x-mixmode").as_deref(),
+        Some("no-peer"),
+        "{}",
+        show(&r)
+    );
+
+    let addr = upgraded.addr();
+    upgraded.restart("2").await.unwrap();
+    assert_eq!(upgraded.addr(), addr);
+    f.register(&upgraded).await;
+    let listed = f.hb.list().await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].version, "2");
+    let r = Req::get(f.url("/echo"))
+        .header("cookie", f.session("2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", show(&r));
+    assert_eq!(r.json().unwrap()["server"], "upgraded");
+    assert_eq!(r.json().unwrap()["version"], "2");
+    f.expect_counters(&[
+        ("no_peer", 1),
+        ("redispatch_ok", 1),
+        ("registry_records", 1),
+    ])
+    .await;
+}

@@ -1,5 +1,7 @@
 //! A version mismatch rescued by a peer, and what must not be touched.
 
+use bytes::Bytes;
+use hyper::Method;
 use serde_json::json;
 
 use super::{binary_body, server, show, Fixture};
@@ -179,4 +181,141 @@ pub async fn client_cannot_choose_the_peer<H: Host>() {
         }
     }
     f.expect_counters(&[("redispatch_ok", 1)]).await;
+}
+
+/// Method, path and query, and the absence of a body survive the replay, for every method.
+pub async fn methods_and_query_replayed<H: Host>() {
+    let store = crate::app::SessionStore::new();
+    let v1 = server(&store, "v1", "1").await;
+    let v2 = server(&store, "v2", "2").await;
+    let f = Fixture::<H>::start(&store, &[&v1], json!({})).await;
+    f.register(&v2).await;
+    let cookie = f.session("2");
+    let cases = [
+        (Method::GET, "/echo/a?x=1&y=%20z", ""),
+        (Method::PUT, "/echo/b", "{\"amount\": 5}"),
+        (Method::PATCH, "/echo/c?v=2", "p"),
+        (Method::DELETE, "/echo/d", ""),
+        (Method::OPTIONS, "/echo/e", ""),
+    ];
+    for (method, path, body) in &cases {
+        let r = Req::new(method.clone(), f.url(path))
+            .body(body.as_bytes().to_vec())
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{method} {path}: {}", show(&r));
+        assert_eq!(r.header("x-mixmode").as_deref(), Some("redispatched"));
+        let echo = r.json().unwrap();
+        assert_eq!(echo["method"], method.as_str());
+        assert_eq!(echo["path"], *path);
+        assert_eq!(
+            echo["body_sha256"],
+            sha256_hex(body.as_bytes()),
+            "{method} {path}"
+        );
+    }
+    assert_eq!(v2.request_count(), cases.len());
+    f.expect_counters(&[("redispatch_ok", cases.len() as u64)])
+        .await;
+}
+
+/// A chunked request body with trailers (no content-length) is replayed byte for byte.
+pub async fn chunked_body_with_trailers_replayed<H: Host>() {
+    let store = crate::app::SessionStore::new();
+    let v1 = server(&store, "v1", "1").await;
+    let v2 = server(&store, "v2", "2").await;
+    let f = Fixture::<H>::start(&store, &[&v1], json!({})).await;
+    f.register(&v2).await;
+    let body = binary_body(300_000);
+    let chunks: Vec<Bytes> = body.chunks(7_001).map(Bytes::copy_from_slice).collect();
+
+    let r = Req::post(f.url("/echo/chunked-in"), Bytes::new())
+        .chunked(chunks, &[("x-checksum", "abc")])
+        .header("cookie", f.session("2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", show(&r));
+    assert_eq!(r.json().unwrap()["body_sha256"], sha256_hex(&body));
+    assert_eq!(v1.requests()[0].body.len(), body.len());
+    assert_eq!(v2.requests()[0].body.as_ref(), body.as_slice());
+    f.expect_counters(&[("redispatch_ok", 1)]).await;
+}
+
+/// At the default `max_replay_body_bytes` (1 MiB), a body of exactly 1 MiB is replayed.
+pub async fn one_mib_body_replayed_by_default<H: Host>() {
+    let store = crate::app::SessionStore::new();
+    let v1 = server(&store, "v1", "1").await;
+    let v2 = server(&store, "v2", "2").await;
+    let f = Fixture::<H>::start(&store, &[&v1], json!({})).await;
+    f.register(&v2).await;
+    let body = binary_body(1 << 20);
+    let r = Req::post(f.url("/echo"), body.clone())
+        .header("cookie", f.session("2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", show(&r));
+    assert_eq!(r.header("x-mixmode").as_deref(), Some("redispatched"));
+    assert_eq!(v2.requests()[0].body.as_ref(), body.as_slice());
+    f.expect_counters(&[("redispatch_ok", 1), ("replay_too_large", 0)])
+        .await;
+}
+
+/// Hop-by-hop headers go neither to the peer nor back: a client's `proxy-authorization` is not
+/// replayed, and the peer's chunked answer reaches the client as one valid message.
+pub async fn hop_by_hop_headers_dropped<H: Host>() {
+    let store = crate::app::SessionStore::new();
+    let v1 = server(&store, "v1", "1").await;
+    let v2 = server(&store, "v2", "2").await;
+    let f = Fixture::<H>::start(&store, &[&v1], json!({})).await;
+    f.register(&v2).await;
+
+    let r = Req::get(f.url("/echo/chunked-out"))
+        .header("cookie", f.session("2"))
+        .header("proxy-authorization", "Basic dXNlcjpwYXNz")
+        .header("keep-alive", "timeout=5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", show(&r));
+    assert_eq!(r.json().unwrap()["server"], "v2", "{}", show(&r));
+    assert!(r.header_all("transfer-encoding").len() <= 1, "{}", show(&r));
+    assert_eq!(r.header("connection"), None, "{}", show(&r));
+    let seen = &v2.requests()[0];
+    for h in ["proxy-authorization", "keep-alive", "te", "upgrade"] {
+        assert_eq!(seen.header(h), None, "{h} reached the peer");
+    }
+    f.expect_counters(&[("redispatch_ok", 1)]).await;
+}
+
+/// With the default `random` selection, rescues spread over every peer of the version.
+pub async fn random_selection_uses_every_peer<H: Host>() {
+    let store = crate::app::SessionStore::new();
+    let v1 = server(&store, "v1", "1").await;
+    let a = server(&store, "a", "2").await;
+    let b = server(&store, "b", "2").await;
+    let f = Fixture::<H>::start(&store, &[&v1], json!({})).await;
+    f.register(&a).await;
+    f.register(&b).await;
+    let cookie = f.session("2");
+    for _ in 0..24 {
+        let r = Req::get(f.url("/echo"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", show(&r));
+    }
+    // 2^-23 chance of a false failure.
+    assert!(
+        a.request_count() > 0 && b.request_count() > 0,
+        "a {} b {}",
+        a.request_count(),
+        b.request_count()
+    );
+    assert_eq!(a.request_count() + b.request_count(), 24);
+    f.expect_counters(&[("redispatch_ok", 24)]).await;
 }

@@ -1,5 +1,97 @@
 //! Every scenario of `mixmode_tests::scenarios` on the real Envoy 1.40, each with its own Envoy
-//! process. Needs `envoy` on the PATH and the built filter
-//! (`cargo build -p mixmode --release --target wasm32-wasip1`, or `MIXMODE_WASM`).
+//! process, plus what only Envoy has (Prometheus names, the process itself). Needs `envoy` on
+//! the PATH and the built filter (`cargo build -p mixmode --release --target wasm32-wasip1`, or
+//! `MIXMODE_WASM`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mixmode_tests::all_scenarios!(mixmode_tests::envoy::EnvoyHost);
+use mixmode_tests::app::{AppConfig, AppServer, SessionStore};
+use mixmode_tests::client::Req;
+use mixmode_tests::envoy::EnvoyHost;
+use mixmode_tests::host::{Host, HostSpec};
+use mixmode_tests::scenarios::{plugin_config, Fixture};
+use serde_json::json;
+
+mixmode_tests::all_scenarios!(EnvoyHost);
+
+/// Prometheus shows the filter's metrics as `mixmode_*` (design §3a), with the same values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_names_the_metrics_mixmode() {
+    let store = SessionStore::new();
+    let v1 = AppServer::start(AppConfig::new("v1", "1", &store))
+        .await
+        .unwrap();
+    let v2 = AppServer::start(AppConfig::new("v2", "2", &store))
+        .await
+        .unwrap();
+    let f = Fixture::<EnvoyHost>::start(&store, &[&v1], json!({})).await;
+    f.register(&v2).await;
+    let r = Req::get(f.url("/echo"))
+        .header("cookie", f.session("2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let prom = f.host.envoy.admin_get("/stats/prometheus").await.unwrap();
+    let value = |name: &str| {
+        prom.lines()
+            .find(|l| l.starts_with(name) && !l.starts_with('#'))
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_string)
+    };
+    assert_eq!(
+        value("mixmode_redispatch_ok").as_deref(),
+        Some("1"),
+        "{prom}"
+    );
+    assert_eq!(value("mixmode_heartbeat_accepted").as_deref(), Some("1"));
+    assert_eq!(value("mixmode_registry_records").as_deref(), Some("1"));
+}
+
+/// The launcher owns Envoy: dropping the handle kills the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_handle_stops_envoy() {
+    let host = EnvoyHost::start(HostSpec::new(&plugin_config(json!({})), vec![]))
+        .await
+        .unwrap();
+    let pid = host.envoy.pid();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert!(
+        exe.to_string_lossy().contains("envoy"),
+        "the PID is Envoy's: {exe:?}"
+    );
+    drop(host);
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "Envoy {pid} still runs"
+    );
+}
+
+/// The example configuration keeps the registry off the public listener: there the heartbeat
+/// path is a 404 from Envoy, even with the right token, and never reaches the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_listener_does_not_serve_heartbeats() {
+    let store = SessionStore::new();
+    let v1 = AppServer::start(AppConfig::new("v1", "1", &store))
+        .await
+        .unwrap();
+    let f = Fixture::<EnvoyHost>::start(&store, &[&v1], json!({})).await;
+    let url = format!("{}/.well-known/mixmode/heartbeat", f.host.public_url());
+    let body = json!({"app": "checkout", "version": "2", "address": "127.0.0.1:9"}).to_string();
+    let r = Req::post(&url, body)
+        .header(
+            "authorization",
+            format!("Bearer {}", mixmode_tests::scenarios::TOKEN),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 404, "{}", mixmode_tests::scenarios::show(&r));
+    let r = Req::get(&url).send().await.unwrap();
+    assert_eq!(r.status, 404);
+    assert_eq!(v1.request_count(), 0);
+    assert!(
+        f.hb.list().await.unwrap().is_empty(),
+        "registered through the public listener"
+    );
+    f.expect_counters(&[("heartbeat_accepted", 0)]).await;
+}

@@ -14,7 +14,8 @@ pub const ENVOY_YAML: &str =
 /// Listener names in `envoy.yaml`.
 pub const PUBLIC_LISTENER: &str = "public";
 pub const HEARTBEAT_LISTENER: &str = "heartbeat";
-const WASM_FILTER: &str = "envoy.filters.http.wasm";
+/// The `@type` of the wasm HTTP filter: filters are found by type, not by name.
+const WASM_FILTER: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 
 /// What the launcher changes.
 #[derive(Debug, Clone)]
@@ -117,7 +118,7 @@ fn patch_wasm_filters(listener: &mut Value, patch: &Patch<'_>) -> Result<usize> 
                 continue;
             };
             for hf in http_filters {
-                if hf.get("name").and_then(Value::as_str) != Some(WASM_FILTER) {
+                if !is_wasm_filter(hf) {
                     continue;
                 }
                 let config = at(hf, &["typed_config", "config"])?;
@@ -134,6 +135,14 @@ fn patch_wasm_filters(listener: &mut Value, patch: &Patch<'_>) -> Result<usize> 
         }
     }
     Ok(n)
+}
+
+fn is_wasm_filter(http_filter: &Value) -> bool {
+    http_filter
+        .get("typed_config")
+        .and_then(|t| t.get("@type"))
+        .and_then(Value::as_str)
+        == Some(WASM_FILTER)
 }
 
 fn at<'v>(v: &'v mut Value, path: &[&str]) -> Result<&'v mut Value> {
@@ -173,10 +182,7 @@ pub fn example_plugin_config() -> Result<serde_json::Value> {
             .and_then(|f| f.get("typed_config"))
             .and_then(|t| t.get("http_filters"))
             .and_then(Value::as_sequence)
-            .and_then(|hf| {
-                hf.iter()
-                    .find(|f| f.get("name").and_then(Value::as_str) == Some(WASM_FILTER))
-            })
+            .and_then(|hf| hf.iter().find(|f| is_wasm_filter(f)))
             .and_then(|f| f.get("typed_config"))
             .and_then(|t| t.get("config"))
             .and_then(|c| c.get("configuration"))

@@ -41,8 +41,12 @@ pub async fn app_version_header_optional_session_version_required<H: Host>() {
     );
     assert_eq!(r.header("x-mixmode"), None);
     assert_eq!(v2.request_count(), 1);
-    f.expect_counters(&[("redispatch_ok", 1), ("mismatch_detected", 1)])
-        .await;
+    f.expect_counters(&[
+        ("redispatch_ok", 1),
+        ("mismatch_detected", 1),
+        ("not_version_error", 1),
+    ])
+    .await;
 }
 
 /// `detect` is configurable: other statuses and header names; the default names then mean
@@ -88,8 +92,12 @@ pub async fn configured_statuses_and_header_names<H: Host>() {
     let r = Req::get(f.url("/echo")).send().await.unwrap();
     assert_eq!((r.status, r.text().as_str()), (500, "bug"));
     assert_eq!(v2.request_count(), 2);
-    f.expect_counters(&[("redispatch_ok", 2), ("mismatch_detected", 2)])
-        .await;
+    f.expect_counters(&[
+        ("redispatch_ok", 2),
+        ("mismatch_detected", 2),
+        ("not_version_error", 1),
+    ])
+    .await;
 }
 
 /// Whatever the peer's app answers (here a 500 and a 503 of its own) is final: it goes to the

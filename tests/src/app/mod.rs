@@ -5,7 +5,8 @@
 //!
 //! Routes: `POST /transfer/{recipient,date,amount,confirm}` (JSON bodies, `session` cookie);
 //! `ANY /echo[/...]` (checks the session cookie if any, then answers method, path, body length
-//! and SHA-256; `/echo/chunked...` answers chunked); `GET /.well-known/mixmode/version`; `GET /health`.
+//! and SHA-256; `/echo/chunked...` answers chunked); `ANY /download/<n>` (checks the session, answers
+//! `n` bytes of [`pattern_bytes`]); `GET /.well-known/mixmode/version`; `GET /health`.
 
 pub mod heartbeat;
 pub mod server;
@@ -13,5 +14,5 @@ pub mod session;
 pub mod transfer;
 
 pub use heartbeat::{HeartbeatClient, Registration};
-pub use server::{sha256_hex, AppConfig, AppServer, Canned, Mode, RecordedRequest};
+pub use server::{pattern_bytes, sha256_hex, AppConfig, AppServer, Canned, Mode, RecordedRequest};
 pub use session::{Envelope, Load, SessionData, SessionStore};

@@ -397,13 +397,24 @@ async fn answer(shared: &Shared, req: &RecordedRequest) -> Response<RespBody> {
         }
     }
     let session_id = cookie(req, "session");
-    if route == "/echo" || route.starts_with("/echo/") {
+    let download = route
+        .strip_prefix("/download/")
+        .and_then(|n| n.parse::<usize>().ok());
+    if route == "/echo" || route.starts_with("/echo/") || download.is_some() {
         if let Some(id) = &session_id {
             match shared.store.load(id, &version) {
                 Load::OtherVersion(info) => return mismatch(shared, id, &version, &info),
                 Load::Corrupt => return respond(shared, 500, "text/plain", "corrupt session"),
                 Load::Ok(_) | Load::Missing => {}
             }
+        }
+        if let Some(n) = download {
+            return respond(
+                shared,
+                200,
+                "application/octet-stream",
+                pattern_bytes(n.min(MAX_BODY)),
+            );
         }
         return echo(shared, req, &version);
     }
@@ -527,6 +538,11 @@ fn cookie(req: &RecordedRequest, name: &str) -> Option<String> {
                 .collect::<Vec<_>>()
         })
         .find_map(|kv| kv.strip_prefix(&format!("{name}=")).map(str::to_string))
+}
+
+/// `len` bytes that are not text (every byte value occurs): what `/download/<len>` answers.
+pub fn pattern_bytes(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 256) as u8).collect()
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

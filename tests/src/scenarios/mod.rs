@@ -3,6 +3,7 @@
 //! They are test code: a failed expectation panics with what was seen.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod bodies;
 pub mod config;
 pub mod failures;
 pub mod registry;
@@ -173,7 +174,31 @@ pub fn dead_address() -> SocketAddr {
 
 /// Bytes that are not text: every byte value, repeated to `len`.
 pub fn binary_body(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 7 + i / 256) as u8).collect()
+    crate::app::pattern_bytes(len)
+}
+
+/// Asserts that a response through the proxy is the one the server gives directly: same
+/// status, body and headers, plus only what any proxy adds (`server`,
+/// `x-envoy-upstream-service-time`); `date` may differ.
+pub fn assert_untouched(proxied: &Resp, direct: &Resp) {
+    assert_eq!(proxied.status, direct.status, "{}", show(proxied));
+    assert_eq!(proxied.body, direct.body, "{}", show(proxied));
+    let strip = |r: &Resp| -> Vec<(String, Vec<u8>)> {
+        r.headers
+            .iter()
+            .filter(|(n, _)| {
+                !["date", "server", "x-envoy-upstream-service-time"].contains(&n.as_str())
+            })
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        strip(proxied),
+        strip(direct),
+        "headers changed: {} vs {}",
+        show(proxied),
+        show(direct)
+    );
 }
 
 /// Shows a response in assertion messages.
@@ -206,6 +231,9 @@ macro_rules! all_scenarios {
             rescue::one_mib_body_replayed_by_default,
             rescue::hop_by_hop_headers_dropped,
             rescue::random_selection_uses_every_peer,
+            bodies::expect_100_continue_post_rescued,
+            bodies::large_peer_answer_arrives_whole,
+            bodies::large_original_error_body,
             signal::app_version_header_optional_session_version_required,
             signal::configured_statuses_and_header_names,
             signal::peer_app_errors_are_final,

@@ -17,9 +17,14 @@ pub async fn stale_record_not_chosen<H: Host>() {
     let v1 = server(&store, "v1", "1").await;
     let old = server(&store, "old", "2").await;
     let fresh = server(&store, "fresh", "2").await;
-    let f = Fixture::<H>::start(&store, &[&v1], json!({"registry": {"stale_after_ms": 600}})).await;
+    let f = Fixture::<H>::start(
+        &store,
+        &[&v1],
+        json!({"registry": {"stale_after_ms": 1000}}),
+    )
+    .await;
     f.register(&old).await;
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
     f.register(&fresh).await;
 
     let listed: Vec<String> =
@@ -41,7 +46,7 @@ pub async fn stale_record_not_chosen<H: Host>() {
     }
     assert_eq!(old.request_count(), 0, "a stale record was chosen");
 
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
     let r = Req::get(f.url("/echo"))
         .header("cookie", f.session("2"))
         .send()

@@ -1,6 +1,34 @@
 //! mixmode's end-to-end test kit: mock app servers of the reference patent's money-transfer app
 //! ([`app`]), a launcher for the real Envoy on the example configuration ([`envoy`]), the
-//! [`host::Host`] interface scenarios are written against, and the scenarios themselves.
+//! [`host::Host`] interface scenarios are written against, and the scenarios themselves
+//! ([`scenarios`], instantiated per host with [`all_scenarios!`]).
+//!
+//! A pool of two versions behind Envoy, one version error rescued:
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use mixmode_tests::app::{AppConfig, AppServer, HeartbeatClient, Registration, SessionStore};
+//! use mixmode_tests::client::Req;
+//! use mixmode_tests::envoy::{wasm_path, Envoy, EnvoyOptions};
+//!
+//! let store = SessionStore::new(); // shared by the pool
+//! let v1 = AppServer::start(AppConfig::new("server-a", "1", &store)).await?;
+//! let v2 = AppServer::start(AppConfig::new("server-b", "2", &store)).await?;
+//! let config = serde_json::json!({"app": "checkout", "heartbeat": {"token": "secret"}});
+//! let envoy = Envoy::start(&EnvoyOptions::new(wasm_path()?, &config, vec![v1.addr()])).await?;
+//! let hb = HeartbeatClient::new(
+//!     format!("{}/.well-known/mixmode/heartbeat", envoy.heartbeat_base_url()),
+//!     "secret",
+//! );
+//! hb.register(&Registration::of(&v2)).await?;
+//! // A session written by v2, sent to the v1 server: the v2 server answers.
+//! let session = store.create("2", &Default::default())?;
+//! let r = Req::get(format!("{}/echo", envoy.public_url()))
+//!     .header("cookie", format!("session={session}"))
+//!     .send()
+//!     .await?;
+//! assert_eq!(r.header("x-mixmode").as_deref(), Some("redispatched"));
+//! # Ok(()) }
+//! ```
 
 pub mod app;
 pub mod client;

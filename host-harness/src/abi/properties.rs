@@ -1,0 +1,145 @@
+//! Properties: the subset of Envoy's attributes a filter relies on. Strings are raw bytes,
+//! integers 8-byte little-endian, maps serialized like header maps (Envoy's encodings).
+//!
+//! `request.*` exists only while the request is there (request phase and `on_log`), as in
+//! Envoy (§3a); `upstream.address` once an upstream answered.
+
+use crate::abi::headers::get_value;
+use crate::host::{HostState, Mem, Stream};
+use crate::maps;
+use crate::types::Status;
+use wasmtime::{Caller, Linker};
+
+pub(crate) struct PluginNames<'a> {
+    pub name: &'a str,
+    pub root_id: &'a str,
+    pub vm_id: &'a str,
+}
+
+fn int(v: i64) -> Vec<u8> {
+    v.to_le_bytes().to_vec()
+}
+
+fn header(h: &crate::types::Headers, name: &str) -> Option<Vec<u8>> {
+    get_value(h, name.as_bytes()).map(|v| v.to_vec())
+}
+
+pub(crate) fn resolve(
+    names: &PluginNames<'_>,
+    stream: Option<&Stream>,
+    path: &[String],
+) -> Option<Vec<u8>> {
+    let p: Vec<&str> = path.iter().map(|s| s.as_str()).collect();
+    match p.as_slice() {
+        ["plugin_name"] => return Some(names.name.as_bytes().to_vec()),
+        ["plugin_root_id"] => return Some(names.root_id.as_bytes().to_vec()),
+        ["plugin_vm_id"] => return Some(names.vm_id.as_bytes().to_vec()),
+        _ => {}
+    }
+    let s = stream?;
+    match p.as_slice() {
+        ["cluster_name"] | ["xds", "cluster_name"] => {
+            Some(s.props.cluster_name.clone().into_bytes())
+        }
+        ["connection", "id"] => Some(int(s.props.connection_id as i64)),
+        ["source", "address"] => s.props.source.map(|a| a.to_string().into_bytes()),
+        ["source", "port"] => s.props.source.map(|a| int(a.port() as i64)),
+        ["destination", "address"] => s.props.destination.map(|a| a.to_string().into_bytes()),
+        ["destination", "port"] => s.props.destination.map(|a| int(a.port() as i64)),
+        ["upstream", "address"] => s.props.upstream_address.clone().map(String::into_bytes),
+        ["upstream", "port"] => s
+            .props
+            .upstream_address
+            .as_ref()
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| p.parse::<i64>().ok())
+            .map(int),
+        ["response", "code"] => s.props.response_code.map(|c| int(c as i64)),
+        ["response", "headers"] => s.response_headers.as_ref().map(|h| maps::serialize(h)),
+        ["response", "headers", name] => s.response_headers.as_ref().and_then(|h| header(h, name)),
+        ["request", rest @ ..] => {
+            let h = s.request_headers.as_ref()?;
+            let path_value = header(h, ":path").unwrap_or_default();
+            let (url_path, query) = match path_value.iter().position(|b| *b == b'?') {
+                Some(i) => (path_value[..i].to_vec(), path_value[i + 1..].to_vec()),
+                None => (path_value.clone(), Vec::new()),
+            };
+            match rest {
+                ["path"] => Some(path_value),
+                ["url_path"] => Some(url_path),
+                ["query"] => Some(query),
+                ["host"] => header(h, ":authority"),
+                ["method"] => header(h, ":method"),
+                ["scheme"] => Some(header(h, ":scheme").unwrap_or_else(|| b"http".to_vec())),
+                ["protocol"] => Some(b"HTTP/1.1".to_vec()),
+                ["id"] => header(h, "x-request-id"),
+                ["useragent"] => header(h, "user-agent"),
+                ["referer"] => header(h, "referer"),
+                ["headers"] => Some(maps::serialize(h)),
+                ["headers", name] => header(h, name),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+pub(crate) fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        "env",
+        "proxy_get_property",
+        |mut caller: Caller<'_, HostState>,
+         path_ptr: u32,
+         path_len: u32,
+         ptr_ptr: u32,
+         size_ptr: u32|
+         -> wasmtime::Result<u32> {
+            let raw = match Mem::read(&mut caller, path_ptr, path_len) {
+                Ok(p) => p,
+                Err(s) => return Ok(s.code()),
+            };
+            let path = maps::property_path(&raw);
+            let state = caller.data();
+            let names = PluginNames {
+                name: &state.env.name,
+                root_id: &state.env.root_id,
+                vm_id: &state.env.vm_id,
+            };
+            let key = path.join(".");
+            let value = resolve(&names, state.stream(), &path).or_else(|| match state.stream() {
+                Some(s) => s.properties.get(&key).cloned(),
+                None => state.root_properties.get(&key).cloned(),
+            });
+            match value {
+                Some(v) => Ok(Mem::return_bytes(&mut caller, &v, ptr_ptr, size_ptr)?.code()),
+                None => Ok(Status::NotFound.code()),
+            }
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_set_property",
+        |mut caller: Caller<'_, HostState>,
+         path_ptr: u32,
+         path_len: u32,
+         val_ptr: u32,
+         val_len: u32|
+         -> u32 {
+            let r = (|| {
+                let path = maps::property_path(&Mem::read(&mut caller, path_ptr, path_len)?);
+                let value = Mem::read(&mut caller, val_ptr, val_len)?;
+                let state = caller.data_mut();
+                let key = path.join(".");
+                match state.stream_mut() {
+                    Some(s) => s.properties.insert(key, value),
+                    None => state.root_properties.insert(key, value),
+                };
+                Ok(Status::Ok)
+            })();
+            match r {
+                Ok(s) | Err(s) => s.code(),
+            }
+        },
+    )?;
+    Ok(())
+}

@@ -1,0 +1,691 @@
+//! The HTTP front end: one hyper HTTP/1 server per listener. Each request runs through the
+//! filter on the worker its connection was given to (Envoy assigns connections to workers),
+//! then goes to the listener's upstream; the answer runs back through the filter.
+//!
+//! Bodies are buffered by the front end (the client gets the response once it is complete);
+//! what the filter sees, chunk by chunk and pause by pause, follows Envoy (§3a).
+
+use crate::calls::{envoy_reply, Forwarded, Pool};
+use crate::host::StreamProps;
+use crate::types::{Action, Headers};
+use crate::worker::{LocalReply, OpReply, StreamEvent, StreamOp, WorkerMsg};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio::sync::{oneshot, watch};
+
+pub(crate) struct FrontOptions {
+    pub allow_on_headers_stop_iteration: bool,
+    pub route_timeout: Duration,
+    pub stream_idle_timeout: Duration,
+}
+
+pub(crate) struct ListenerCtx {
+    pub workers: Arc<Vec<Sender<WorkerMsg>>>,
+    pub next_worker: AtomicUsize,
+    pub upstream: Option<Arc<Pool>>,
+    pub cluster_name: String,
+    pub opts: Arc<FrontOptions>,
+    pub conn_ids: Arc<AtomicU64>,
+}
+
+struct Conn {
+    worker: Sender<WorkerMsg>,
+    listener: Arc<ListenerCtx>,
+    source: SocketAddr,
+    destination: SocketAddr,
+    id: u64,
+}
+
+/// The stream was reset (by the filter, the client or the upstream): hyper drops the
+/// connection without an answer.
+#[derive(Debug)]
+pub(crate) struct StreamReset;
+
+impl std::fmt::Display for StreamReset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stream reset")
+    }
+}
+
+impl std::error::Error for StreamReset {}
+
+pub(crate) async fn serve(
+    listener: TcpListener,
+    ctx: Arc<ListenerCtx>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        let Ok((stream, source)) = accepted else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let destination = stream.local_addr().unwrap_or(source);
+        let n = ctx.workers.len().max(1);
+        let idx = ctx.next_worker.fetch_add(1, Ordering::Relaxed) % n;
+        let Some(worker) = ctx.workers.get(idx).cloned() else {
+            continue;
+        };
+        let conn = Arc::new(Conn {
+            worker,
+            listener: ctx.clone(),
+            source,
+            destination,
+            id: ctx.conn_ids.fetch_add(1, Ordering::Relaxed) + 1,
+        });
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| handle(req, conn.clone()));
+            let served = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = served => {}
+                _ = shutdown.changed() => {}
+            }
+        });
+    }
+}
+
+/// Sends `Close` when the request is over, however it ended (hyper drops the future when the
+/// client goes away): the filter always gets `on_done`/`on_log`/`on_delete`.
+struct CloseGuard {
+    worker: Sender<WorkerMsg>,
+    ctx: u32,
+}
+
+impl Drop for CloseGuard {
+    fn drop(&mut self) {
+        let _ = self.worker.send(WorkerMsg::Close { ctx: self.ctx });
+    }
+}
+
+#[derive(Debug)]
+enum Interrupt {
+    LocalReply(LocalReply),
+    Reset,
+    Failed,
+    IdleTimeout,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Request,
+    Response,
+}
+
+enum Frame {
+    Data(Bytes, bool),
+    Trailers(Headers),
+    End,
+    Error,
+}
+
+enum Source {
+    Incoming(Incoming),
+    Fixed(Option<Bytes>),
+}
+
+impl Source {
+    async fn next(&mut self) -> Frame {
+        match self {
+            Source::Incoming(body) => loop {
+                match body.frame().await {
+                    None => return Frame::End,
+                    Some(Err(_)) => return Frame::Error,
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) => return Frame::Data(data, body.is_end_stream()),
+                        Err(frame) => {
+                            if let Ok(t) = frame.into_trailers() {
+                                return Frame::Trailers(
+                                    t.iter()
+                                        .map(|(k, v)| {
+                                            (k.as_str().as_bytes().to_vec(), v.as_bytes().to_vec())
+                                        })
+                                        .collect(),
+                                );
+                            }
+                        }
+                    },
+                }
+            },
+            Source::Fixed(data) => match data.take() {
+                Some(d) => Frame::Data(d, true),
+                None => Frame::End,
+            },
+        }
+    }
+}
+
+struct PhaseIo<'a> {
+    worker: &'a Sender<WorkerMsg>,
+    ctx: u32,
+    events: &'a mut UnboundedReceiver<StreamEvent>,
+    accept_local_reply: bool,
+}
+
+impl PhaseIo<'_> {
+    async fn op(&self, op: StreamOp) -> Result<OpReply, Interrupt> {
+        let (tx, rx) = oneshot::channel();
+        self.worker
+            .send(WorkerMsg::Op {
+                ctx: self.ctx,
+                op,
+                reply: tx,
+            })
+            .map_err(|_| Interrupt::Failed)?;
+        let r = rx.await.map_err(|_| Interrupt::Failed)?;
+        if r.failed {
+            return Err(Interrupt::Failed);
+        }
+        Ok(r)
+    }
+
+    fn on_event(&self, kind: Kind, ev: StreamEvent, resume: &mut bool) -> Result<(), Interrupt> {
+        match ev {
+            StreamEvent::ContinueRequest if kind == Kind::Request => *resume = true,
+            StreamEvent::ContinueResponse if kind == Kind::Response => *resume = true,
+            StreamEvent::ContinueRequest | StreamEvent::ContinueResponse => {}
+            StreamEvent::LocalReply(lr) if self.accept_local_reply => {
+                return Err(Interrupt::LocalReply(lr))
+            }
+            StreamEvent::LocalReply(_) => {}
+            StreamEvent::Reset => return Err(Interrupt::Reset),
+        }
+        Ok(())
+    }
+
+    fn drain_events(&mut self, kind: Kind, resume: &mut bool) -> Result<(), Interrupt> {
+        while let Ok(ev) = self.events.try_recv() {
+            self.on_event(kind, ev, resume)?;
+        }
+        Ok(())
+    }
+}
+
+fn headers_op(
+    kind: Kind,
+    headers: Headers,
+    end_of_stream: bool,
+    upstream: Option<String>,
+) -> StreamOp {
+    match kind {
+        Kind::Request => StreamOp::RequestHeaders {
+            headers,
+            end_of_stream,
+        },
+        Kind::Response => StreamOp::ResponseHeaders {
+            headers,
+            end_of_stream,
+            upstream,
+        },
+    }
+}
+
+fn body_op(kind: Kind, chunk: Bytes, end_of_stream: bool) -> StreamOp {
+    match kind {
+        Kind::Request => StreamOp::RequestBody {
+            chunk,
+            end_of_stream,
+        },
+        Kind::Response => StreamOp::ResponseBody {
+            chunk,
+            end_of_stream,
+        },
+    }
+}
+
+/// Runs one direction of the stream through the filter and returns the headers and body it
+/// let through.
+///
+/// Envoy's rules reproduced here: a Pause from the headers holds the body back (no body
+/// callback) unless `allow_body_while_held`; body chunks are delivered even while the body is
+/// paused, with the cumulative size; Continue from a body chunk while the headers are still
+/// held drops that chunk (the upstream gets an empty body); `proxy_continue_stream` releases
+/// the headers and whatever is buffered.
+async fn run_phase(
+    io: &mut PhaseIo<'_>,
+    kind: Kind,
+    headers: Headers,
+    mut source: Source,
+    headers_eos: bool,
+    allow_body_while_held: bool,
+    upstream: Option<String>,
+    idle: Duration,
+) -> Result<(Headers, Vec<u8>), Interrupt> {
+    let first = io
+        .op(headers_op(kind, headers, headers_eos, upstream))
+        .await?;
+    let mut held = first.action != Some(Action::Continue);
+    let mut sent_headers = first.headers;
+    let mut resume = false;
+    io.drain_events(kind, &mut resume)?;
+    let mut out = Vec::new();
+    let mut pending: Vec<Bytes> = Vec::new();
+    let mut source_done = headers_eos;
+    let mut eos_seen = headers_eos;
+    let mut eos_delivered = headers_eos;
+    let mut trailers: Option<Headers> = None;
+    let mut body_paused = false;
+    loop {
+        if resume {
+            resume = false;
+            if held || body_paused {
+                let take = match kind {
+                    Kind::Request => StreamOp::TakeRequest,
+                    Kind::Response => StreamOp::TakeResponse,
+                };
+                let t = io.op(take).await?;
+                if held {
+                    sent_headers = t.headers;
+                    held = false;
+                }
+                out.extend_from_slice(&t.body);
+                body_paused = false;
+            }
+        }
+        let can_deliver = !held || allow_body_while_held;
+        if can_deliver
+            && !eos_delivered
+            && (!pending.is_empty() || (eos_seen && trailers.is_none()))
+        {
+            let chunk: Bytes = if pending.len() == 1 {
+                pending.remove(0)
+            } else {
+                Bytes::from(
+                    pending
+                        .drain(..)
+                        .flat_map(|b| b.to_vec())
+                        .collect::<Vec<u8>>(),
+                )
+            };
+            let eos = eos_seen && trailers.is_none();
+            let r = io.op(body_op(kind, chunk, eos)).await?;
+            eos_delivered |= eos;
+            if r.action == Some(Action::Continue) {
+                if !held {
+                    out.extend_from_slice(&r.body);
+                }
+                body_paused = false;
+            } else {
+                body_paused = true;
+            }
+            io.drain_events(kind, &mut resume)?;
+            continue;
+        }
+        if can_deliver && !eos_delivered && pending.is_empty() {
+            if let Some(t) = trailers.take() {
+                let op = match kind {
+                    Kind::Request => StreamOp::RequestTrailers { trailers: t },
+                    Kind::Response => StreamOp::ResponseTrailers { trailers: t },
+                };
+                let r = io.op(op).await?;
+                eos_delivered = true;
+                if r.action == Some(Action::Continue) {
+                    if !held {
+                        out.extend_from_slice(&r.body);
+                    }
+                    body_paused = false;
+                } else {
+                    body_paused = true;
+                }
+                io.drain_events(kind, &mut resume)?;
+                continue;
+            }
+        }
+        if !held && eos_delivered && !body_paused {
+            return Ok((sent_headers.unwrap_or_default(), out));
+        }
+        tokio::select! {
+            ev = io.events.recv() => match ev {
+                Some(ev) => io.on_event(kind, ev, &mut resume)?,
+                None => return Err(Interrupt::Failed),
+            },
+            f = source.next(), if !source_done => match f {
+                Frame::Data(b, end) => {
+                    if !b.is_empty() {
+                        pending.push(b);
+                    }
+                    if end {
+                        eos_seen = true;
+                        source_done = true;
+                    }
+                }
+                Frame::Trailers(t) => {
+                    trailers = Some(t);
+                    eos_seen = true;
+                    source_done = true;
+                }
+                Frame::End => {
+                    eos_seen = true;
+                    source_done = true;
+                }
+                Frame::Error => return Err(Interrupt::Reset),
+            },
+            _ = tokio::time::sleep(idle) => return Err(Interrupt::IdleTimeout),
+        }
+    }
+}
+
+fn request_id() -> String {
+    let s = std::collections::hash_map::RandomState::new();
+    let mut a = s.build_hasher();
+    a.write_u64(1);
+    let mut b = s.build_hasher();
+    b.write_u64(2);
+    let (a, b) = (a.finish(), b.finish());
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        (b >> 48) & 0x3fff | 0x8000,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+/// The request headers as Envoy's HTTP/1 codec and connection manager hand them to filters.
+fn request_headers(parts: &hyper::http::request::Parts) -> Headers {
+    let mut h: Headers = Vec::with_capacity(parts.headers.len() + 6);
+    let authority = parts
+        .headers
+        .get(hyper::header::HOST)
+        .map(|v| v.as_bytes().to_vec())
+        .or_else(|| {
+            parts
+                .uri
+                .authority()
+                .map(|a| a.as_str().as_bytes().to_vec())
+        })
+        .unwrap_or_default();
+    h.push((b":authority".to_vec(), authority));
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    h.push((b":path".to_vec(), path.as_bytes().to_vec()));
+    h.push((
+        b":method".to_vec(),
+        parts.method.as_str().as_bytes().to_vec(),
+    ));
+    h.push((b":scheme".to_vec(), b"http".to_vec()));
+    for (k, v) in &parts.headers {
+        if k == hyper::header::HOST {
+            continue;
+        }
+        h.push((k.as_str().as_bytes().to_vec(), v.as_bytes().to_vec()));
+    }
+    if !parts.headers.contains_key("x-forwarded-proto") {
+        h.push((b"x-forwarded-proto".to_vec(), b"http".to_vec()));
+    }
+    if !parts.headers.contains_key("x-request-id") {
+        h.push((b"x-request-id".to_vec(), request_id().into_bytes()));
+    }
+    h
+}
+
+const HOP_BY_HOP: [&[u8]; 5] = [
+    b"connection",
+    b"keep-alive",
+    b"transfer-encoding",
+    b"proxy-connection",
+    b"upgrade",
+];
+
+/// The headers of a local reply as Envoy builds them: the filter's headers (duplicates
+/// kept), its `content-length` ignored and recomputed, `content-type: text/plain` when a body
+/// has none.
+fn local_reply_headers(lr: &LocalReply) -> Headers {
+    let mut h: Headers = vec![(b":status".to_vec(), lr.status.to_string().into_bytes())];
+    let mut has_type = false;
+    for (k, v) in &lr.headers {
+        let k = k.to_ascii_lowercase();
+        if k == b"content-length" || k.starts_with(b":") || HOP_BY_HOP.contains(&k.as_slice()) {
+            continue;
+        }
+        has_type |= k == b"content-type";
+        h.push((k, v.clone()));
+    }
+    h.push((
+        b"content-length".to_vec(),
+        lr.body.len().to_string().into_bytes(),
+    ));
+    if !lr.body.is_empty() && !has_type {
+        h.push((b"content-type".to_vec(), b"text/plain".to_vec()));
+    }
+    h
+}
+
+/// The client's response: the HTTP/1 codec drops hop-by-hop headers and computes
+/// `content-length` from the body it sends.
+fn client_response(headers: &Headers, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let status = crate::abi::headers::get_value(headers, b":status")
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.parse::<u16>().ok())
+        .unwrap_or(200);
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    let map = resp.headers_mut();
+    for (k, v) in headers {
+        if k.starts_with(b":") || k == b"content-length" || HOP_BY_HOP.contains(&k.as_slice()) {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (
+            hyper::header::HeaderName::from_bytes(k),
+            hyper::header::HeaderValue::from_bytes(v),
+        ) {
+            map.append(name, value);
+        }
+    }
+    resp
+}
+
+/// What Envoy answers when the filter's VM has crashed: 503 with an empty body.
+fn vm_failed() -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+    r
+}
+
+fn envoy_response(status: u16, body: &str) -> Response<Full<Bytes>> {
+    let (h, b) = envoy_reply(status, body);
+    client_response(&h, b)
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    conn: Arc<Conn>,
+) -> Result<Response<Full<Bytes>>, StreamReset> {
+    let listener = conn.listener.clone();
+    let opts = listener.opts.clone();
+    let (ev_tx, mut ev_rx) = unbounded_channel();
+    let props = StreamProps {
+        source: Some(conn.source),
+        destination: Some(conn.destination),
+        cluster_name: listener.cluster_name.clone(),
+        connection_id: conn.id,
+        upstream_address: None,
+        response_code: None,
+    };
+    let (tx, rx) = oneshot::channel();
+    if conn
+        .worker
+        .send(WorkerMsg::Open {
+            props,
+            events: ev_tx,
+            reply: tx,
+        })
+        .is_err()
+    {
+        return Ok(vm_failed());
+    }
+    let Ok(Some(ctx)) = rx.await else {
+        return Ok(vm_failed());
+    };
+    let _guard = CloseGuard {
+        worker: conn.worker.clone(),
+        ctx,
+    };
+    let (parts, body) = req.into_parts();
+    let headers = request_headers(&parts);
+    let eos = body.is_end_stream();
+    let mut io = PhaseIo {
+        worker: &conn.worker,
+        ctx,
+        events: &mut ev_rx,
+        accept_local_reply: true,
+    };
+    let request = run_phase(
+        &mut io,
+        Kind::Request,
+        headers,
+        Source::Incoming(body),
+        eos,
+        opts.allow_on_headers_stop_iteration,
+        None,
+        opts.stream_idle_timeout,
+    )
+    .await;
+
+    let mut sender_back = None;
+    let (resp_headers, source, resp_eos, upstream) = match request {
+        Ok((headers, body)) => match &listener.upstream {
+            None => {
+                // No route: Envoy's router answers 404 with no body.
+                let h = vec![
+                    (b":status".to_vec(), b"404".to_vec()),
+                    (b"content-length".to_vec(), b"0".to_vec()),
+                ];
+                (h, Source::Fixed(None), true, None)
+            }
+            Some(pool) => {
+                let mut headers = headers;
+                headers.push((
+                    b"x-envoy-expected-rq-timeout-ms".to_vec(),
+                    opts.route_timeout.as_millis().to_string().into_bytes(),
+                ));
+                let upstream = Some(pool.addr.to_string());
+                match pool.forward(&headers, body, opts.route_timeout).await {
+                    Forwarded::Upstream {
+                        headers,
+                        body,
+                        sender,
+                    } => {
+                        sender_back = Some(sender);
+                        let eos = body.is_end_stream();
+                        (headers, Source::Incoming(body), eos, upstream)
+                    }
+                    Forwarded::Envoy { headers, body } => {
+                        let eos = body.is_empty();
+                        (
+                            headers,
+                            Source::Fixed(Some(Bytes::from(body))),
+                            eos,
+                            upstream,
+                        )
+                    }
+                }
+            }
+        },
+        Err(Interrupt::LocalReply(lr)) => {
+            // A reply from the request phase runs through the response callbacks (Envoy
+            // sends it through the encoder filters); a second one is ignored.
+            io.accept_local_reply = false;
+            let h = local_reply_headers(&lr);
+            let eos = lr.body.is_empty();
+            (h, Source::Fixed(Some(Bytes::from(lr.body))), eos, None)
+        }
+        Err(Interrupt::Failed) => return Ok(vm_failed()),
+        Err(Interrupt::IdleTimeout) => return Ok(envoy_response(408, "stream timeout")),
+        Err(Interrupt::Reset) => return Err(StreamReset),
+    };
+
+    let response = run_phase(
+        &mut io,
+        Kind::Response,
+        resp_headers,
+        source,
+        resp_eos,
+        false,
+        upstream,
+        opts.stream_idle_timeout,
+    )
+    .await;
+    match response {
+        Ok((headers, body)) => {
+            if let (Some(sender), Some(pool)) = (sender_back, &listener.upstream) {
+                pool.release(sender);
+            }
+            Ok(client_response(&headers, body))
+        }
+        // From the response phase a local reply goes straight to the client.
+        Err(Interrupt::LocalReply(lr)) => {
+            let h = local_reply_headers(&lr);
+            Ok(client_response(&h, lr.body))
+        }
+        Err(Interrupt::Failed) => Ok(vm_failed()),
+        Err(Interrupt::IdleTimeout) | Err(Interrupt::Reset) => Err(StreamReset),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&str, &str)]) -> Headers {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn local_reply_headers_follow_envoy() {
+        let lr = LocalReply {
+            status: 409,
+            details: String::new(),
+            headers: h(&[
+                ("set-cookie", "a=1"),
+                ("Set-Cookie", "b=2"),
+                ("content-length", "999"),
+                ("connection", "close"),
+            ]),
+            body: b"hello".to_vec(),
+        };
+        let out = local_reply_headers(&lr);
+        assert_eq!(
+            out,
+            h(&[
+                (":status", "409"),
+                ("set-cookie", "a=1"),
+                ("set-cookie", "b=2"),
+                ("content-length", "5"),
+                ("content-type", "text/plain"),
+            ])
+        );
+        let resp = client_response(&out, lr.body.clone());
+        assert_eq!(resp.status(), 409);
+        assert_eq!(resp.headers().get_all("set-cookie").iter().count(), 2);
+    }
+
+    #[test]
+    fn request_ids_differ() {
+        assert_ne!(request_id(), request_id());
+        assert_eq!(request_id().len(), 36);
+    }
+}

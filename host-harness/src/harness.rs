@@ -1,0 +1,595 @@
+//! The library API: build a harness, start it, talk to its listeners, read its metrics and
+//! logs, shut it down.
+
+use crate::abi;
+use crate::admin;
+use crate::calls::Pool;
+use crate::frontend::{self, FrontOptions, ListenerCtx};
+use crate::host::{Cluster, HostState, PluginEnv};
+use crate::shared::{lock, LogLine, Metrics, Queues, SharedData};
+use crate::types::LogLevel;
+use crate::worker::{self, Vm, VmStartError, WorkerMsg};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use wasmtime::{Config, Engine, Linker, Module};
+
+/// Why a harness did not start.
+#[derive(Debug)]
+pub enum Error {
+    /// Reading the module or binding a listener failed.
+    Io(String),
+    /// The bytes are not a module wasmtime accepts.
+    Compile(String),
+    /// An import could not be satisfied, or the start function trapped.
+    Instantiate { instance: String, message: String },
+    /// `proxy_on_vm_start` or `proxy_on_configure` returned false: with a static configuration
+    /// Envoy exits; the plugin's own log lines say why.
+    Refused {
+        callback: &'static str,
+        instance: String,
+        logs: Vec<LogLine>,
+    },
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Io(m) => write!(f, "{m}"),
+            Error::Compile(m) => write!(f, "cannot compile the plugin: {m}"),
+            Error::Instantiate { instance, message } => {
+                write!(f, "cannot start the plugin ({instance} VM): {message}")
+            }
+            Error::Refused {
+                callback,
+                instance,
+                logs,
+            } => {
+                write!(
+                    f,
+                    "the plugin refused to start: {callback} returned false in the {instance} VM"
+                )?;
+                for l in logs {
+                    write!(f, "\n[{}] {}", l.level, l.message)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl Error {
+    /// The plugin's log lines up to the refusal (empty for other errors).
+    pub fn logs(&self) -> &[LogLine] {
+        match self {
+            Error::Refused { logs, .. } => logs,
+            _ => &[],
+        }
+    }
+}
+
+/// One listening socket of the front end.
+#[derive(Debug, Clone)]
+pub struct ListenerSpec {
+    /// Address to bind; port 0 picks a free one (read it back with `listener_addrs`).
+    pub bind: SocketAddr,
+    /// Where requests the filter lets through go; `None` answers Envoy's "no route" 404.
+    pub upstream: Option<SocketAddr>,
+    /// The `cluster_name` property of its streams.
+    pub cluster_name: String,
+}
+
+enum WasmSource {
+    Path(PathBuf),
+    Bytes(Vec<u8>),
+}
+
+/// Builds a [`RunningHarness`]. Every option has Envoy's default.
+pub struct HarnessBuilder {
+    wasm: Option<WasmSource>,
+    plugin_config: Vec<u8>,
+    vm_config: Vec<u8>,
+    name: String,
+    root_id: String,
+    vm_id: String,
+    allow_on_headers_stop_iteration: bool,
+    workers: usize,
+    main_thread_vm: bool,
+    listeners: Vec<ListenerSpec>,
+    clusters: HashMap<String, Cluster>,
+    log_level: LogLevel,
+    echo_logs: bool,
+    route_timeout: Duration,
+    stream_idle_timeout: Duration,
+    admin: Option<SocketAddr>,
+    compile_cache: bool,
+}
+
+/// Entry point: `Harness::builder()`.
+pub struct Harness;
+
+impl Harness {
+    pub fn builder() -> HarnessBuilder {
+        HarnessBuilder {
+            wasm: None,
+            plugin_config: Vec::new(),
+            vm_config: Vec::new(),
+            name: "plugin".into(),
+            root_id: String::new(),
+            vm_id: String::new(),
+            allow_on_headers_stop_iteration: false,
+            workers: 1,
+            main_thread_vm: true,
+            listeners: Vec::new(),
+            clusters: HashMap::new(),
+            log_level: LogLevel::Info,
+            echo_logs: false,
+            route_timeout: Duration::from_secs(15),
+            stream_idle_timeout: Duration::from_secs(300),
+            admin: None,
+            compile_cache: true,
+        }
+    }
+}
+
+impl HarnessBuilder {
+    /// The filter module, from a file.
+    pub fn plugin_wasm(mut self, path: impl Into<PathBuf>) -> Self {
+        self.wasm = Some(WasmSource::Path(path.into()));
+        self
+    }
+
+    /// The filter module (binary or WAT text).
+    pub fn plugin_wasm_bytes(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.wasm = Some(WasmSource::Bytes(bytes.into()));
+        self
+    }
+
+    /// Envoy's `configuration` of the plugin (read by `proxy_on_configure`).
+    pub fn plugin_config(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.plugin_config = bytes.into();
+        self
+    }
+
+    /// Envoy's `vm_config.configuration` (read by `proxy_on_vm_start`).
+    pub fn vm_config(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.vm_config = bytes.into();
+        self
+    }
+
+    /// The plugin's `name` (property `plugin_name`, log prefix). Default "plugin".
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The plugin's `root_id` (property `plugin_root_id`). Default "".
+    pub fn root_id(mut self, root_id: impl Into<String>) -> Self {
+        self.root_id = root_id.into();
+        self
+    }
+
+    /// The `vm_id` (property `plugin_vm_id`; names the shared-data/queue namespace).
+    pub fn vm_id(mut self, vm_id: impl Into<String>) -> Self {
+        self.vm_id = vm_id.into();
+        self
+    }
+
+    /// Envoy's `allow_on_headers_stop_iteration`: when true, a Pause from request headers
+    /// still lets body callbacks arrive. Default false, like Envoy.
+    pub fn allow_on_headers_stop_iteration(mut self, allow: bool) -> Self {
+        self.allow_on_headers_stop_iteration = allow;
+        self
+    }
+
+    /// Worker VM instances serving requests (Envoy's `--concurrency`). Default 1.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n.max(1);
+        self
+    }
+
+    /// Whether to run, as Envoy does, one more VM instance for the main thread: it serves no
+    /// request but has its own root context and ticks. Default true.
+    pub fn main_thread_vm(mut self, on: bool) -> Self {
+        self.main_thread_vm = on;
+        self
+    }
+
+    /// A listener forwarding to `upstream` (cluster name "upstream").
+    pub fn listener(mut self, bind: &str, upstream: SocketAddr) -> Self {
+        self.listeners.push(ListenerSpec {
+            bind: bind
+                .parse()
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
+            upstream: Some(upstream),
+            cluster_name: "upstream".into(),
+        });
+        self
+    }
+
+    /// A listener with no upstream (e.g. one only the filter answers, like a heartbeat path).
+    pub fn listener_without_upstream(mut self, bind: &str) -> Self {
+        self.listeners.push(ListenerSpec {
+            bind: bind
+                .parse()
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
+            upstream: None,
+            cluster_name: String::new(),
+        });
+        self
+    }
+
+    /// A listener given in full.
+    pub fn listener_spec(mut self, spec: ListenerSpec) -> Self {
+        self.listeners.push(spec);
+        self
+    }
+
+    /// A cluster `dispatch_http_call` can name, at a fixed address.
+    pub fn cluster(mut self, name: impl Into<String>, addr: SocketAddr) -> Self {
+        self.clusters.insert(name.into(), Cluster::Static(addr));
+        self
+    }
+
+    /// An ORIGINAL_DST cluster (`use_http_header: true`): the call's first
+    /// `x-envoy-original-dst-host` names the target.
+    pub fn original_dst_cluster(mut self, name: impl Into<String>) -> Self {
+        self.clusters.insert(name.into(), Cluster::OriginalDst);
+        self
+    }
+
+    /// The lowest level kept (and returned by `proxy_get_log_level`). Default info, Envoy's.
+    pub fn log_level(mut self, level: LogLevel) -> Self {
+        self.log_level = level;
+        self
+    }
+
+    /// Also print log lines to stderr as they come, in Envoy's format.
+    pub fn echo_logs(mut self, on: bool) -> Self {
+        self.echo_logs = on;
+        self
+    }
+
+    /// The route timeout (until upstream response headers). Default 15 s, Envoy's.
+    pub fn route_timeout(mut self, t: Duration) -> Self {
+        self.route_timeout = t;
+        self
+    }
+
+    /// How long a stream may wait (e.g. paused) with nothing happening. Default 300 s.
+    pub fn stream_idle_timeout(mut self, t: Duration) -> Self {
+        self.stream_idle_timeout = t;
+        self
+    }
+
+    /// Serve `/stats` and `/logs` on this address.
+    pub fn admin(mut self, bind: SocketAddr) -> Self {
+        self.admin = Some(bind);
+        self
+    }
+
+    /// Keep compiled modules in wasmtime's on-disk cache (faster repeated starts). Default on.
+    pub fn compile_cache(mut self, on: bool) -> Self {
+        self.compile_cache = on;
+        self
+    }
+
+    /// Compiles the module, runs the canary VM, starts the VM instances and the listeners.
+    /// Must be called inside a multi-threaded tokio runtime.
+    pub async fn start(self) -> Result<RunningHarness, Error> {
+        let wasm = match self.wasm {
+            Some(WasmSource::Bytes(b)) => b,
+            Some(WasmSource::Path(p)) => std::fs::read(&p)
+                .map_err(|e| Error::Io(format!("cannot read {}: {e}", p.display())))?,
+            None => return Err(Error::Io("no plugin module given".into())),
+        };
+        let compile_cache = self.compile_cache;
+        let (engine, module) = tokio::task::spawn_blocking(move || compile(&wasm, compile_cache))
+            .await
+            .map_err(|e| Error::Compile(e.to_string()))??;
+        let mut linker: Linker<HostState> = Linker::new(&engine);
+        abi::link_all(&mut linker).map_err(|e| Error::Compile(format!("{e:#}")))?;
+        abi::stub_unknown_imports(&mut linker, &module);
+        let linker = Arc::new(linker);
+
+        let env = Arc::new(PluginEnv {
+            name: self.name,
+            root_id: self.root_id,
+            vm_id: self.vm_id,
+            plugin_config: self.plugin_config,
+            vm_config: self.vm_config,
+            log_level: self.log_level,
+            echo_logs: self.echo_logs,
+            clusters: self.clusters,
+            shared_data: Mutex::new(SharedData::default()),
+            queues: Mutex::new(Queues::default()),
+            metrics: Mutex::new(Metrics::default()),
+            logs: Mutex::new(Vec::new()),
+            workers: Mutex::new(Vec::new()),
+            rt: tokio::runtime::Handle::current(),
+        });
+
+        // Envoy configures a throw-away canary VM first; a refusal stops everything there.
+        {
+            let (engine, module, linker, env) =
+                (engine.clone(), module.clone(), linker.clone(), env.clone());
+            tokio::task::spawn_blocking(move || {
+                Vm::start(
+                    &engine,
+                    &module,
+                    &linker,
+                    env.clone(),
+                    "canary".into(),
+                    usize::MAX,
+                    None,
+                )
+                .map(drop)
+                .map_err(|e| start_error(e, "canary", &env))
+            })
+            .await
+            .map_err(|e| Error::Io(e.to_string()))??;
+        }
+
+        let mut names = Vec::new();
+        if self.main_thread_vm {
+            names.push("main".to_string());
+        }
+        for i in 0..self.workers {
+            names.push(format!("worker {i}"));
+        }
+        let mut senders = Vec::new();
+        let mut receivers = Vec::new();
+        for _ in &names {
+            let (tx, rx) = channel::<WorkerMsg>();
+            senders.push(tx);
+            receivers.push(rx);
+        }
+        *lock(&env.workers) = senders.clone();
+        let mut threads = Vec::new();
+        let mut ready = Vec::new();
+        for (index, (name, rx)) in names.iter().zip(receivers).enumerate() {
+            let (engine, module, linker, env) =
+                (engine.clone(), module.clone(), linker.clone(), env.clone());
+            let self_tx = senders[index].clone();
+            let name = name.clone();
+            let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+            let thread = std::thread::Builder::new()
+                .name(format!("proxy-wasm {name}"))
+                .spawn(move || {
+                    match Vm::start(
+                        &engine,
+                        &module,
+                        &linker,
+                        env.clone(),
+                        name.clone(),
+                        index,
+                        Some(self_tx),
+                    ) {
+                        Ok(vm) => {
+                            let _ = ready_tx.send(Ok(()));
+                            worker::run(vm, rx);
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(start_error(e, &name, &env)));
+                        }
+                    }
+                })
+                .map_err(|e| Error::Io(format!("cannot start a VM thread: {e}")))?;
+            threads.push(thread);
+            ready.push(ready_rx);
+        }
+        let mut failure = None;
+        for r in ready {
+            match r.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failure = failure.or(Some(e)),
+                Err(_) => failure = failure.or(Some(Error::Io("a VM thread died".into()))),
+            }
+        }
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let mut running = RunningHarness {
+            env: env.clone(),
+            listener_addrs: Vec::new(),
+            admin_addr: None,
+            shutdown_tx,
+            tasks: Vec::new(),
+            threads,
+            senders: senders.clone(),
+        };
+        if let Some(e) = failure {
+            running.stop();
+            return Err(e);
+        }
+
+        let request_workers: Arc<Vec<Sender<WorkerMsg>>> = Arc::new(
+            senders
+                .iter()
+                .skip(usize::from(self.main_thread_vm))
+                .cloned()
+                .collect(),
+        );
+        let opts = Arc::new(FrontOptions {
+            allow_on_headers_stop_iteration: self.allow_on_headers_stop_iteration,
+            route_timeout: self.route_timeout,
+            stream_idle_timeout: self.stream_idle_timeout,
+        });
+        let conn_ids = Arc::new(AtomicU64::new(0));
+        for spec in self.listeners {
+            let listener = match TcpListener::bind(spec.bind).await {
+                Ok(l) => l,
+                Err(e) => {
+                    running.stop();
+                    return Err(Error::Io(format!("cannot bind {}: {e}", spec.bind)));
+                }
+            };
+            let addr = listener.local_addr().unwrap_or(spec.bind);
+            running.listener_addrs.push(addr);
+            let ctx = Arc::new(ListenerCtx {
+                workers: request_workers.clone(),
+                next_worker: AtomicUsize::new(0),
+                upstream: spec.upstream.map(|a| Arc::new(Pool::new(a))),
+                cluster_name: spec.cluster_name,
+                opts: opts.clone(),
+                conn_ids: conn_ids.clone(),
+            });
+            running.tasks.push(tokio::spawn(frontend::serve(
+                listener,
+                ctx,
+                shutdown_rx.clone(),
+            )));
+        }
+        if let Some(bind) = self.admin {
+            let listener = match TcpListener::bind(bind).await {
+                Ok(l) => l,
+                Err(e) => {
+                    running.stop();
+                    return Err(Error::Io(format!("cannot bind admin {bind}: {e}")));
+                }
+            };
+            running.admin_addr = listener.local_addr().ok();
+            running.tasks.push(tokio::spawn(admin::serve(
+                listener,
+                env,
+                shutdown_rx.clone(),
+            )));
+        }
+        Ok(running)
+    }
+}
+
+fn compile(wasm: &[u8], cache: bool) -> Result<(Engine, Module), Error> {
+    let mut config = Config::new();
+    if cache {
+        // A cache that cannot be opened only costs compile time.
+        if let Ok(c) = wasmtime::Cache::new(wasmtime::CacheConfig::new()) {
+            config.cache(Some(c));
+        }
+    }
+    let engine = Engine::new(&config).map_err(|e| Error::Compile(format!("{e:#}")))?;
+    let module = Module::new(&engine, wasm).map_err(|e| Error::Compile(format!("{e:#}")))?;
+    Ok((engine, module))
+}
+
+fn start_error(e: VmStartError, instance: &str, env: &PluginEnv) -> Error {
+    let logs = lock(&env.logs).clone();
+    match e {
+        VmStartError::Instantiate(message) | VmStartError::Crashed(message) => Error::Instantiate {
+            instance: instance.to_string(),
+            message,
+        },
+        VmStartError::VmStartRefused => Error::Refused {
+            callback: "proxy_on_vm_start",
+            instance: instance.to_string(),
+            logs,
+        },
+        VmStartError::ConfigureRefused => Error::Refused {
+            callback: "proxy_on_configure",
+            instance: instance.to_string(),
+            logs,
+        },
+    }
+}
+
+/// A started harness. Dropping it stops it too; `shutdown` also waits for the VM threads.
+pub struct RunningHarness {
+    env: Arc<PluginEnv>,
+    listener_addrs: Vec<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
+    shutdown_tx: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    senders: Vec<Sender<WorkerMsg>>,
+}
+
+impl RunningHarness {
+    /// The bound address of each listener, in the order they were added.
+    pub fn listener_addrs(&self) -> Vec<SocketAddr> {
+        self.listener_addrs.clone()
+    }
+
+    /// The admin endpoint's address, when one was asked for.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// Counters and gauges by the name the plugin defined (Envoy's `/stats` shows them with a
+    /// `wasmcustom.` prefix).
+    pub fn metrics(&self) -> BTreeMap<String, u64> {
+        lock(&self.env.metrics).snapshot()
+    }
+
+    /// One metric's value; `None` if the plugin never defined it.
+    pub fn metric(&self, name: &str) -> Option<u64> {
+        self.metrics().get(name).copied()
+    }
+
+    /// Every log line so far as (level, message).
+    pub fn logs(&self) -> Vec<(LogLevel, String)> {
+        lock(&self.env.logs)
+            .iter()
+            .map(|l| (l.level, l.message.clone()))
+            .collect()
+    }
+
+    /// Every log line so far, with the VM instance that wrote it.
+    pub fn log_lines(&self) -> Vec<LogLine> {
+        lock(&self.env.logs).clone()
+    }
+
+    /// A shared-data entry as the plugin sees it: (value, cas).
+    pub fn shared_data(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        lock(&self.env.shared_data).get(key.as_bytes())
+    }
+
+    /// Writes a shared-data entry unconditionally (CAS 0), as another VM with the same
+    /// `vm_id` could.
+    pub fn set_shared_data(&self, key: &str, value: &[u8]) {
+        lock(&self.env.shared_data).set(key.as_bytes(), value, 0);
+    }
+
+    /// Every shared-data key.
+    pub fn shared_data_keys(&self) -> Vec<String> {
+        lock(&self.env.shared_data)
+            .keys()
+            .into_iter()
+            .map(|k| String::from_utf8_lossy(&k).into_owned())
+            .collect()
+    }
+
+    fn stop(&mut self) {
+        let _ = self.shutdown_tx.send(true);
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        for s in &self.senders {
+            let _ = s.send(WorkerMsg::Shutdown);
+        }
+    }
+
+    /// Stops the listeners and the VM instances and waits for the VM threads to end.
+    pub async fn shutdown(mut self) {
+        self.stop();
+        let threads = std::mem::take(&mut self.threads);
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}
+
+impl Drop for RunningHarness {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,608 @@
+//! One VM instance on its own thread, like an Envoy worker (or the main thread): it owns the
+//! wasmtime `Store`, runs every callback, drives `proxy_on_tick`, and starts the HTTP calls
+//! its filter dispatched.
+
+use crate::calls::{self, CallOutcome};
+use crate::host::{CallResponse, HostState, PluginEnv, Stream, StreamProps};
+use crate::types::{Action, Headers, LogLevel};
+use bytes::Bytes;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::oneshot;
+use wasmtime::{Engine, Instance, Linker, Module, Store, TypedFunc, WasmParams, WasmResults};
+
+/// What a filter asked of its stream, delivered to the front end.
+#[derive(Debug)]
+pub(crate) enum StreamEvent {
+    ContinueRequest,
+    ContinueResponse,
+    LocalReply(LocalReply),
+    Reset,
+}
+
+/// A `proxy_send_local_response` as the filter passed it.
+#[derive(Debug, Clone)]
+pub(crate) struct LocalReply {
+    pub status: u16,
+    #[allow(dead_code)]
+    pub details: String,
+    pub headers: Headers,
+    pub body: Vec<u8>,
+}
+
+pub(crate) enum StreamOp {
+    RequestHeaders {
+        headers: Headers,
+        end_of_stream: bool,
+    },
+    RequestBody {
+        chunk: Bytes,
+        end_of_stream: bool,
+    },
+    RequestTrailers {
+        trailers: Headers,
+    },
+    /// The request headers as they are now, and the buffered body (after a resume).
+    TakeRequest,
+    ResponseHeaders {
+        headers: Headers,
+        end_of_stream: bool,
+        upstream: Option<String>,
+    },
+    ResponseBody {
+        chunk: Bytes,
+        end_of_stream: bool,
+    },
+    ResponseTrailers {
+        trailers: Headers,
+    },
+    TakeResponse,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct OpReply {
+    pub action: Option<Action>,
+    /// The headers as the filter left them, when they go on (Continue or Take).
+    pub headers: Option<Headers>,
+    /// Body bytes the filter let through.
+    pub body: Vec<u8>,
+    /// The VM crashed: the request gets Envoy's 503.
+    pub failed: bool,
+}
+
+pub(crate) enum WorkerMsg {
+    Open {
+        props: StreamProps,
+        events: UnboundedSender<StreamEvent>,
+        reply: oneshot::Sender<Option<u32>>,
+    },
+    Op {
+        ctx: u32,
+        op: StreamOp,
+        reply: oneshot::Sender<OpReply>,
+    },
+    Close {
+        ctx: u32,
+    },
+    CallDone {
+        token: u32,
+        outcome: CallOutcome,
+    },
+    QueueReady {
+        queue_id: u32,
+        root_context: u32,
+    },
+    Shutdown,
+}
+
+struct Callbacks {
+    on_context_create: Option<TypedFunc<(u32, u32), ()>>,
+    on_vm_start: Option<TypedFunc<(u32, u32), u32>>,
+    on_configure: Option<TypedFunc<(u32, u32), u32>>,
+    on_tick: Option<TypedFunc<u32, ()>>,
+    on_queue_ready: Option<TypedFunc<(u32, u32), ()>>,
+    on_request_headers: Option<TypedFunc<(u32, u32, u32), u32>>,
+    on_request_body: Option<TypedFunc<(u32, u32, u32), u32>>,
+    on_request_trailers: Option<TypedFunc<(u32, u32), u32>>,
+    on_response_headers: Option<TypedFunc<(u32, u32, u32), u32>>,
+    on_response_body: Option<TypedFunc<(u32, u32, u32), u32>>,
+    on_response_trailers: Option<TypedFunc<(u32, u32), u32>>,
+    on_http_call_response: Option<TypedFunc<(u32, u32, u32, u32, u32), ()>>,
+    on_done: Option<TypedFunc<u32, u32>>,
+    on_log: Option<TypedFunc<u32, ()>>,
+    on_delete: Option<TypedFunc<u32, ()>>,
+}
+
+impl Callbacks {
+    fn find(instance: &Instance, store: &mut Store<HostState>) -> Self {
+        macro_rules! f {
+            ($name:expr) => {
+                instance.get_typed_func(&mut *store, $name).ok()
+            };
+        }
+        Callbacks {
+            on_context_create: f!("proxy_on_context_create"),
+            on_vm_start: f!("proxy_on_vm_start"),
+            on_configure: f!("proxy_on_configure"),
+            on_tick: f!("proxy_on_tick"),
+            on_queue_ready: f!("proxy_on_queue_ready"),
+            on_request_headers: f!("proxy_on_request_headers"),
+            on_request_body: f!("proxy_on_request_body"),
+            on_request_trailers: f!("proxy_on_request_trailers"),
+            on_response_headers: f!("proxy_on_response_headers"),
+            on_response_body: f!("proxy_on_response_body"),
+            on_response_trailers: f!("proxy_on_response_trailers"),
+            on_http_call_response: f!("proxy_on_http_call_response"),
+            on_done: f!("proxy_on_done"),
+            on_log: f!("proxy_on_log"),
+            on_delete: f!("proxy_on_delete"),
+        }
+    }
+}
+
+/// Why a VM instance could not be brought up.
+#[derive(Debug)]
+pub(crate) enum VmStartError {
+    Instantiate(String),
+    VmStartRefused,
+    ConfigureRefused,
+    Crashed(String),
+}
+
+/// One instantiated plugin: a wasmtime store with its root context.
+pub(crate) struct Vm {
+    store: Store<HostState>,
+    cb: Callbacks,
+    failed: bool,
+    next_context: u32,
+}
+
+impl Vm {
+    /// Instantiates the module, runs its start function, creates the root context and runs
+    /// `proxy_on_vm_start` and `proxy_on_configure`, as Envoy does for each VM.
+    pub(crate) fn start(
+        engine: &Engine,
+        module: &Module,
+        linker: &Linker<HostState>,
+        env: Arc<PluginEnv>,
+        instance_name: String,
+        instance_index: usize,
+        self_tx: Option<Sender<WorkerMsg>>,
+    ) -> Result<Vm, VmStartError> {
+        let wasi = wasmtime_wasi::WasiCtxBuilder::new().build_p1();
+        let state = HostState::new(wasi, env, instance_name, instance_index, self_tx);
+        let mut store = Store::new(engine, state);
+        let instance = linker
+            .instantiate(&mut store, module)
+            .map_err(|e| VmStartError::Instantiate(format!("{e:#}")))?;
+        let memory = instance.get_memory(&mut store, "memory");
+        let alloc = instance
+            .get_typed_func::<u32, u32>(&mut store, "proxy_on_memory_allocate")
+            .or_else(|_| instance.get_typed_func::<u32, u32>(&mut store, "malloc"))
+            .ok();
+        store.data_mut().memory = memory;
+        store.data_mut().alloc = alloc;
+        // Reactor modules export `_initialize` (then maybe `main`); command modules `_start`;
+        // a module with only a start section was initialized by instantiation.
+        if let Ok(init) = instance.get_typed_func::<(), ()>(&mut store, "_initialize") {
+            init.call(&mut store, ())
+                .map_err(|e| VmStartError::Crashed(format!("_initialize: {e:#}")))?;
+            if let Ok(main) = instance.get_typed_func::<(u32, u32), u32>(&mut store, "main") {
+                main.call(&mut store, (0, 0))
+                    .map_err(|e| VmStartError::Crashed(format!("main: {e:#}")))?;
+            }
+        } else if let Ok(start) = instance.get_typed_func::<(), ()>(&mut store, "_start") {
+            if let Err(e) = start.call(&mut store, ()) {
+                let clean_exit = e
+                    .downcast_ref::<wasmtime_wasi::I32Exit>()
+                    .is_some_and(|x| x.0 == 0);
+                if !clean_exit {
+                    return Err(VmStartError::Crashed(format!("_start: {e:#}")));
+                }
+            }
+        }
+        let cb = Callbacks::find(&instance, &mut store);
+        let mut vm = Vm {
+            store,
+            cb,
+            failed: false,
+            next_context: 1,
+        };
+        let root = vm.new_context_id();
+        vm.store.data_mut().root_context = root;
+        vm.call(root, vm.cb.on_context_create.clone(), (root, 0));
+        let vm_config_len = vm.store.data().env.vm_config.len() as u32;
+        let started = vm.call(root, vm.cb.on_vm_start.clone(), (root, vm_config_len));
+        if vm.failed {
+            return Err(VmStartError::Crashed("proxy_on_vm_start".into()));
+        }
+        if started == Some(0) {
+            return Err(VmStartError::VmStartRefused);
+        }
+        let config_len = vm.store.data().env.plugin_config.len() as u32;
+        let configured = vm.call(root, vm.cb.on_configure.clone(), (root, config_len));
+        if vm.failed {
+            return Err(VmStartError::Crashed("proxy_on_configure".into()));
+        }
+        if configured == Some(0) {
+            return Err(VmStartError::ConfigureRefused);
+        }
+        Ok(vm)
+    }
+
+    fn new_context_id(&mut self) -> u32 {
+        let id = self.next_context;
+        self.next_context += 1;
+        id
+    }
+
+    fn root(&self) -> u32 {
+        self.store.data().root_context
+    }
+
+    /// Runs one callback with `ctx` in effect. A trap kills this VM instance for good, as in
+    /// Envoy with the default FAIL_CLOSED policy; it is logged like Envoy logs it.
+    fn call<P: WasmParams, R: WasmResults>(
+        &mut self,
+        ctx: u32,
+        f: Option<TypedFunc<P, R>>,
+        params: P,
+    ) -> Option<R> {
+        if self.failed {
+            return None;
+        }
+        let f = f?;
+        self.store.data_mut().effective_context = ctx;
+        let r = f.call(&mut self.store, params);
+        match r {
+            Ok(v) => {
+                self.after_callback();
+                Some(v)
+            }
+            Err(e) => {
+                self.failed = true;
+                let msg = match e.downcast_ref::<wasmtime::Trap>() {
+                    Some(trap) => format!("Uncaught RuntimeError: {trap}"),
+                    None => format!("{e:#}"),
+                };
+                self.store
+                    .data()
+                    .log(LogLevel::Critical, format!("wasm VM failed: {msg}"));
+                None
+            }
+        }
+    }
+
+    /// Starts the calls the callback dispatched and finishes contexts it released.
+    fn after_callback(&mut self) {
+        let calls = std::mem::take(&mut self.store.data_mut().pending_calls);
+        if !calls.is_empty() {
+            let state = self.store.data();
+            let rt = state.env.rt.clone();
+            for call in calls {
+                let tx = state.self_tx.clone();
+                rt.spawn(async move {
+                    let outcome =
+                        calls::dispatch(call.target, call.headers, call.body, call.timeout).await;
+                    if let Some(tx) = tx {
+                        let _ = tx.send(WorkerMsg::CallDone {
+                            token: call.token,
+                            outcome,
+                        });
+                    }
+                });
+            }
+        }
+        let done = std::mem::take(&mut self.store.data_mut().done_contexts);
+        for ctx in done {
+            self.finalize(ctx);
+        }
+    }
+
+    fn open(&mut self, props: StreamProps, events: UnboundedSender<StreamEvent>) -> Option<u32> {
+        if self.failed {
+            return None;
+        }
+        let ctx = self.new_context_id();
+        self.store.data_mut().streams.insert(
+            ctx,
+            Stream {
+                request_headers: None,
+                saved_request_headers: Vec::new(),
+                request_body: Vec::new(),
+                request_trailers: None,
+                response_headers: None,
+                response_body: Vec::new(),
+                response_trailers: None,
+                props,
+                in_log: false,
+                events,
+                local_reply_sent: false,
+                awaiting_done: false,
+                properties: Default::default(),
+            },
+        );
+        let root = self.root();
+        self.call(ctx, self.cb.on_context_create.clone(), (ctx, root));
+        if self.failed {
+            return None;
+        }
+        Some(ctx)
+    }
+
+    fn stream(&mut self, ctx: u32) -> Option<&mut Stream> {
+        self.store.data_mut().streams.get_mut(&ctx)
+    }
+
+    fn op(&mut self, ctx: u32, op: StreamOp) -> OpReply {
+        let mut reply = OpReply::default();
+        if self.failed || !self.store.data().streams.contains_key(&ctx) {
+            reply.failed = self.failed;
+            return reply;
+        }
+        let action = |raw: Option<u32>| raw.map(Action::from_raw).unwrap_or(Action::Continue);
+        match op {
+            StreamOp::RequestHeaders {
+                headers,
+                end_of_stream,
+            } => {
+                let n = headers.len() as u32;
+                if let Some(s) = self.stream(ctx) {
+                    s.request_headers = Some(headers);
+                    s.request_trailers = Some(Vec::new());
+                }
+                let a = action(self.call(
+                    ctx,
+                    self.cb.on_request_headers.clone(),
+                    (ctx, n, end_of_stream as u32),
+                ));
+                reply.action = Some(a);
+                if a == Action::Continue {
+                    reply.headers = self.stream(ctx).and_then(|s| s.request_headers.clone());
+                }
+            }
+            StreamOp::RequestBody {
+                chunk,
+                end_of_stream,
+            } => {
+                let size = match self.stream(ctx) {
+                    Some(s) => {
+                        s.request_body.extend_from_slice(&chunk);
+                        s.request_body.len() as u32
+                    }
+                    None => 0,
+                };
+                let a = action(self.call(
+                    ctx,
+                    self.cb.on_request_body.clone(),
+                    (ctx, size, end_of_stream as u32),
+                ));
+                reply.action = Some(a);
+                if a == Action::Continue {
+                    if let Some(s) = self.stream(ctx) {
+                        reply.body = std::mem::take(&mut s.request_body);
+                    }
+                }
+            }
+            StreamOp::RequestTrailers { trailers } => {
+                let n = trailers.len() as u32;
+                if let Some(s) = self.stream(ctx) {
+                    s.request_trailers = Some(trailers);
+                }
+                let a = action(self.call(ctx, self.cb.on_request_trailers.clone(), (ctx, n)));
+                reply.action = Some(a);
+                if a == Action::Continue {
+                    if let Some(s) = self.stream(ctx) {
+                        reply.body = std::mem::take(&mut s.request_body);
+                    }
+                }
+            }
+            StreamOp::TakeRequest => {
+                if let Some(s) = self.stream(ctx) {
+                    reply.headers = s.request_headers.clone();
+                    reply.body = std::mem::take(&mut s.request_body);
+                }
+            }
+            StreamOp::ResponseHeaders {
+                headers,
+                end_of_stream,
+                upstream,
+            } => {
+                let n = headers.len() as u32;
+                if let Some(s) = self.stream(ctx) {
+                    // The request is gone for the filter from here on (§3a).
+                    s.saved_request_headers = s.request_headers.take().unwrap_or_default();
+                    s.request_body.clear();
+                    s.request_trailers = None;
+                    s.props.upstream_address = upstream;
+                    s.props.response_code = crate::abi::headers::get_value(&headers, b":status")
+                        .and_then(|v| std::str::from_utf8(v).ok())
+                        .and_then(|v| v.parse().ok());
+                    s.response_headers = Some(headers);
+                    s.response_trailers = Some(Vec::new());
+                }
+                let a = action(self.call(
+                    ctx,
+                    self.cb.on_response_headers.clone(),
+                    (ctx, n, end_of_stream as u32),
+                ));
+                reply.action = Some(a);
+                if a == Action::Continue {
+                    reply.headers = self.stream(ctx).and_then(|s| s.response_headers.clone());
+                }
+            }
+            StreamOp::ResponseBody {
+                chunk,
+                end_of_stream,
+            } => {
+                let size = match self.stream(ctx) {
+                    Some(s) => {
+                        s.response_body.extend_from_slice(&chunk);
+                        s.response_body.len() as u32
+                    }
+                    None => 0,
+                };
+                let a = action(self.call(
+                    ctx,
+                    self.cb.on_response_body.clone(),
+                    (ctx, size, end_of_stream as u32),
+                ));
+                reply.action = Some(a);
+                if a == Action::Continue {
+                    if let Some(s) = self.stream(ctx) {
+                        reply.body = std::mem::take(&mut s.response_body);
+                    }
+                }
+            }
+            StreamOp::ResponseTrailers { trailers } => {
+                let n = trailers.len() as u32;
+                if let Some(s) = self.stream(ctx) {
+                    s.response_trailers = Some(trailers);
+                }
+                let a = action(self.call(ctx, self.cb.on_response_trailers.clone(), (ctx, n)));
+                reply.action = Some(a);
+                if a == Action::Continue {
+                    if let Some(s) = self.stream(ctx) {
+                        reply.body = std::mem::take(&mut s.response_body);
+                    }
+                }
+            }
+            StreamOp::TakeResponse => {
+                if let Some(s) = self.stream(ctx) {
+                    reply.headers = s.response_headers.clone();
+                    reply.body = std::mem::take(&mut s.response_body);
+                }
+            }
+        }
+        reply.failed = self.failed;
+        reply
+    }
+
+    /// The stream ended: `proxy_on_done`, then (unless the filter defers with `false` and a
+    /// later `proxy_done`) `proxy_on_log` and `proxy_on_delete`.
+    fn close(&mut self, ctx: u32) {
+        if !self.store.data().streams.contains_key(&ctx) {
+            return;
+        }
+        let done = self.call(ctx, self.cb.on_done.clone(), ctx);
+        if done == Some(0) {
+            if let Some(s) = self.stream(ctx) {
+                s.awaiting_done = true;
+            }
+            return;
+        }
+        self.finalize(ctx);
+    }
+
+    fn finalize(&mut self, ctx: u32) {
+        if let Some(s) = self.stream(ctx) {
+            // Envoy gives the request back for access logging.
+            if s.request_headers.is_none() {
+                s.request_headers = Some(std::mem::take(&mut s.saved_request_headers));
+            }
+            s.in_log = true;
+        }
+        self.call(ctx, self.cb.on_log.clone(), ctx);
+        self.call(ctx, self.cb.on_delete.clone(), ctx);
+        self.store.data_mut().streams.remove(&ctx);
+    }
+
+    fn call_done(&mut self, token: u32, outcome: CallOutcome) {
+        let (nh, nb, nt) = match &outcome {
+            CallOutcome::Response {
+                headers,
+                body,
+                trailers,
+            } => (headers.len(), body.len(), trailers.len()),
+            CallOutcome::Reset => (0, 0, 0),
+        };
+        if let CallOutcome::Response {
+            headers,
+            body,
+            trailers,
+        } = outcome
+        {
+            self.store.data_mut().call_response = Some(CallResponse {
+                headers,
+                body,
+                trailers,
+            });
+        }
+        let root = self.root();
+        self.call(
+            root,
+            self.cb.on_http_call_response.clone(),
+            (root, token, nh as u32, nb as u32, nt as u32),
+        );
+        self.store.data_mut().call_response = None;
+    }
+
+    fn tick(&mut self) {
+        let root = self.root();
+        self.call(root, self.cb.on_tick.clone(), root);
+    }
+
+    fn queue_ready(&mut self, queue_id: u32, root: u32) {
+        self.call(root, self.cb.on_queue_ready.clone(), (root, queue_id));
+    }
+
+    fn tick_period(&self) -> u32 {
+        self.store.data().tick_period_ms
+    }
+}
+
+/// The worker thread's loop: messages in arrival order, ticks in between.
+pub(crate) fn run(mut vm: Vm, rx: Receiver<WorkerMsg>) {
+    let mut period = vm.tick_period();
+    let mut next_tick = (period > 0).then(|| Instant::now() + Duration::from_millis(period as u64));
+    loop {
+        let msg = match next_tick {
+            Some(at) => {
+                let now = Instant::now();
+                if at <= now {
+                    vm.tick();
+                    next_tick = Some(now + Duration::from_millis(period.max(1) as u64));
+                    None
+                } else {
+                    match rx.recv_timeout(at - now) {
+                        Ok(m) => Some(m),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+            }
+            None => match rx.recv() {
+                Ok(m) => Some(m),
+                Err(_) => return,
+            },
+        };
+        if let Some(msg) = msg {
+            match msg {
+                WorkerMsg::Open {
+                    props,
+                    events,
+                    reply,
+                } => {
+                    let _ = reply.send(vm.open(props, events));
+                }
+                WorkerMsg::Op { ctx, op, reply } => {
+                    let _ = reply.send(vm.op(ctx, op));
+                }
+                WorkerMsg::Close { ctx } => vm.close(ctx),
+                WorkerMsg::CallDone { token, outcome } => vm.call_done(token, outcome),
+                WorkerMsg::QueueReady {
+                    queue_id,
+                    root_context,
+                } => vm.queue_ready(queue_id, root_context),
+                WorkerMsg::Shutdown => return,
+            }
+        }
+        let p = vm.tick_period();
+        if p != period {
+            period = p;
+            next_tick = (p > 0).then(|| Instant::now() + Duration::from_millis(p as u64));
+        }
+    }
+}

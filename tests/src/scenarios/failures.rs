@@ -394,3 +394,80 @@ pub async fn non_utf8_header_value_passes_through<H: Host>() {
     f.expect_counters(&[("replay_unsupported", 1), ("mismatch_detected", 1)])
         .await;
 }
+
+/// With `retry_timeouts_for_all_methods`, a POST whose peer timed out moves on to the next.
+pub async fn retry_timeouts_for_all_methods_moves_post_on<H: Host>() {
+    let store = SessionStore::new();
+    let v1 = server(&store, "v1", "1").await;
+    let v2 = server(&store, "v2", "2").await;
+    let slow = server(&store, "slow", "2").await;
+    slow.set_mode(Mode::Slow(Duration::from_millis(3000)));
+    let f = Fixture::<H>::start(
+        &store,
+        &[&v1],
+        json!({"redispatch": {"selection": "freshest", "attempt_timeout_ms": 300,
+                              "retry_timeouts_for_all_methods": true}}),
+    )
+    .await;
+    f.register(&v2).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    f.register(&slow).await;
+
+    let r = Req::post(f.url("/echo"), "pay=1")
+        .header("cookie", f.session("2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", show(&r));
+    assert_eq!(r.json().unwrap()["server"], "v2");
+    assert_eq!(v2.requests()[0].body.as_ref(), b"pay=1");
+    assert_eq!(slow.request_count(), 1);
+    f.expect_counters(&[("attempt_failed", 1), ("redispatch_ok", 1)])
+        .await;
+}
+
+/// The server that just failed is never a candidate, even when registered with the session's
+/// version (here a v1 server wrongly registered as v2).
+pub async fn failing_server_is_never_a_candidate<H: Host>() {
+    let store = SessionStore::new();
+    let liar = server(&store, "liar", "1").await;
+    let v2 = server(&store, "v2", "2").await;
+    let f = Fixture::<H>::start(
+        &store,
+        &[&liar],
+        json!({"redispatch": {"selection": "freshest"}}),
+    )
+    .await;
+    f.register_as(liar.addr(), "2").await;
+    let r = Req::get(f.url("/echo"))
+        .header("cookie", f.session("2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.header("x-mixmode").as_deref(),
+        Some("no-peer"),
+        "{}",
+        show(&r)
+    );
+    assert_eq!(liar.request_count(), 1);
+
+    // With a real v2 registered before the liar (the liar is the freshest): v2 answers at once.
+    f.register(&v2).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    f.register_as(liar.addr(), "2").await;
+    let r = Req::get(f.url("/echo"))
+        .header("cookie", f.session("2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", show(&r));
+    assert_eq!(r.json().unwrap()["server"], "v2");
+    assert_eq!(
+        liar.request_count(),
+        2,
+        "the failing server was tried as a peer"
+    );
+    f.expect_counters(&[("no_peer", 1), ("redispatch_ok", 1), ("attempt_failed", 0)])
+        .await;
+}

@@ -244,6 +244,8 @@ macro_rules! all_scenarios {
             failures::no_peer_of_that_version,
             failures::peer_reporting_a_mismatch_is_skipped,
             failures::slow_peer_get_retried_post_not,
+            failures::retry_timeouts_for_all_methods_moves_post_on,
+            failures::failing_server_is_never_a_candidate,
             failures::peer_closing_mid_body_is_skipped,
             failures::attempt_header_is_never_redispatched,
             failures::body_over_replay_limit_passes_through,

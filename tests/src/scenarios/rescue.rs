@@ -25,6 +25,7 @@ pub async fn rescue_post_body_byte_for_byte<H: Host>() {
         .header("cookie", &cookie)
         .header("content-type", "application/octet-stream")
         .header("x-custom", "kept")
+        .header("host", "shop.example.com")
         .send()
         .await
         .unwrap();
@@ -60,6 +61,15 @@ pub async fn rescue_post_body_byte_for_byte<H: Host>() {
     assert_eq!(seen[0].path, "/echo/pay?step=3");
     assert_eq!(seen[0].header("cookie").as_deref(), Some(cookie.as_str()));
     assert_eq!(seen[0].header("x-custom").as_deref(), Some("kept"));
+    assert_eq!(
+        seen[0].header("host").as_deref(),
+        Some("shop.example.com"),
+        "authority replayed"
+    );
+    assert_eq!(
+        v1.requests()[0].header("host").as_deref(),
+        Some("shop.example.com")
+    );
     assert_eq!(
         seen[0].header("content-type").as_deref(),
         Some("application/octet-stream")

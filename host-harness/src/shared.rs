@@ -53,8 +53,9 @@ impl SharedData {
 
 pub(crate) struct Queue {
     pub items: VecDeque<Vec<u8>>,
-    /// The VM instance (worker index) and root context that registered the queue first:
-    /// it alone gets `proxy_on_queue_ready`, as in proxy-wasm-cpp-host.
+    /// The VM instance (worker index) and root context that registered the queue last: it
+    /// alone gets `proxy_on_queue_ready` (proxy-wasm-cpp-host overwrites the owner on every
+    /// registration, so Envoy's canary VM never keeps a queue).
     pub owner: (usize, u32),
 }
 
@@ -68,6 +69,9 @@ impl Queues {
     pub fn register(&mut self, vm_id: &str, name: &[u8], owner: (usize, u32)) -> u32 {
         let key = (vm_id.to_string(), name.to_vec());
         if let Some(id) = self.by_name.get(&key) {
+            if let Some(q) = self.queues.get_mut(id) {
+                q.owner = owner;
+            }
             return *id;
         }
         let id = self.queues.len() as u32 + 1;
@@ -235,12 +239,12 @@ mod tests {
     }
 
     #[test]
-    fn queues_register_once() {
+    fn queues_register_once_last_owner_wins() {
         let mut q = Queues::default();
         let a = q.register("vm", b"q", (0, 1));
         let b = q.register("vm", b"q", (1, 1));
         assert_eq!(a, b);
-        assert_eq!(q.queues.get(&a).unwrap().owner, (0, 1));
+        assert_eq!(q.queues.get(&a).unwrap().owner, (1, 1));
         assert_eq!(q.resolve("vm", b"q"), Some(a));
         assert_eq!(q.resolve("other", b"q"), None);
     }

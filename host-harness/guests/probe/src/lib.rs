@@ -125,6 +125,7 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        info!("tick");
         let _ = hostcalls::increment_metric(self.ticks, 1);
         // A CAS-protected counter every VM instance bumps.
         loop {
@@ -250,14 +251,17 @@ impl Probe {
         let (old, cas) = hostcalls::get_shared_data(&key).unwrap_or((None, None));
         let stale = cas.map(|c| c.wrapping_add(1000));
         let set = hostcalls::set_shared_data(&key, Some(value.as_bytes()), cas);
-        let stale_set = hostcalls::set_shared_data(&key, Some(b"stale"), stale);
+        let stale_set = match stale {
+            Some(_) => hostcalls::set_shared_data(&key, Some(b"stale"), stale),
+            None => Ok(()),
+        };
         let body = format!(
             "old={} cas={} set={:?} stale={:?}",
             old.map(|v| String::from_utf8_lossy(&v).into_owned())
                 .unwrap_or_else(|| "-".into()),
             cas.unwrap_or(0),
             set,
-            if stale.is_some() { stale_set } else { Ok(()) }
+            stale_set
         );
         self.reply(200, vec![], &body)
     }

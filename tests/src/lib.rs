@@ -3,6 +3,11 @@
 //! [`host::Host`] interface scenarios are written against, and the scenarios themselves
 //! ([`scenarios`], instantiated per host with [`all_scenarios!`]).
 //!
+//! Run the suite on the real Envoy (`envoy` 1.40 on the PATH, or `ENVOY_BIN`):
+//! `cargo build -p mixmode --release --target wasm32-wasip1 && cargo test -p mixmode-tests --test envoy`.
+//! The .wasm is `$MIXMODE_WASM` or `target/wasm32-wasip1/release/mixmode.wasm`;
+//! `MIXMODE_KEEP_ENVOY_DIR=1` keeps each Envoy's rendered config and log.
+//!
 //! A pool of two versions behind Envoy, one version error rescued:
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {

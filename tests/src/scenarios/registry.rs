@@ -209,7 +209,8 @@ pub async fn bad_heartbeats_change_nothing<H: Host>() {
 }
 
 /// With two workers, many concurrent heartbeats (one connection each, so both workers get
-/// some) are all kept: no lost CAS update.
+/// some) are all kept: no lost CAS update. Then concurrent rescues on both workers all find the
+/// peer registered through one of them.
 pub async fn concurrent_heartbeats_on_two_workers_all_kept<H: Host>() {
     let store = SessionStore::new();
     let v1 = server(&store, "v1", "1").await;
@@ -221,7 +222,7 @@ pub async fn concurrent_heartbeats_on_two_workers_all_kept<H: Host>() {
             tokio::spawn(async move {
                 let reg = Registration {
                     app: "checkout".into(),
-                    version: format!("{}", 2 + i % 3),
+                    version: format!("{}", 7 + i % 3),
                     address: SocketAddr::from(([127, 0, 1, (i % 250) as u8 + 1], 10_000 + i))
                         .to_string(),
                     pool: None,
@@ -242,9 +243,24 @@ pub async fn concurrent_heartbeats_on_two_workers_all_kept<H: Host>() {
             "one worker got no heartbeat: {per_worker:?}"
         );
     }
+    // What one worker wrote, the other reads: rescues over many connections all find the peer.
+    let v2 = server(&store, "v2", "2").await;
+    f.register(&v2).await;
+    let rescues: Vec<_> = (0..20)
+        .map(|_| {
+            let req = Req::get(f.url("/echo")).header("cookie", f.session("2"));
+            tokio::spawn(req.send())
+        })
+        .collect();
+    for t in rescues {
+        let r = t.await.unwrap().unwrap();
+        assert_eq!(r.status, 200, "{}", show(&r));
+        assert_eq!(r.header("x-mixmode").as_deref(), Some("redispatched"));
+    }
     f.expect_counters(&[
-        ("heartbeat_accepted", N as u64),
-        ("registry_records", N as u64),
+        ("heartbeat_accepted", N as u64 + 1),
+        ("registry_records", N as u64 + 1),
+        ("redispatch_ok", 20),
     ])
     .await;
 }

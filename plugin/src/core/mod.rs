@@ -2,11 +2,16 @@
 //! The glue in `filter/` passes time and random numbers in and carries the results out.
 
 pub mod config;
+pub mod etcd;
 pub mod heartbeat;
+pub mod lease;
+pub mod lookup;
 pub mod pairs;
+pub mod poll;
 pub mod redispatch;
 pub mod registry;
 pub mod replay;
 pub mod retry;
 pub mod select;
 pub mod signal;
+pub mod store;

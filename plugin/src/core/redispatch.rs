@@ -2,11 +2,12 @@
 //! out the actions it returns.
 
 use crate::core::config::{Config, Detect, Selection};
-use crate::core::registry::{LookupCache, SharedStore};
+use crate::core::lookup::{pick, LookupCache, Query};
 use crate::core::replay::{is_hop_by_hop, Replay, ReplayState, Request};
 use crate::core::retry::{Failure, Policy};
-use crate::core::select::{mix, select};
+use crate::core::select::mix;
 use crate::core::signal::{self, Verdict};
+use crate::core::store::SharedStore;
 
 pub const MIXMODE_HEADER: &str = "x-mixmode";
 /// Every answer that came from an upstream carries it; Envoy's own 503/504 do not.
@@ -77,6 +78,7 @@ pub struct RegistryPeers<'a, S> {
     pub cache: &'a mut LookupCache,
     pub pool: &'a str,
     pub app: &'a str,
+    pub cross_pool: bool,
     pub stale_after_ms: u64,
     pub selection: Selection,
     pub now_ms: u64,
@@ -84,19 +86,18 @@ pub struct RegistryPeers<'a, S> {
 
 impl<S: SharedStore> PeerSource for RegistryPeers<'_, S> {
     fn pick(&mut self, version: &str, exclude: &[String], random: u64) -> Option<String> {
-        let entries = self
-            .cache
-            .entries(self.store, self.pool, self.app, version)
-            .ok()?;
-        select(
-            entries,
-            self.now_ms,
-            self.stale_after_ms,
-            exclude,
-            self.selection,
-            random,
-        )
-        .map(|e| e.address.clone())
+        let q = Query {
+            pool: self.pool,
+            app: self.app,
+            version,
+            cross_pool: self.cross_pool,
+            selection: self.selection,
+            now_ms: self.now_ms,
+            stale_after_ms: self.stale_after_ms,
+        };
+        pick(self.store, self.cache, &q, exclude, random)
+            .ok()
+            .flatten()
     }
 }
 
@@ -597,6 +598,7 @@ mod tests {
             cache: &mut cache,
             pool: "default",
             app: "checkout",
+            cross_pool: false,
             stale_after_ms: 1000,
             selection: Selection::Random,
             now_ms: 10,

@@ -1,54 +1,68 @@
-//! The registry of peers in proxy-wasm shared data (design.md §4).
+//! The registry of peers in proxy-wasm shared data (design.md §4), laid out for a fleet
+//! (issue 4): a lookup reads one `(pool, app, version)`, a heartbeat writes its own slot.
 //!
-//! Key layout (one store per `vm_id`; the ABI has no delete, so the number of keys must stay
-//! bounded by what exists, never by how often it changes):
-//! - `mixmode/v1/apps`: every `(pool, app)` ever registered (for the operators' listing);
-//! - `mixmode/v1/versions/<pool><app>`: the versions of that `(pool, app)` that have records, so a
-//!   server changing version is removed from its old set and DELETE finds it;
-//! - `mixmode/v1/set/<pool><app><version>`: the records of one set: the only key a lookup reads,
-//!   and the key a heartbeat rewrites;
-//! - `mixmode/v1/count`: how many records are stored (the `max_records` cap, the gauge).
+//! Key layout (one store per `vm_id`; the ABI has no delete, so the number of keys is bounded by
+//! what exists, never by how often it changes):
+//! - `mixmode/v2/slot/<n>`: the records themselves, in `BUCKETS` buckets by a hash of
+//!   `(pool, app, address)`. A refresh rewrites only its bucket (≈ records / 4096 entries), and
+//!   the bucket count bounds the keys however addresses churn. The slot is the truth: version and
+//!   freshness are read there.
+//! - `mixmode/v2/members/<pool><app><version>`: the addresses of one version, an index that
+//!   changes only when a record joins, leaves or changes version. A lookup reads it (decoded once
+//!   per VM while its CAS is unchanged) and then only the slots of the candidates it tries.
+//! - `mixmode/v2/versions/<pool><app>` and `mixmode/v2/apps`: what has members, for the
+//!   operators' listing, cross-pool lookups and pruning.
+//! - `mixmode/v2/count`: how many records are stored (the `max_records` cap, the gauge).
+//! - `mixmode/v2/etcd/seen`: when the etcd mirror last polled successfully; a record listed in
+//!   etcd is as fresh as that (see `core::etcd`), so an unchanged snapshot costs one write.
 //!
-//! Each part is length-prefixed (`7:pool-a`), so no value can forge another key.
-//! Every write is a compare-and-swap read-modify-write, retried on a CAS mismatch.
+//! Indexes are kept by write-then-check: whoever takes an address out of a members list re-reads
+//! its slot afterwards and puts it back if a concurrent writer made it belong there again, so a
+//! record is never left unreachable. Lookups verify every candidate against its slot, so a stale
+//! index entry costs a read, never a wrong choice. Stale records are pruned by the tick
+//! (`prune`), never on the request path.
+//!
+//! Parts are length-prefixed (`7:pool-a`), so no value can forge another key.
 
-use serde::de::DeserializeOwned;
+use crate::core::store::{self, modify, read};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 
-/// The store: proxy-wasm shared data in the filter, a map in tests.
-pub trait SharedStore {
-    /// The value and CAS of `key`, None when the key was never written.
-    fn get(&mut self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError>;
-    /// Writes `value` if the key's CAS is still `cas` (see `CREATE_CAS`).
-    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError>;
-}
+pub use crate::core::store::{MemoryStore, RegistryError, SharedStore, StoreError, CREATE_CAS};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreError {
-    CasMismatch,
-    Other,
-}
+/// Slot buckets. Past ~4 records a bucket a refresh pays for its neighbours' bytes; 4096 keeps
+/// the default cap of 10,000 records at ~2.4 a bucket.
+pub const BUCKETS: u32 = 4096;
 
-/// The CAS used to create a key that was absent. Envoy writes unconditionally with CAS 0, and
-/// writes with any non-zero CAS to an absent key; to an existing key only when the CAS matches.
-/// A non-zero CAS no live key carries thus means "create only if still absent": two workers
-/// creating the same key cannot overwrite each other.
-pub const CREATE_CAS: u32 = u32::MAX;
+pub const APPS_KEY: &str = "mixmode/v2/apps";
+pub const COUNT_KEY: &str = "mixmode/v2/count";
+pub const MIRROR_SEEN_KEY: &str = "mixmode/v2/etcd/seen";
 
-/// How often a read-modify-write is retried on CAS mismatches before giving up.
-const MAX_TRIES: usize = 32;
-
+/// One record (design.md §4), identified by `(pool, app, address)`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
+pub struct Slot {
+    pub pool: String,
+    pub app: String,
     pub address: String,
+    pub version: String,
     pub first_seen_ms: u64,
+    /// Last push heartbeat or pull answer; 0 when only etcd lists the record.
     pub last_seen_ms: u64,
+    /// Listed in the current etcd snapshot: fresh as long as the mirror is.
+    pub etcd: bool,
 }
 
-impl Entry {
-    pub fn is_fresh(&self, now_ms: u64, stale_after_ms: u64) -> bool {
-        now_ms.saturating_sub(self.last_seen_ms) < stale_after_ms
+impl Slot {
+    fn is(&self, pool: &str, app: &str, address: &str) -> bool {
+        self.address == address && self.app == app && self.pool == pool
+    }
+
+    /// The record's `last_seen`: its own, or the mirror's last successful poll if etcd lists it.
+    pub fn seen_ms(&self, mirror_seen_ms: u64) -> u64 {
+        if self.etcd {
+            self.last_seen_ms.max(mirror_seen_ms)
+        } else {
+            self.last_seen_ms
+        }
     }
 }
 
@@ -63,20 +77,71 @@ pub struct Record {
     pub last_seen_ms: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RegistryError {
-    /// `max_records` reached and the address is new.
-    Full,
-    /// Too many CAS mismatches in a row.
-    Busy,
-    /// The host refused a shared-data call.
-    Store,
-}
-
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub stale_after_ms: u64,
     pub max_records: u32,
+}
+
+/// Who writes a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A push heartbeat or a pull answer: `last_seen` is now.
+    Heartbeat,
+    /// The etcd mirror: fresh while the mirror is.
+    Etcd,
+}
+
+/// Freshness at one instant; reads the mirror's time at most once, and only if a record needs it.
+pub struct Clock {
+    pub now_ms: u64,
+    pub stale_after_ms: u64,
+    mirror_seen_ms: Option<u64>,
+}
+
+impl Clock {
+    pub fn new(now_ms: u64, stale_after_ms: u64) -> Self {
+        Clock {
+            now_ms,
+            stale_after_ms,
+            mirror_seen_ms: None,
+        }
+    }
+
+    /// When the etcd mirror last polled successfully (0: never).
+    pub fn mirror_ms<S: SharedStore + ?Sized>(
+        &mut self,
+        store: &mut S,
+    ) -> Result<u64, RegistryError> {
+        match self.mirror_seen_ms {
+            Some(m) => Ok(m),
+            None => {
+                let m = read::<u64, S>(store, MIRROR_SEEN_KEY)?;
+                self.mirror_seen_ms = Some(m);
+                Ok(m)
+            }
+        }
+    }
+
+    pub fn seen_ms<S: SharedStore + ?Sized>(
+        &mut self,
+        store: &mut S,
+        slot: &Slot,
+    ) -> Result<u64, RegistryError> {
+        if !slot.etcd {
+            return Ok(slot.last_seen_ms);
+        }
+        Ok(slot.seen_ms(self.mirror_ms(store)?))
+    }
+
+    pub fn is_fresh<S: SharedStore + ?Sized>(
+        &mut self,
+        store: &mut S,
+        slot: &Slot,
+    ) -> Result<bool, RegistryError> {
+        let seen = self.seen_ms(store, slot)?;
+        Ok(self.now_ms.saturating_sub(seen) < self.stale_after_ms)
+    }
 }
 
 fn part(out: &mut String, s: &str) {
@@ -85,75 +150,51 @@ fn part(out: &mut String, s: &str) {
     out.push_str(s);
 }
 
-pub const APPS_KEY: &str = "mixmode/v1/apps";
-pub const COUNT_KEY: &str = "mixmode/v1/count";
-
-pub fn versions_key(pool: &str, app: &str) -> String {
-    let mut k = String::from("mixmode/v1/versions/");
-    part(&mut k, pool);
-    part(&mut k, app);
-    k
+/// FNV-1a over the length-prefixed identity: the same bucket in every VM (no per-process seed).
+fn bucket_of(pool: &str, app: &str, address: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for s in [pool, app, address] {
+        for b in s.len().to_le_bytes().iter().chain(s.as_bytes()) {
+            h ^= u32::from(*b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+    }
+    h % BUCKETS
 }
 
-pub fn set_key(pool: &str, app: &str, version: &str) -> String {
-    let mut k = String::from("mixmode/v1/set/");
+pub fn slot_key(pool: &str, app: &str, address: &str) -> String {
+    format!("mixmode/v2/slot/{}", bucket_of(pool, app, address))
+}
+
+pub fn members_key(pool: &str, app: &str, version: &str) -> String {
+    let mut k = String::from("mixmode/v2/members/");
     part(&mut k, pool);
     part(&mut k, app);
     part(&mut k, version);
     k
 }
 
-fn decode<T: DeserializeOwned + Default>(bytes: &[u8]) -> T {
-    // An empty value is a key emptied by a writer; garbage is treated the same way and gets
-    // overwritten at the next write instead of wedging the registry.
-    if bytes.is_empty() {
-        return T::default();
-    }
-    postcard::from_bytes(bytes).unwrap_or_default()
+pub fn versions_key(pool: &str, app: &str) -> String {
+    let mut k = String::from("mixmode/v2/versions/");
+    part(&mut k, pool);
+    part(&mut k, app);
+    k
 }
 
-fn read<T: DeserializeOwned + Default, S: SharedStore>(
+/// The record of `(pool, app, address)`, if any.
+pub fn find<S: SharedStore + ?Sized>(
     store: &mut S,
-    key: &str,
-) -> Result<T, RegistryError> {
-    match store.get(key) {
-        Ok(Some((bytes, _))) => Ok(decode(&bytes)),
-        Ok(None) => Ok(T::default()),
-        Err(_) => Err(RegistryError::Store),
-    }
+    pool: &str,
+    app: &str,
+    address: &str,
+) -> Result<Option<Slot>, RegistryError> {
+    let bucket: Vec<Slot> = read(store, &slot_key(pool, app, address))?;
+    Ok(bucket.into_iter().find(|e| e.is(pool, app, address)))
 }
 
-/// Compare-and-swap read-modify-write. `f` may run several times (once per try) and must depend
-/// only on the value it is given; it returns whether it changed the value, and a result.
-fn modify<T, R, S, F>(store: &mut S, key: &str, mut f: F) -> Result<R, RegistryError>
-where
-    T: Serialize + DeserializeOwned + Default,
-    S: SharedStore,
-    F: FnMut(&mut T) -> (bool, R),
-{
-    for _ in 0..MAX_TRIES {
-        let (mut value, cas) = match store.get(key) {
-            Ok(Some((bytes, cas))) => (decode::<T>(&bytes), cas),
-            Ok(None) => (T::default(), CREATE_CAS),
-            Err(_) => return Err(RegistryError::Store),
-        };
-        let (changed, result) = f(&mut value);
-        if !changed {
-            return Ok(result);
-        }
-        let bytes = postcard::to_allocvec(&value).map_err(|_| RegistryError::Store)?;
-        match store.set(key, &bytes, cas) {
-            Ok(()) => return Ok(result),
-            Err(StoreError::CasMismatch) => continue,
-            Err(StoreError::Other) => return Err(RegistryError::Store),
-        }
-    }
-    Err(RegistryError::Busy)
-}
-
-fn add_count<S: SharedStore>(store: &mut S, delta: i64) -> Result<u64, RegistryError> {
+fn add_count<S: SharedStore + ?Sized>(store: &mut S, delta: i64) -> Result<u64, RegistryError> {
     if delta == 0 {
-        return read::<u64, S>(store, COUNT_KEY);
+        return count(store);
     }
     modify(store, COUNT_KEY, |n: &mut u64| {
         *n = n.saturating_add_signed(delta);
@@ -161,93 +202,84 @@ fn add_count<S: SharedStore>(store: &mut S, delta: i64) -> Result<u64, RegistryE
     })
 }
 
-/// Drops stale entries and `address`; returns (address was there, entries removed).
-fn drop_from(
-    set: &mut Vec<Entry>,
-    address: Option<&str>,
-    now_ms: u64,
-    limits: &Limits,
-) -> (bool, usize) {
-    let before = set.len();
-    let mut had = false;
-    set.retain(|e| {
-        if Some(e.address.as_str()) == address {
-            had = true;
-            false
-        } else {
-            e.is_fresh(now_ms, limits.stale_after_ms)
-        }
-    });
-    (had, before - set.len())
+/// The stored record count (fresh or not yet pruned).
+pub fn count<S: SharedStore + ?Sized>(store: &mut S) -> Result<u64, RegistryError> {
+    read::<u64, S>(store, COUNT_KEY)
 }
 
-/// Removes `address` from the `(pool, app)` sets other than `keep_version`; returns whether it
-/// was found anywhere, and the change in the record count.
-fn remove_elsewhere<S: SharedStore>(
+fn add_to<S: SharedStore + ?Sized>(
     store: &mut S,
-    limits: &Limits,
-    pool: &str,
-    app: &str,
-    address: &str,
-    keep_version: Option<&str>,
-    now_ms: u64,
-) -> Result<(bool, i64), RegistryError> {
-    let vkey = versions_key(pool, app);
-    let versions: Vec<String> = read(store, &vkey)?;
-    let mut found = false;
-    let mut delta = 0i64;
-    for v in versions.iter().filter(|v| Some(v.as_str()) != keep_version) {
-        let (had, removed, now_empty) =
-            modify(store, &set_key(pool, app, v), |set: &mut Vec<Entry>| {
-                // Only sets holding the address are rewritten: a heartbeat must not rewrite every set.
-                if !set.iter().any(|e| e.address == address) {
-                    return (false, (false, 0, set.is_empty()));
-                }
-                let (had, removed) = drop_from(set, Some(address), now_ms, limits);
-                (true, (had, removed, set.is_empty()))
-            })?;
-        found |= had;
-        delta -= i64::try_from(removed).unwrap_or(0);
-        if now_empty {
-            unindex_version(store, pool, app, v)?;
+    key: &str,
+    item: &str,
+) -> Result<(), RegistryError> {
+    modify(store, key, |list: &mut Vec<String>| {
+        if list.iter().any(|x| x == item) {
+            (false, ())
+        } else {
+            list.push(item.to_string());
+            (true, ())
         }
-    }
-    Ok((found, delta))
+    })
 }
 
-/// Takes an emptied set out of the indexes, so that they only list what has records. A writer
-/// racing this re-adds its version (and app) at its next heartbeat; lookups never use the
-/// indexes, so they are not affected meanwhile.
-fn unindex_version<S: SharedStore>(
+fn remove_from<S: SharedStore + ?Sized>(
+    store: &mut S,
+    key: &str,
+    item: &str,
+) -> Result<bool, RegistryError> {
+    modify(store, key, |list: &mut Vec<String>| {
+        let before = list.len();
+        list.retain(|x| x != item);
+        (list.len() != before, list.is_empty())
+    })
+}
+
+/// Lists `address` under `version`, and the version and app in their indexes.
+fn index<S: SharedStore + ?Sized>(
     store: &mut S,
     pool: &str,
     app: &str,
     version: &str,
+    address: &str,
 ) -> Result<(), RegistryError> {
-    let no_versions_left = modify(store, &versions_key(pool, app), |vs: &mut Vec<String>| {
-        let before = vs.len();
-        vs.retain(|x| x != version);
-        (vs.len() != before, vs.is_empty())
-    })?;
-    if no_versions_left {
-        modify(store, APPS_KEY, |apps: &mut Vec<(String, String)>| {
-            let before = apps.len();
-            apps.retain(|(p, a)| !(p == pool && a == app));
-            (apps.len() != before, ())
-        })?;
+    add_to(store, &members_key(pool, app, version), address)?;
+    add_to(store, &versions_key(pool, app), version)?;
+    modify(store, APPS_KEY, |apps: &mut Vec<(String, String)>| {
+        if apps.iter().any(|(p, a)| p == pool && a == app) {
+            (false, ())
+        } else {
+            apps.push((pool.to_string(), app.to_string()));
+            (true, ())
+        }
+    })
+}
+
+/// Takes `address` out of `version`'s members, then re-reads its slot: a writer that made it
+/// belong there meanwhile (it checked the list before our removal) gets it back.
+fn unindex<S: SharedStore + ?Sized>(
+    store: &mut S,
+    pool: &str,
+    app: &str,
+    version: &str,
+    address: &str,
+) -> Result<(), RegistryError> {
+    let key = members_key(pool, app, version);
+    remove_from(store, &key, address)?;
+    if find(store, pool, app, address)?.is_some_and(|s| s.version == version) {
+        add_to(store, &key, address)?;
     }
     Ok(())
 }
 
-/// What a heartbeat POST did.
+/// What a write did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Upserted {
     pub created: bool,
     pub records: u64,
 }
 
-/// Creates or refreshes the record of `(pool, app, address)` in `version`'s set.
-pub fn upsert<S: SharedStore>(
+/// A push heartbeat: creates or refreshes the record of `(pool, app, address)` as `version`.
+pub fn upsert<S: SharedStore + ?Sized>(
     store: &mut S,
     limits: &Limits,
     pool: &str,
@@ -256,229 +288,344 @@ pub fn upsert<S: SharedStore>(
     address: &str,
     now_ms: u64,
 ) -> Result<Upserted, RegistryError> {
-    let skey = set_key(pool, app, version);
-    // The cap is checked before anything is written, so a refused heartbeat changes nothing.
-    let present_here = read::<Vec<Entry>, S>(store, &skey)?
-        .iter()
-        .any(|e| e.address == address);
-    if !present_here && !present_in_other_version(store, pool, app, version, address)? {
-        let mut count = read::<u64, S>(store, COUNT_KEY)?;
-        if count >= u64::from(limits.max_records) {
-            count = sweep(store, limits, now_ms)?;
-        }
-        if count >= u64::from(limits.max_records) {
-            return Err(RegistryError::Full);
-        }
-    }
-
-    modify(store, APPS_KEY, |apps: &mut Vec<(String, String)>| {
-        if apps.iter().any(|(p, a)| p == pool && a == app) {
-            (false, ())
-        } else {
-            apps.push((pool.to_string(), app.to_string()));
-            (true, ())
-        }
-    })?;
-    modify(store, &versions_key(pool, app), |vs: &mut Vec<String>| {
-        if vs.iter().any(|v| v == version) {
-            (false, ())
-        } else {
-            vs.push(version.to_string());
-            (true, ())
-        }
-    })?;
-    let (_, mut delta) =
-        remove_elsewhere(store, limits, pool, app, address, Some(version), now_ms)?;
-    let (created, set_delta) = modify(store, &skey, |set: &mut Vec<Entry>| {
-        let before = set.len();
-        set.retain(|e| e.address == address || e.is_fresh(now_ms, limits.stale_after_ms));
-        let created = match set.iter_mut().find(|e| e.address == address) {
-            Some(e) => {
-                e.last_seen_ms = now_ms.max(e.last_seen_ms);
-                false
-            }
-            None => {
-                set.push(Entry {
-                    address: address.to_string(),
-                    first_seen_ms: now_ms,
-                    last_seen_ms: now_ms,
-                });
-                true
-            }
-        };
-        let d = i64::try_from(set.len()).unwrap_or(0) - i64::try_from(before).unwrap_or(0);
-        (true, (created, d))
-    })?;
-    delta += set_delta;
-    let records = add_count(store, delta)?;
-    Ok(Upserted { created, records })
+    put(
+        store,
+        limits,
+        pool,
+        app,
+        version,
+        address,
+        now_ms,
+        Source::Heartbeat,
+    )
 }
 
-fn present_in_other_version<S: SharedStore>(
+/// Creates or refreshes a record. A refresh of an unchanged version writes its bucket only; a
+/// version change moves it between members lists at once (design.md §4).
+#[allow(clippy::too_many_arguments)]
+pub fn put<S: SharedStore + ?Sized>(
     store: &mut S,
+    limits: &Limits,
     pool: &str,
     app: &str,
     version: &str,
     address: &str,
-) -> Result<bool, RegistryError> {
-    let versions: Vec<String> = read(store, &versions_key(pool, app))?;
-    for v in versions.iter().filter(|v| v.as_str() != version) {
-        let set: Vec<Entry> = read(store, &set_key(pool, app, v))?;
-        if set.iter().any(|e| e.address == address) {
-            return Ok(true);
+    now_ms: u64,
+    source: Source,
+) -> Result<Upserted, RegistryError> {
+    let skey = slot_key(pool, app, address);
+    // The cap is checked before anything is written, so a refused record changes nothing.
+    let bucket: Vec<Slot> = read(store, &skey)?;
+    if !bucket.iter().any(|e| e.is(pool, app, address)) {
+        let mut n = count(store)?;
+        if n >= u64::from(limits.max_records) {
+            n = sweep(store, limits, now_ms)?;
+        }
+        if n >= u64::from(limits.max_records) {
+            return Err(RegistryError::Full);
         }
     }
-    Ok(false)
+    let (created, old_version) = modify(store, &skey, |b: &mut Vec<Slot>| {
+        match b.iter_mut().find(|e| e.is(pool, app, address)) {
+            Some(e) => {
+                let same = e.version == version;
+                if source == Source::Etcd && same && e.etcd {
+                    return (false, (false, None));
+                }
+                let old = std::mem::replace(&mut e.version, version.to_string());
+                match source {
+                    Source::Heartbeat => e.last_seen_ms = e.last_seen_ms.max(now_ms),
+                    Source::Etcd => e.etcd = true,
+                }
+                (true, (false, (!same).then_some(old)))
+            }
+            None => {
+                b.push(Slot {
+                    pool: pool.to_string(),
+                    app: app.to_string(),
+                    address: address.to_string(),
+                    version: version.to_string(),
+                    first_seen_ms: now_ms,
+                    last_seen_ms: if source == Source::Heartbeat {
+                        now_ms
+                    } else {
+                        0
+                    },
+                    etcd: source == Source::Etcd,
+                });
+                (true, (true, None))
+            }
+        }
+    })?;
+    let records = if created {
+        let n = add_count(store, 1)?;
+        index(store, pool, app, version, address)?;
+        n
+    } else {
+        if let Some(old) = old_version {
+            index(store, pool, app, version, address)?;
+            unindex(store, pool, app, &old, address)?;
+        }
+        count(store)?
+    };
+    Ok(Upserted { created, records })
 }
 
-/// Removes the record of `(pool, app, address)` whatever its version; returns whether it existed
-/// and the record count after.
-pub fn remove<S: SharedStore>(
+/// What `change` decides for an existing record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Keep,
+    Update,
+    Remove,
+}
+
+/// Applies `f` to the record of `(pool, app, address)` under CAS; returns the record as it was
+/// and what was done. A removal updates the count and the members list.
+pub fn change<S, F>(
     store: &mut S,
-    limits: &Limits,
     pool: &str,
     app: &str,
     address: &str,
-    now_ms: u64,
-) -> Result<(bool, u64), RegistryError> {
-    let (found, delta) = remove_elsewhere(store, limits, pool, app, address, None, now_ms)?;
-    let records = add_count(store, delta)?;
-    Ok((found, records))
-}
-
-/// Rewrites every set without its stale entries and recounts; used only when the cap is reached.
-fn sweep<S: SharedStore>(
-    store: &mut S,
-    limits: &Limits,
-    now_ms: u64,
-) -> Result<u64, RegistryError> {
-    let apps: Vec<(String, String)> = read(store, APPS_KEY)?;
-    let mut delta = 0i64;
-    for (pool, app) in &apps {
-        let versions: Vec<String> = read(store, &versions_key(pool, app))?;
-        for v in &versions {
-            let (removed, empty) =
-                modify(store, &set_key(pool, app, v), |set: &mut Vec<Entry>| {
-                    let (_, removed) = drop_from(set, None, now_ms, limits);
-                    (removed > 0, (removed, set.is_empty()))
-                })?;
-            delta -= i64::try_from(removed).unwrap_or(0);
-            if empty {
-                unindex_version(store, pool, app, v)?;
+    mut f: F,
+) -> Result<Option<(Slot, Change)>, RegistryError>
+where
+    S: SharedStore + ?Sized,
+    F: FnMut(&mut Slot) -> Change,
+{
+    let result = modify(store, &slot_key(pool, app, address), |b: &mut Vec<Slot>| {
+        let Some(i) = b.iter().position(|e| e.is(pool, app, address)) else {
+            return (false, None);
+        };
+        let Some(e) = b.get_mut(i) else {
+            return (false, None);
+        };
+        let before = e.clone();
+        match f(e) {
+            Change::Keep => (false, Some((before, Change::Keep))),
+            Change::Update => (true, Some((before, Change::Update))),
+            Change::Remove => {
+                b.remove(i);
+                (true, Some((before, Change::Remove)))
             }
         }
+    })?;
+    if let Some((old, Change::Remove)) = &result {
+        add_count(store, -1)?;
+        unindex(store, pool, app, &old.version, address)?;
     }
-    add_count(store, delta)
+    Ok(result)
 }
 
-/// The stored record count (fresh or not yet dropped).
-pub fn count<S: SharedStore>(store: &mut S) -> Result<u64, RegistryError> {
-    read::<u64, S>(store, COUNT_KEY)
-}
-
-/// Every fresh record, for the operators' GET.
-pub fn list<S: SharedStore>(
+/// DELETE: removes the record of `(pool, app, address)` whatever its version; returns whether it
+/// existed and the record count after.
+pub fn remove<S: SharedStore + ?Sized>(
     store: &mut S,
-    limits: &Limits,
-    now_ms: u64,
-) -> Result<Vec<Record>, RegistryError> {
+    _limits: &Limits,
+    pool: &str,
+    app: &str,
+    address: &str,
+    _now_ms: u64,
+) -> Result<(bool, u64), RegistryError> {
+    let found = change(store, pool, app, address, |_| Change::Remove)?.is_some();
+    Ok((found, count(store)?))
+}
+
+/// Every `(pool, app, version)` that has a members list.
+pub fn sets<S: SharedStore + ?Sized>(
+    store: &mut S,
+) -> Result<Vec<(String, String, String)>, RegistryError> {
     let apps: Vec<(String, String)> = read(store, APPS_KEY)?;
     let mut out = Vec::new();
-    for (pool, app) in &apps {
-        let versions: Vec<String> = read(store, &versions_key(pool, app))?;
-        for version in &versions {
-            let set: Vec<Entry> = read(store, &set_key(pool, app, version))?;
-            out.extend(
-                set.into_iter()
-                    .filter(|e| e.is_fresh(now_ms, limits.stale_after_ms))
-                    .map(|e| Record {
-                        pool: pool.clone(),
-                        app: app.clone(),
-                        version: version.clone(),
-                        address: e.address,
-                        first_seen_ms: e.first_seen_ms,
-                        last_seen_ms: e.last_seen_ms,
-                    }),
-            );
+    for (pool, app) in apps {
+        let versions: Vec<String> = read(store, &versions_key(&pool, &app))?;
+        for v in versions {
+            out.push((pool.clone(), app.clone(), v));
         }
     }
     Ok(out)
 }
 
-/// Per-VM decoded sets keyed by their CAS: a lookup of an unchanged set does not re-decode.
-#[derive(Default)]
-pub struct LookupCache {
-    sets: HashMap<String, (u32, Vec<Entry>)>,
+/// Where a bounded prune stopped: the last set it walked (sets are walked in sorted order, so
+/// sets emptied and dropped meanwhile do not shift the walk).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneCursor(pub Option<(String, String, String)>);
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub checked: usize,
+    pub removed: usize,
+    /// The walk reached the last set (the cursor starts over).
+    pub wrapped: bool,
 }
 
-/// Sets a VM keeps decoded; past this the cache starts over (keys are per version, so this is
-/// only reached when many versions are looked up).
-const CACHE_LIMIT: usize = 64;
-
-impl LookupCache {
-    /// The entries of one `(pool, app, version)` set, stale ones included (select filters).
-    pub fn entries<S: SharedStore>(
-        &mut self,
-        store: &mut S,
-        pool: &str,
-        app: &str,
-        version: &str,
-    ) -> Result<&[Entry], RegistryError> {
-        let key = set_key(pool, app, version);
-        let (bytes, cas) = match store.get(&key) {
-            Ok(Some(v)) => v,
-            Ok(None) => (Vec::new(), 0),
-            Err(_) => return Err(RegistryError::Store),
-        };
-        let fresh_decode = match self.sets.get(&key) {
-            Some((c, _)) => *c != cas || cas == 0,
-            None => true,
-        };
-        if fresh_decode {
-            if self.sets.len() >= CACHE_LIMIT && !self.sets.contains_key(&key) {
-                self.sets.clear();
-            }
-            self.sets.insert(key.clone(), (cas, decode(&bytes)));
-        }
-        Ok(self
-            .sets
-            .get(&key)
-            .map(|(_, e)| e.as_slice())
-            .unwrap_or(&[]))
-    }
-}
-
-/// An in-memory store with Envoy's CAS rules, for tests.
-#[derive(Default, Debug)]
-pub struct MemoryStore {
-    pub map: HashMap<String, (Vec<u8>, u32)>,
-    next_cas: u32,
-    /// Fail the next N `set` calls with a CAS mismatch (simulates another worker writing).
-    pub inject_mismatches: usize,
-    pub writes: usize,
-}
-
-impl SharedStore for MemoryStore {
-    fn get(&mut self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
-        Ok(self.map.get(key).cloned())
-    }
-
-    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
-        if self.inject_mismatches > 0 {
-            self.inject_mismatches -= 1;
-            return Err(StoreError::CasMismatch);
-        }
-        if let Some((_, current)) = self.map.get(key) {
-            if cas != 0 && cas != *current {
-                return Err(StoreError::CasMismatch);
+/// Drops stale records and repairs the indexes, walking members lists from `cursor` until about
+/// `budget` addresses were checked. Run from the tick (one VM per process), never per request.
+pub fn prune<S: SharedStore + ?Sized>(
+    store: &mut S,
+    limits: &Limits,
+    now_ms: u64,
+    cursor: &mut PruneCursor,
+    budget: usize,
+) -> Result<Pruned, RegistryError> {
+    let mut all = sets(store)?;
+    all.sort();
+    let mut out = Pruned::default();
+    let mut next = match &cursor.0 {
+        Some(last) => all.partition_point(|s| s <= last),
+        None => 0,
+    };
+    let mut clock = Clock::new(now_ms, limits.stale_after_ms);
+    while let Some((pool, app, version)) = all.get(next) {
+        let mkey = members_key(pool, app, version);
+        let members: Vec<String> = read(store, &mkey)?;
+        for address in &members {
+            out.checked += 1;
+            match find(store, pool, app, address)? {
+                Some(s) if s.version == *version => {
+                    if clock.is_fresh(store, &s)? {
+                        continue;
+                    }
+                    // Re-checked under CAS: a heartbeat that refreshed it meanwhile wins.
+                    let mirror = clock.mirror_ms(store)?;
+                    let gone = change(store, pool, app, address, |e| {
+                        if now_ms.saturating_sub(e.seen_ms(mirror)) < limits.stale_after_ms {
+                            Change::Keep
+                        } else {
+                            Change::Remove
+                        }
+                    })?;
+                    if matches!(gone, Some((_, Change::Remove))) {
+                        out.removed += 1;
+                    }
+                }
+                // Moved to another version or removed: a leftover of this list.
+                _ => unindex(store, pool, app, version, address)?,
             }
         }
-        self.next_cas = self.next_cas.wrapping_add(1).max(1);
-        self.writes += 1;
-        self.map
-            .insert(key.to_string(), (value.to_vec(), self.next_cas));
-        Ok(())
+        drop_empty_set(store, pool, app, version)?;
+        cursor.0 = Some((pool.clone(), app.clone(), version.clone()));
+        next += 1;
+        if out.checked >= budget {
+            break;
+        }
     }
+    if next >= all.len() {
+        cursor.0 = None;
+        out.wrapped = true;
+    }
+    Ok(out)
+}
+
+/// Takes an emptied version (and app) out of the indexes, write-then-check like `unindex`.
+fn drop_empty_set<S: SharedStore + ?Sized>(
+    store: &mut S,
+    pool: &str,
+    app: &str,
+    version: &str,
+) -> Result<(), RegistryError> {
+    let mkey = members_key(pool, app, version);
+    if !read::<Vec<String>, S>(store, &mkey)?.is_empty() {
+        return Ok(());
+    }
+    let vkey = versions_key(pool, app);
+    let no_versions = remove_from(store, &vkey, version)?;
+    if !read::<Vec<String>, S>(store, &mkey)?.is_empty() {
+        add_to(store, &vkey, version)?;
+        return Ok(());
+    }
+    if no_versions {
+        modify(store, APPS_KEY, |apps: &mut Vec<(String, String)>| {
+            let before = apps.len();
+            apps.retain(|(p, a)| !(p == pool && a == app));
+            (apps.len() != before, ())
+        })?;
+        if !read::<Vec<String>, S>(store, &vkey)?.is_empty() {
+            modify(store, APPS_KEY, |apps: &mut Vec<(String, String)>| {
+                if apps.iter().any(|(p, a)| p == pool && a == app) {
+                    (false, ())
+                } else {
+                    apps.push((pool.to_string(), app.to_string()));
+                    (true, ())
+                }
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// At the cap: prunes everything, then recounts from the buckets themselves (a count that
+/// drifted, e.g. after a VM died between two writes, is corrected here).
+pub fn sweep<S: SharedStore + ?Sized>(
+    store: &mut S,
+    limits: &Limits,
+    now_ms: u64,
+) -> Result<u64, RegistryError> {
+    prune(
+        store,
+        limits,
+        now_ms,
+        &mut PruneCursor::default(),
+        usize::MAX,
+    )?;
+    let mut clock = Clock::new(now_ms, limits.stale_after_ms);
+    let mut n = 0u64;
+    for b in 0..BUCKETS {
+        let key = format!("mixmode/v2/slot/{b}");
+        let bucket: Vec<Slot> = read(store, &key)?;
+        let mut stale = false;
+        for e in &bucket {
+            if clock.is_fresh(store, e)? {
+                n += 1;
+            } else {
+                stale = true;
+            }
+        }
+        // Records no index reaches (lost by a VM that died mid-write) go here.
+        if stale {
+            let mirror = clock.mirror_ms(store)?;
+            modify(store, &key, |b: &mut Vec<Slot>| {
+                let before = b.len();
+                b.retain(|e| now_ms.saturating_sub(e.seen_ms(mirror)) < limits.stale_after_ms);
+                (b.len() != before, ())
+            })?;
+        }
+    }
+    if count(store)? != n {
+        store::write(store, COUNT_KEY, &n)?;
+    }
+    Ok(n)
+}
+
+/// Every fresh record, for the operators' GET.
+pub fn list<S: SharedStore + ?Sized>(
+    store: &mut S,
+    limits: &Limits,
+    now_ms: u64,
+) -> Result<Vec<Record>, RegistryError> {
+    let mut clock = Clock::new(now_ms, limits.stale_after_ms);
+    let mut out = Vec::new();
+    for (pool, app, version) in sets(store)? {
+        let members: Vec<String> = read(store, &members_key(&pool, &app, &version))?;
+        for address in members {
+            let Some(s) = find(store, &pool, &app, &address)? else {
+                continue;
+            };
+            // A leftover in another version's list is listed once, under its own version.
+            if s.version != version || !clock.is_fresh(store, &s)? {
+                continue;
+            }
+            let seen = clock.seen_ms(store, &s)?;
+            out.push(Record {
+                pool: s.pool,
+                app: s.app,
+                version: s.version,
+                address: s.address,
+                first_seen_ms: s.first_seen_ms,
+                last_seen_ms: seen,
+            });
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -490,6 +637,8 @@ mod tests {
         clippy::indexing_slicing
     )]
     use super::*;
+    use crate::core::config::Selection;
+    use crate::core::lookup::{pick, LookupCache, Query};
 
     const L: Limits = Limits {
         stale_after_ms: 1000,
@@ -501,17 +650,33 @@ mod tests {
         max_records: 100,
     };
 
+    /// Every address a lookup can return for `version`, at `now`.
     fn addrs(store: &mut MemoryStore, version: &str, now: u64) -> Vec<String> {
         let mut cache = LookupCache::default();
-        let mut v: Vec<String> = cache
-            .entries(store, "p", "app", version)
-            .unwrap()
-            .iter()
-            .filter(|e| e.is_fresh(now, L.stale_after_ms))
-            .map(|e| e.address.clone())
-            .collect();
-        v.sort();
-        v
+        let mut out: Vec<String> = Vec::new();
+        loop {
+            let q = Query {
+                pool: "p",
+                app: "app",
+                version,
+                cross_pool: false,
+                selection: Selection::Random,
+                now_ms: now,
+                stale_after_ms: L.stale_after_ms,
+            };
+            match pick(store, &mut cache, &q, &out, 7).unwrap() {
+                Some(a) => out.push(a),
+                None => break,
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn members(store: &mut MemoryStore, version: &str) -> Vec<String> {
+        let mut m: Vec<String> = read(store, &members_key("p", "app", version)).unwrap();
+        m.sort();
+        m
     }
 
     #[test]
@@ -541,32 +706,82 @@ mod tests {
     }
 
     #[test]
+    fn a_refresh_writes_only_its_bucket() {
+        let mut s = MemoryStore::default();
+        for i in 0..50 {
+            upsert(&mut s, &BIG, "p", "app", "2", &format!("10.0.0.{i}:80"), 0).unwrap();
+        }
+        let before = s.map.clone();
+        s.writes = 0;
+        upsert(&mut s, &BIG, "p", "app", "2", "10.0.0.7:80", 10).unwrap();
+        assert_eq!(s.writes, 1);
+        let changed: Vec<&String> = s
+            .map
+            .iter()
+            .filter(|(k, v)| before.get(*k) != Some(v))
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(changed, vec![&slot_key("p", "app", "10.0.0.7:80")]);
+    }
+
+    #[test]
     fn version_change_moves_the_record() {
         let mut s = MemoryStore::default();
         upsert(&mut s, &L, "p", "app", "1", "10.0.0.1:80", 100).unwrap();
         let u = upsert(&mut s, &L, "p", "app", "2", "10.0.0.1:80", 200).unwrap();
         assert_eq!(u.records, 1);
         assert!(addrs(&mut s, "1", 200).is_empty());
+        assert!(members(&mut s, "1").is_empty());
         assert_eq!(addrs(&mut s, "2", 200), vec!["10.0.0.1:80"]);
         let recs = list(&mut s, &L, 200).unwrap();
         assert_eq!(recs.len(), 1);
         assert_eq!(recs[0].version, "2");
-        // The emptied version is no longer indexed.
-        let vs: Vec<String> = read(&mut s, &versions_key("p", "app")).unwrap();
-        assert_eq!(vs, vec!["2"]);
     }
 
     #[test]
-    fn stale_records_are_filtered_and_dropped_at_next_write() {
+    fn stale_records_are_never_chosen_and_pruned_by_the_tick() {
         let mut s = MemoryStore::default();
         upsert(&mut s, &L, "p", "app", "2", "10.0.0.1:80", 0).unwrap();
         upsert(&mut s, &L, "p", "app", "2", "10.0.0.2:80", 900).unwrap();
         assert_eq!(addrs(&mut s, "2", 1000), vec!["10.0.0.2:80"]);
         assert_eq!(list(&mut s, &L, 1000).unwrap().len(), 1);
-        let u = upsert(&mut s, &L, "p", "app", "2", "10.0.0.2:80", 1001).unwrap();
-        assert_eq!(u.records, 1);
-        let set: Vec<Entry> = read(&mut s, &set_key("p", "app", "2")).unwrap();
-        assert_eq!(set.len(), 1);
+        let p = prune(&mut s, &L, 1000, &mut PruneCursor::default(), 100).unwrap();
+        assert_eq!((p.checked, p.removed, p.wrapped), (2, 1, true));
+        assert_eq!(count(&mut s).unwrap(), 1);
+        assert_eq!(members(&mut s, "2"), vec!["10.0.0.2:80"]);
+        assert!(find(&mut s, "p", "app", "10.0.0.1:80").unwrap().is_none());
+    }
+
+    #[test]
+    fn prune_is_bounded_and_resumes() {
+        let mut s = MemoryStore::default();
+        for v in 0..5 {
+            upsert(
+                &mut s,
+                &BIG,
+                "p",
+                "app",
+                &v.to_string(),
+                &format!("10.0.0.{v}:80"),
+                0,
+            )
+            .unwrap();
+        }
+        let mut c = PruneCursor::default();
+        let p = prune(&mut s, &BIG, 5000, &mut c, 2).unwrap();
+        assert_eq!((p.checked, p.removed, p.wrapped), (2, 2, false));
+        let p = prune(&mut s, &BIG, 5000, &mut c, 2).unwrap();
+        assert_eq!(p.removed, 2);
+        let p = prune(&mut s, &BIG, 5000, &mut c, 2).unwrap();
+        assert!(p.wrapped);
+        assert_eq!(count(&mut s).unwrap(), 0);
+        assert!(
+            sets(&mut s).unwrap().is_empty(),
+            "emptied sets leave the indexes"
+        );
+        assert!(read::<Vec<(String, String)>, _>(&mut s, APPS_KEY)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
@@ -583,6 +798,7 @@ mod tests {
             (false, 1)
         );
         assert_eq!(addrs(&mut s, "2", 10), vec!["10.0.0.2:80"]);
+        assert_eq!(members(&mut s, "2"), vec!["10.0.0.2:80"]);
     }
 
     #[test]
@@ -603,24 +819,6 @@ mod tests {
     }
 
     #[test]
-    fn emptied_sets_leave_the_indexes() {
-        let mut s = MemoryStore::default();
-        upsert(&mut s, &L, "p", "app", "1", "10.0.0.1:80", 0).unwrap();
-        remove(&mut s, &L, "p", "app", "10.0.0.1:80", 0).unwrap();
-        let vs: Vec<String> = read(&mut s, &versions_key("p", "app")).unwrap();
-        let apps: Vec<(String, String)> = read(&mut s, APPS_KEY).unwrap();
-        assert!(vs.is_empty() && apps.is_empty());
-        // A sweep (at the cap) prunes sets whose records all went stale.
-        for i in 1..=3 {
-            upsert(&mut s, &L, "p", &format!("a{i}"), "1", "10.0.0.1:80", 0).unwrap();
-        }
-        upsert(&mut s, &L, "p", "b", "1", "10.0.0.1:80", 5000).unwrap();
-        let apps: Vec<(String, String)> = read(&mut s, APPS_KEY).unwrap();
-        assert_eq!(apps, vec![("p".to_string(), "b".to_string())]);
-        assert_eq!(count(&mut s).unwrap(), 1);
-    }
-
-    #[test]
     fn cap_counts_only_fresh_records() {
         let mut s = MemoryStore::default();
         for i in 1..=3 {
@@ -634,6 +832,7 @@ mod tests {
                 records: 1
             }
         );
+        assert_eq!(list(&mut s, &L, 5000).unwrap().len(), 1);
     }
 
     #[test]
@@ -651,78 +850,91 @@ mod tests {
         );
     }
 
-    /// Two writers that read the same version of a key: the second write fails its CAS, re-reads
-    /// and keeps the first writer's record.
+    /// Another worker writes between our read and our write of every key we touch: CAS makes us
+    /// re-read, and nobody's record is lost.
     #[test]
     fn concurrent_writers_do_not_lose_updates() {
         struct Racing {
             inner: MemoryStore,
-            raced: bool,
+            next: u32,
         }
         impl SharedStore for Racing {
             fn get(&mut self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
                 self.inner.get(key)
             }
             fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
-                if !self.raced && key.starts_with("mixmode/v1/set/") {
-                    // Another worker slips its record in between our read and our write.
-                    self.raced = true;
-                    upsert(&mut self.inner, &L, "p", "app", "2", "10.0.0.7:80", 0).unwrap();
+                if self.next < 20 {
+                    self.next += 1;
+                    let addr = format!("10.0.1.{}:80", self.next);
+                    upsert(&mut self.inner, &BIG, "p", "app", "2", &addr, 0).unwrap();
                 }
                 self.inner.set(key, value, cas)
             }
         }
         let mut r = Racing {
             inner: MemoryStore::default(),
-            raced: false,
+            next: 0,
         };
-        upsert(&mut r, &L, "p", "app", "2", "10.0.0.1:80", 0).unwrap();
-        assert_eq!(
-            addrs(&mut r.inner, "2", 0),
-            vec!["10.0.0.1:80", "10.0.0.7:80"]
-        );
-        assert_eq!(count(&mut r.inner).unwrap(), 2);
+        upsert(&mut r, &BIG, "p", "app", "2", "10.0.0.1:80", 0).unwrap();
+        let got = addrs(&mut r.inner, "2", 0);
+        assert_eq!(got.len(), 1 + r.next as usize, "{got:?}");
+        assert!(got.contains(&"10.0.0.1:80".to_string()));
+        assert_eq!(count(&mut r.inner).unwrap(), got.len() as u64);
     }
 
+    /// A record taken out of its members list while a writer puts it back under that version
+    /// ends up listed: the remover re-reads the slot after removing.
     #[test]
-    fn create_does_not_overwrite_a_key_created_meanwhile() {
-        let mut s = MemoryStore::default();
-        s.set("k", b"other", 0).unwrap();
-        assert_eq!(
-            s.set("k", b"mine", CREATE_CAS),
-            Err(StoreError::CasMismatch)
-        );
-        assert!(s.set("fresh", b"mine", CREATE_CAS).is_ok());
+    fn unindex_races_leave_the_record_reachable() {
+        struct Racing {
+            inner: MemoryStore,
+            fired: bool,
+        }
+        impl SharedStore for Racing {
+            fn get(&mut self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+                self.inner.get(key)
+            }
+            fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
+                let r = self.inner.set(key, value, cas);
+                // Right after the move 1 -> 2 took it out of "1"'s list... no: after the slot
+                // write of the move, another worker moves it back to "1".
+                if !self.fired && key.starts_with("mixmode/v2/slot/") {
+                    self.fired = true;
+                    upsert(&mut self.inner, &BIG, "p", "app", "1", "10.0.0.1:80", 5).unwrap();
+                }
+                r
+            }
+        }
+        let mut r = Racing {
+            inner: MemoryStore::default(),
+            fired: true,
+        };
+        upsert(&mut r, &BIG, "p", "app", "1", "10.0.0.1:80", 0).unwrap();
+        r.fired = false;
+        upsert(&mut r, &BIG, "p", "app", "2", "10.0.0.1:80", 1).unwrap();
+        let s = find(&mut r.inner, "p", "app", "10.0.0.1:80")
+            .unwrap()
+            .unwrap();
+        let listed = addrs(&mut r.inner, &s.version.clone(), 5);
+        assert_eq!(listed, vec!["10.0.0.1:80"], "version {}", s.version);
     }
 
     #[test]
     fn keys_cannot_be_forged_by_separators() {
-        assert_ne!(set_key("a", "b:c", "d"), set_key("a", "b", "c:d"));
-        assert_ne!(set_key("a/b", "c", "d"), set_key("a", "b/c", "d"));
+        assert_ne!(members_key("a", "b:c", "d"), members_key("a", "b", "c:d"));
+        assert_ne!(members_key("a/b", "c", "d"), members_key("a", "b/c", "d"));
     }
 
     #[test]
     fn garbage_in_a_key_reads_as_empty_and_is_overwritten() {
         let mut s = MemoryStore::default();
-        s.set(&set_key("p", "app", "2"), b"\xff\xff\xff", 0)
+        s.set(&slot_key("p", "app", "10.0.0.1:80"), b"\xff\xff\xff", 0)
+            .unwrap();
+        s.set(&members_key("p", "app", "2"), b"\xff\xff", 0)
             .unwrap();
         assert!(addrs(&mut s, "2", 0).is_empty());
         upsert(&mut s, &L, "p", "app", "2", "10.0.0.1:80", 0).unwrap();
         assert_eq!(addrs(&mut s, "2", 0), vec!["10.0.0.1:80"]);
-    }
-
-    #[test]
-    fn lookup_cache_reuses_unchanged_sets() {
-        let mut s = MemoryStore::default();
-        upsert(&mut s, &L, "p", "app", "2", "10.0.0.1:80", 0).unwrap();
-        let mut cache = LookupCache::default();
-        assert_eq!(cache.entries(&mut s, "p", "app", "2").unwrap().len(), 1);
-        let cas = cache.sets.values().next().unwrap().0;
-        assert_eq!(cache.entries(&mut s, "p", "app", "2").unwrap().len(), 1);
-        assert_eq!(cache.sets.values().next().unwrap().0, cas);
-        upsert(&mut s, &L, "p", "app", "2", "10.0.0.2:80", 0).unwrap();
-        assert_eq!(cache.entries(&mut s, "p", "app", "2").unwrap().len(), 2);
-        assert!(cache.entries(&mut s, "p", "app", "9").unwrap().is_empty());
     }
 
     #[test]
@@ -736,5 +948,21 @@ mod tests {
         // Same address in another pool is another record.
         upsert(&mut s, &BIG, "q", "app", "3", "10.0.0.1:80", 0).unwrap();
         assert_eq!(addrs(&mut s, "2", 0), vec!["10.0.0.1:80"]);
+        assert_eq!(count(&mut s).unwrap(), 4);
+    }
+
+    #[test]
+    fn etcd_records_are_as_fresh_as_the_mirror() {
+        let mut s = MemoryStore::default();
+        put(&mut s, &L, "p", "app", "2", "10.0.0.1:80", 0, Source::Etcd).unwrap();
+        store::write(&mut s, MIRROR_SEEN_KEY, &500u64).unwrap();
+        assert_eq!(addrs(&mut s, "2", 1400), vec!["10.0.0.1:80"]);
+        assert!(addrs(&mut s, "2", 1500).is_empty());
+        let recs = list(&mut s, &L, 1000).unwrap();
+        assert_eq!(recs[0].last_seen_ms, 500);
+        // A push heartbeat for the same (pool, app, address) is the same record.
+        let u = upsert(&mut s, &L, "p", "app", "2", "10.0.0.1:80", 1400).unwrap();
+        assert!(!u.created);
+        assert_eq!(addrs(&mut s, "2", 2000), vec!["10.0.0.1:80"]);
     }
 }

@@ -120,6 +120,7 @@ impl MixHttp {
                     cache: &mut cache,
                     pool: &cfg.pool,
                     app: &cfg.app,
+                    cross_pool: cfg.registry.cross_pool,
                     stale_after_ms: cfg.registry.stale_after_ms,
                     selection: cfg.redispatch.selection,
                     now_ms,
@@ -128,12 +129,13 @@ impl MixHttp {
             }
             // Not reachable (one callback at a time per VM), but never worth a panic.
             Err(_) => {
-                let mut cache = crate::core::registry::LookupCache::default();
+                let mut cache = crate::core::lookup::LookupCache::default();
                 let mut peers = RegistryPeers {
                     store: &mut store,
                     cache: &mut cache,
                     pool: &cfg.pool,
                     app: &cfg.app,
+                    cross_pool: cfg.registry.cross_pool,
                     stale_after_ms: cfg.registry.stale_after_ms,
                     selection: cfg.redispatch.selection,
                     now_ms,

@@ -1,7 +1,8 @@
 //! The root context: configuration, metrics, the per-VM registry cache.
 
 use crate::core::config::Config;
-use crate::core::registry::{self, LookupCache};
+use crate::core::lookup::LookupCache;
+use crate::core::registry;
 use crate::filter::abi;
 use crate::filter::http::MixHttp;
 use crate::filter::metrics::Metrics;

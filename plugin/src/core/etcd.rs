@@ -1,0 +1,744 @@
+//! The etcd mirror (design.md §4 "etcd", issue 8): one poller per Envoy process reads the keys
+//! `<prefix><pool>/<app>/<version>/<ip:port>` through etcd's JSON gateway (`POST /v3/kv/range`)
+//! and mirrors them into the shared-data registry, where lookups stay local.
+//!
+//! - A mirrored record is fresh as long as the mirror is: its `last_seen` is the time of the last
+//!   successful poll (`MIRROR_SEEN_KEY`), so a poll of an unchanged snapshot (same
+//!   `header.revision`) writes one key, not one per record.
+//! - A changed snapshot is diffed against the previous one (kept in shared data: the VM that
+//!   polls can change): new keys are put, keys gone are removed at once.
+//! - A failed poll changes nothing: the records keep their `last_seen` and go stale by
+//!   themselves after `stale_after_ms`; no mass eviction on one failure.
+//! - Push and etcd records of one `(pool, app, address)` are one record; when etcd drops the key
+//!   the record stays only if a heartbeat refreshed it after the last poll that saw the key
+//!   (the latest write wins).
+
+use crate::core::config::{is_token_text, Config, Etcd};
+use crate::core::registry::{self, Change, Limits, RegistryError, Source, MIRROR_SEEN_KEY};
+use crate::core::store::{read, write, SharedStore};
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+/// The lease job name of the etcd poller.
+pub const JOB: &str = "etcd";
+pub const SNAPSHOT_KEY: &str = "mixmode/v2/etcd/snapshot";
+
+/// The key range the mirror reads: its pool's keys, or every pool's with `cross_pool`.
+pub fn range_prefix(cfg: &Config, etcd: &Etcd) -> String {
+    if cfg.registry.cross_pool {
+        etcd.prefix.clone()
+    } else {
+        format!("{}{}/", etcd.prefix, cfg.pool)
+    }
+}
+
+pub fn request_headers(etcd: &Etcd) -> Vec<(&'static str, String)> {
+    vec![
+        (":method", "POST".to_string()),
+        (":path", "/v3/kv/range".to_string()),
+        // etcd does not route on it; the cluster name tells operators what the call was.
+        (":authority", etcd.cluster.clone()),
+        ("content-type", "application/json".to_string()),
+    ]
+}
+
+pub fn request_body(cfg: &Config, etcd: &Etcd) -> String {
+    let prefix = range_prefix(cfg, etcd);
+    format!(
+        r#"{{"key":"{}","range_end":"{}"}}"#,
+        b64_encode(prefix.as_bytes()),
+        b64_encode(&prefix_end(prefix.as_bytes()))
+    )
+}
+
+/// etcd's range end for a prefix: the prefix with its last byte incremented.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+pub fn b64_encode(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b0 = chunk.first().copied().unwrap_or(0);
+        let b1 = chunk.get(1).copied().unwrap_or(0);
+        let b2 = chunk.get(2).copied().unwrap_or(0);
+        let n = (u32::from(b0) << 16) | (u32::from(b1) << 8) | u32::from(b2);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                let idx = usize::try_from((n >> (18 - 6 * i)) & 63).unwrap_or(0);
+                out.push(char::from(B64.get(idx).copied().unwrap_or(b'A')));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+pub fn b64_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in text.bytes().take_while(|c| *c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push(u8::try_from((acc >> bits) & 0xff).unwrap_or(0));
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// etcd's gateway writes 64-bit numbers as strings; accept both.
+fn int<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Num {
+        S(String),
+        N(i64),
+    }
+    match Num::deserialize(d)? {
+        Num::N(n) => Ok(n),
+        Num::S(s) => s.parse().map_err(de::Error::custom),
+    }
+}
+
+#[derive(Deserialize)]
+struct Header {
+    #[serde(deserialize_with = "int")]
+    revision: i64,
+}
+
+#[derive(Deserialize)]
+struct Head {
+    header: Header,
+}
+
+#[derive(Deserialize)]
+struct Range {
+    header: Header,
+    /// Absent in an empty range: a valid empty snapshot.
+    #[serde(default)]
+    kvs: Vec<KvJson>,
+}
+
+#[derive(Deserialize)]
+struct KvJson {
+    key: String,
+    #[serde(default)]
+    value: String,
+    #[serde(default, deserialize_with = "int")]
+    mod_revision: i64,
+}
+
+#[derive(Deserialize)]
+struct Value {
+    pool: String,
+    app: String,
+    version: String,
+    address: String,
+}
+
+/// A record etcd lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mirrored {
+    pub pool: String,
+    pub app: String,
+    pub version: String,
+    pub address: String,
+}
+
+/// The last snapshot applied, in shared data.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub revision: i64,
+    /// When every record was last checked against the registry (0: never).
+    pub verified_ms: u64,
+    pub records: Vec<Mirrored>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncError {
+    /// No answer: etcd unreachable, reset, or timed out.
+    NoAnswer,
+    Status(u16),
+    Garbage(String),
+    Store(RegistryError),
+}
+
+impl std::fmt::Display for SyncError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SyncError::NoAnswer => f.write_str("no answer"),
+            SyncError::Status(s) => write!(f, "status {s}"),
+            SyncError::Garbage(e) => write!(f, "not a range answer: {e}"),
+            SyncError::Store(e) => write!(f, "registry: {e:?}"),
+        }
+    }
+}
+
+/// What one successful poll did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub revision: i64,
+    /// The snapshot was decoded and diffed (false: same revision, only `last_seen` moved).
+    pub full: bool,
+    pub records: usize,
+    pub added: usize,
+    pub removed: usize,
+    /// Keys that were not taken, with why (logged by the glue).
+    pub skipped: Vec<String>,
+    /// Keys refused by `max_records`.
+    pub refused: usize,
+}
+
+/// The records of a range answer; keys whose value does not agree are skipped with a reason.
+pub fn decode(
+    cfg: &Config,
+    etcd: &Etcd,
+    body: &[u8],
+) -> Result<(i64, Vec<Mirrored>, Vec<String>), SyncError> {
+    let range: Range =
+        serde_json::from_slice(body).map_err(|e| SyncError::Garbage(e.to_string()))?;
+    let mut skipped = Vec::new();
+    let mut chosen: Vec<(i64, Mirrored)> = Vec::with_capacity(range.kvs.len());
+    let mut at: std::collections::HashMap<(String, String, String), usize> =
+        std::collections::HashMap::with_capacity(range.kvs.len());
+    for kv in &range.kvs {
+        let key = b64_decode(&kv.key).map(|k| String::from_utf8_lossy(&k).into_owned());
+        let key_text = key.clone().unwrap_or_else(|| kv.key.clone());
+        match check(cfg, etcd, key.as_deref(), &kv.value) {
+            Ok(m) => {
+                let id = (m.pool.clone(), m.app.clone(), m.address.clone());
+                match at.get(&id).and_then(|i| chosen.get_mut(*i)) {
+                    // Two keys for one server (it re-registered as another version before its
+                    // old lease expired): the latest write wins.
+                    Some(prev) => {
+                        if kv.mod_revision >= prev.0 {
+                            *prev = (kv.mod_revision, m);
+                        }
+                    }
+                    None => {
+                        at.insert(id, chosen.len());
+                        chosen.push((kv.mod_revision, m));
+                    }
+                }
+            }
+            Err(why) => skipped.push(format!("{key_text:?}: {why}")),
+        }
+    }
+    Ok((
+        range.header.revision,
+        chosen.into_iter().map(|(_, m)| m).collect(),
+        skipped,
+    ))
+}
+
+fn check(
+    cfg: &Config,
+    etcd: &Etcd,
+    key: Option<&str>,
+    value_b64: &str,
+) -> Result<Mirrored, String> {
+    let key = key.ok_or("key is not base64")?;
+    let value = b64_decode(value_b64).ok_or("value is not base64")?;
+    let v: Value =
+        serde_json::from_slice(&value).map_err(|e| format!("value is not a record: {e}"))?;
+    for (name, text) in [("pool", &v.pool), ("app", &v.app), ("version", &v.version)] {
+        if !is_token_text(text) {
+            return Err(format!("bad {name} {text:?}"));
+        }
+    }
+    let expected = format!(
+        "{}{}/{}/{}/{}",
+        etcd.prefix, v.pool, v.app, v.version, v.address
+    );
+    if key != expected {
+        return Err(format!(
+            "value disagrees with the key (value says {expected:?})"
+        ));
+    }
+    if !cfg.registry.cross_pool && v.pool != cfg.pool {
+        return Err("another pool".into());
+    }
+    let addr: SocketAddr = v.address.parse().map_err(|_| "address is not ip:port")?;
+    if addr.port() == 0 {
+        return Err("address has port 0".into());
+    }
+    // A registered address receives users' requests: the same rule as push heartbeats.
+    if !cfg
+        .registry
+        .allowed_cidrs
+        .iter()
+        .any(|n| n.contains(&addr.ip()))
+    {
+        return Err("address outside registry.allowed_cidrs".into());
+    }
+    Ok(Mirrored {
+        pool: v.pool,
+        app: v.app,
+        version: v.version,
+        address: addr.to_string(),
+    })
+}
+
+/// Applies one poll's answer (`status` None: no answer at all). On any error nothing is written.
+pub fn apply<S: SharedStore + ?Sized>(
+    store: &mut S,
+    cfg: &Config,
+    etcd: &Etcd,
+    status: Option<u16>,
+    body: &[u8],
+    now_ms: u64,
+) -> Result<Applied, SyncError> {
+    match status {
+        None => return Err(SyncError::NoAnswer),
+        Some(200) => {}
+        Some(s) => return Err(SyncError::Status(s)),
+    }
+    let head: Head = serde_json::from_slice(body).map_err(|e| SyncError::Garbage(e.to_string()))?;
+    let st = SyncError::Store;
+    let limits = Limits {
+        stale_after_ms: cfg.registry.stale_after_ms,
+        max_records: cfg.registry.max_records,
+    };
+    let snap: Snapshot = read(store, SNAPSHOT_KEY).map_err(st)?;
+    let prev_seen: u64 = read(store, MIRROR_SEEN_KEY).map_err(st)?;
+    // After a gap as long as the stale interval, records may have been pruned; and every stale
+    // interval the registry is checked against the snapshot anyway (a DELETE, a lost write).
+    let recheck = snap.verified_ms == 0
+        || now_ms.saturating_sub(prev_seen) >= limits.stale_after_ms
+        || now_ms.saturating_sub(snap.verified_ms) >= limits.stale_after_ms;
+    if head.header.revision == snap.revision && !recheck {
+        write(store, MIRROR_SEEN_KEY, &now_ms).map_err(st)?;
+        return Ok(Applied {
+            revision: snap.revision,
+            full: false,
+            records: snap.records.len(),
+            ..Applied::default()
+        });
+    }
+    let (revision, records, skipped) = decode(cfg, etcd, body)?;
+    let mut out = Applied {
+        revision,
+        full: true,
+        records: records.len(),
+        skipped,
+        ..Applied::default()
+    };
+    let mut kept = Vec::with_capacity(records.len());
+    for r in records {
+        match registry::put(
+            store,
+            &limits,
+            &r.pool,
+            &r.app,
+            &r.version,
+            &r.address,
+            now_ms,
+            Source::Etcd,
+        ) {
+            Ok(u) => {
+                out.added += usize::from(u.created);
+                kept.push(r);
+            }
+            Err(RegistryError::Full) => out.refused += 1,
+            Err(e) => return Err(SyncError::Store(e)),
+        }
+    }
+    let ids: HashSet<(&str, &str, &str)> = kept
+        .iter()
+        .map(|r| (r.pool.as_str(), r.app.as_str(), r.address.as_str()))
+        .collect();
+    for old in &snap.records {
+        if ids.contains(&(old.pool.as_str(), old.app.as_str(), old.address.as_str())) {
+            continue;
+        }
+        let changed = registry::change(store, &old.pool, &old.app, &old.address, |e| {
+            if !e.etcd {
+                Change::Keep
+            } else if e.last_seen_ms > prev_seen {
+                // A heartbeat came after the last poll that saw the key: it is the latest write.
+                e.etcd = false;
+                Change::Update
+            } else {
+                Change::Remove
+            }
+        })
+        .map_err(st)?;
+        if matches!(changed, Some((_, Change::Remove))) {
+            out.removed += 1;
+        }
+    }
+    write(
+        store,
+        SNAPSHOT_KEY,
+        &Snapshot {
+            revision,
+            verified_ms: now_ms,
+            records: kept,
+        },
+    )
+    .map_err(st)?;
+    write(store, MIRROR_SEEN_KEY, &now_ms).map_err(st)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )]
+    use super::*;
+    use crate::core::registry::{list, upsert};
+    use crate::core::store::MemoryStore;
+
+    fn cfg(extra: &str) -> Config {
+        Config::parse(
+            format!(
+                r#"{{"app":"checkout","pool":"pa","registry":{{"stale_after_ms":3000,
+                 "etcd":{{"poll_interval_ms":1000}}{extra}}}}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap()
+    }
+
+    fn kv(pool: &str, app: &str, version: &str, address: &str, rev: i64) -> String {
+        let key = format!("/mixmode/{pool}/{app}/{version}/{address}");
+        let value = format!(
+            r#"{{"address":"{address}","app":"{app}","pool":"{pool}","version":"{version}"}}"#
+        );
+        raw_kv(&key, &value, rev)
+    }
+
+    fn raw_kv(key: &str, value: &str, rev: i64) -> String {
+        format!(
+            r#"{{"key":"{}","create_revision":"{rev}","mod_revision":"{rev}","version":"1","value":"{}","lease":"7587883015538218244"}}"#,
+            b64_encode(key.as_bytes()),
+            b64_encode(value.as_bytes())
+        )
+    }
+
+    fn answer(revision: i64, kvs: &[String]) -> Vec<u8> {
+        let header = format!(
+            r#""header":{{"cluster_id":"14841639068965178418","member_id":"10276657743932975437","revision":"{revision}","raft_term":"2"}}"#
+        );
+        if kvs.is_empty() {
+            format!("{{{header}}}").into_bytes()
+        } else {
+            format!(
+                r#"{{{header},"kvs":[{}],"count":"{}"}}"#,
+                kvs.join(","),
+                kvs.len()
+            )
+            .into_bytes()
+        }
+    }
+
+    fn listed(s: &mut MemoryStore, c: &Config, now: u64) -> Vec<(String, String)> {
+        let limits = Limits {
+            stale_after_ms: c.registry.stale_after_ms,
+            max_records: c.registry.max_records,
+        };
+        let mut v: Vec<(String, String)> = list(s, &limits, now)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.address, r.version))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn e(c: &Config) -> Etcd {
+        c.registry.etcd.clone().unwrap()
+    }
+
+    #[test]
+    fn request_covers_the_pool_or_every_pool() {
+        let c = cfg("");
+        let body: serde_json::Value = serde_json::from_str(&request_body(&c, &e(&c))).unwrap();
+        assert_eq!(
+            b64_decode(body["key"].as_str().unwrap()).unwrap(),
+            b"/mixmode/pa/"
+        );
+        assert_eq!(
+            b64_decode(body["range_end"].as_str().unwrap()).unwrap(),
+            b"/mixmode/pa0"
+        );
+        let c = cfg(r#","cross_pool":true"#);
+        let body: serde_json::Value = serde_json::from_str(&request_body(&c, &e(&c))).unwrap();
+        assert_eq!(
+            b64_decode(body["range_end"].as_str().unwrap()).unwrap(),
+            b"/mixmode0"
+        );
+        assert!(request_headers(&e(&c)).contains(&(":path", "/v3/kv/range".to_string())));
+    }
+
+    #[test]
+    fn base64_round_trip() {
+        for s in ["", "a", "ab", "abc", "/mixmode/p/a/1/[::1]:80"] {
+            assert_eq!(b64_decode(&b64_encode(s.as_bytes())).unwrap(), s.as_bytes());
+        }
+        assert_eq!(b64_encode(b"a"), "YQ==");
+        assert!(b64_decode("a b").is_none());
+    }
+
+    #[test]
+    fn snapshots_are_mirrored_and_keys_gone_are_removed_at_the_next_poll() {
+        let c = cfg("");
+        let mut s = MemoryStore::default();
+        let a1 = kv("pa", "checkout", "1", "127.0.0.1:8081", 5);
+        let a2 = kv("pa", "checkout", "2", "127.0.0.1:8082", 6);
+        let r = apply(
+            &mut s,
+            &c,
+            &e(&c),
+            Some(200),
+            &answer(6, &[a1.clone(), a2]),
+            1000,
+        )
+        .unwrap();
+        assert_eq!((r.full, r.records, r.added, r.removed), (true, 2, 2, 0));
+        assert_eq!(
+            listed(&mut s, &c, 1000),
+            vec![
+                ("127.0.0.1:8081".into(), "1".into()),
+                ("127.0.0.1:8082".into(), "2".into())
+            ]
+        );
+        // Same revision: nothing decoded, the records stay fresh with the mirror.
+        s.writes = 0;
+        let r = apply(&mut s, &c, &e(&c), Some(200), &answer(6, &[]), 2000).unwrap();
+        assert!(!r.full);
+        assert_eq!(s.writes, 1);
+        assert_eq!(listed(&mut s, &c, 4500).len(), 2);
+        // 8082's lease expired.
+        let r = apply(&mut s, &c, &e(&c), Some(200), &answer(7, &[a1]), 3000).unwrap();
+        assert_eq!((r.full, r.removed), (true, 1));
+        assert_eq!(
+            listed(&mut s, &c, 3000),
+            vec![("127.0.0.1:8081".into(), "1".into())]
+        );
+        // Everything deregistered: an empty range has no kvs and is a valid snapshot.
+        let r = apply(&mut s, &c, &e(&c), Some(200), &answer(8, &[]), 4000).unwrap();
+        assert_eq!(r.removed, 1);
+        assert!(listed(&mut s, &c, 4000).is_empty());
+        assert_eq!(registry::count(&mut s).unwrap(), 0);
+    }
+
+    #[test]
+    fn failed_polls_keep_the_snapshot_until_it_goes_stale() {
+        let c = cfg("");
+        let mut s = MemoryStore::default();
+        let a1 = kv("pa", "checkout", "1", "127.0.0.1:8081", 5);
+        apply(
+            &mut s,
+            &c,
+            &e(&c),
+            Some(200),
+            &answer(5, std::slice::from_ref(&a1)),
+            1000,
+        )
+        .unwrap();
+        let before = s.map.clone();
+        for (status, body) in [
+            (None, &b""[..]),
+            (Some(503), &b"upstream connect error"[..]),
+            (Some(200), &b"<html>"[..]),
+            (
+                Some(200),
+                &br#"{"error":"etcdserver: too many requests","code":14}"#[..],
+            ),
+            (Some(200), &br#"{"header":{"revision":"x"}}"#[..]),
+        ] {
+            assert!(apply(&mut s, &c, &e(&c), status, body, 2000).is_err());
+        }
+        assert_eq!(s.map, before, "a failed poll changes nothing");
+        assert_eq!(listed(&mut s, &c, 3999).len(), 1, "kept until stale");
+        assert!(
+            listed(&mut s, &c, 4000).is_empty(),
+            "stale by its own last_seen"
+        );
+        // Back: the next poll restores freshness.
+        apply(&mut s, &c, &e(&c), Some(200), &answer(5, &[a1]), 9000).unwrap();
+        assert_eq!(listed(&mut s, &c, 9000).len(), 1);
+    }
+
+    #[test]
+    fn records_pruned_during_an_outage_come_back_with_an_unchanged_revision() {
+        let c = cfg("");
+        let mut s = MemoryStore::default();
+        let a1 = kv("pa", "checkout", "1", "127.0.0.1:8081", 5);
+        apply(
+            &mut s,
+            &c,
+            &e(&c),
+            Some(200),
+            &answer(5, std::slice::from_ref(&a1)),
+            1000,
+        )
+        .unwrap();
+        let limits = Limits {
+            stale_after_ms: 3000,
+            max_records: 100,
+        };
+        registry::prune(&mut s, &limits, 9000, &mut Default::default(), 100).unwrap();
+        assert_eq!(registry::count(&mut s).unwrap(), 0);
+        let r = apply(&mut s, &c, &e(&c), Some(200), &answer(5, &[a1]), 9000).unwrap();
+        assert!(r.full);
+        assert_eq!(listed(&mut s, &c, 9000).len(), 1);
+    }
+
+    #[test]
+    fn disagreeing_or_foreign_keys_are_skipped() {
+        let c = cfg("");
+        let mut s = MemoryStore::default();
+        let good = kv("pa", "checkout", "1", "127.0.0.1:8081", 2);
+        let lying = raw_kv(
+            "/mixmode/pa/checkout/2/127.0.0.1:8082",
+            r#"{"pool":"pa","app":"checkout","version":"1","address":"127.0.0.1:8082"}"#,
+            3,
+        );
+        let not_json = raw_kv("/mixmode/pa/checkout/2/127.0.0.1:8083", "garbage", 4);
+        let public = kv("pa", "checkout", "2", "8.8.8.8:80", 5);
+        let other_pool = kv("pb", "checkout", "2", "127.0.0.1:8084", 6);
+        let r = apply(
+            &mut s,
+            &c,
+            &e(&c),
+            Some(200),
+            &answer(6, &[good, lying, not_json, public, other_pool]),
+            1000,
+        )
+        .unwrap();
+        assert_eq!(r.records, 1);
+        assert_eq!(r.skipped.len(), 4, "{:?}", r.skipped);
+        assert_eq!(
+            listed(&mut s, &c, 1000),
+            vec![("127.0.0.1:8081".into(), "1".into())]
+        );
+    }
+
+    #[test]
+    fn cross_pool_mirrors_every_pool() {
+        let c = cfg(r#","cross_pool":true"#);
+        let mut s = MemoryStore::default();
+        let other_pool = kv("pb", "checkout", "2", "127.0.0.1:8084", 6);
+        let r = apply(
+            &mut s,
+            &c,
+            &e(&c),
+            Some(200),
+            &answer(6, &[other_pool]),
+            1000,
+        )
+        .unwrap();
+        assert_eq!(r.records, 1);
+    }
+
+    #[test]
+    fn push_and_etcd_are_one_record_and_the_latest_write_wins() {
+        let c = cfg("");
+        let limits = Limits {
+            stale_after_ms: 3000,
+            max_records: 100,
+        };
+        let mut s = MemoryStore::default();
+        let a1 = kv("pa", "checkout", "1", "127.0.0.1:8081", 5);
+        let b1 = kv("pa", "checkout", "1", "127.0.0.1:8082", 5);
+        upsert(
+            &mut s,
+            &limits,
+            "pa",
+            "checkout",
+            "1",
+            "127.0.0.1:8081",
+            500,
+        )
+        .unwrap();
+        apply(&mut s, &c, &e(&c), Some(200), &answer(5, &[a1, b1]), 1000).unwrap();
+        assert_eq!(registry::count(&mut s).unwrap(), 2);
+        // 8081 pushes after the poll; then both keys go: 8081 stays (a later write), 8082 goes.
+        upsert(
+            &mut s,
+            &limits,
+            "pa",
+            "checkout",
+            "1",
+            "127.0.0.1:8081",
+            1500,
+        )
+        .unwrap();
+        apply(&mut s, &c, &e(&c), Some(200), &answer(6, &[]), 2000).unwrap();
+        assert_eq!(
+            listed(&mut s, &c, 2000),
+            vec![("127.0.0.1:8081".into(), "1".into())]
+        );
+        assert!(
+            listed(&mut s, &c, 4500).is_empty(),
+            "then stale by its push"
+        );
+    }
+
+    #[test]
+    fn a_server_registered_twice_takes_its_latest_version() {
+        let c = cfg("");
+        let mut s = MemoryStore::default();
+        let old = kv("pa", "checkout", "1", "127.0.0.1:8081", 9);
+        let new = kv("pa", "checkout", "2", "127.0.0.1:8081", 12);
+        apply(
+            &mut s,
+            &c,
+            &e(&c),
+            Some(200),
+            &answer(12, &[old, new]),
+            1000,
+        )
+        .unwrap();
+        assert_eq!(
+            listed(&mut s, &c, 1000),
+            vec![("127.0.0.1:8081".into(), "2".into())]
+        );
+    }
+
+    #[test]
+    fn numbers_may_be_numbers() {
+        let c = cfg("");
+        let mut s = MemoryStore::default();
+        let r = apply(
+            &mut s,
+            &c,
+            &e(&c),
+            Some(200),
+            br#"{"header":{"revision":3}}"#,
+            1000,
+        )
+        .unwrap();
+        assert_eq!(r.revision, 3);
+    }
+}

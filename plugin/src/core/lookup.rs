@@ -1,0 +1,329 @@
+//! The request path's only registry access: one fresh peer of `(pool, app, version)`. It reads the
+//! version's members list (decoded once per VM while its CAS is unchanged) and the slots of the
+//! candidates it tries, nothing of other apps or versions.
+
+use crate::core::config::Selection;
+use crate::core::registry::{find, members_key, Clock, APPS_KEY};
+use crate::core::select::mix;
+use crate::core::store::{decode, RegistryError, SharedStore};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+/// Members lists a VM keeps decoded; past this the cache starts over.
+const CACHE_LIMIT: usize = 64;
+
+type Apps = Rc<Vec<(String, String)>>;
+
+/// Per-VM decoded members lists (and the apps index) keyed by their CAS.
+#[derive(Default)]
+pub struct LookupCache {
+    members: HashMap<String, (u32, Rc<Vec<String>>)>,
+    apps: Option<(u32, Apps)>,
+}
+
+impl LookupCache {
+    fn members<S: SharedStore + ?Sized>(
+        &mut self,
+        store: &mut S,
+        pool: &str,
+        app: &str,
+        version: &str,
+    ) -> Result<Rc<Vec<String>>, RegistryError> {
+        let key = members_key(pool, app, version);
+        let Some((bytes, cas)) = store.get(&key).map_err(|_| RegistryError::Store)? else {
+            return Ok(Rc::default());
+        };
+        if let Some((c, list)) = self.members.get(&key) {
+            if *c == cas && cas != 0 {
+                return Ok(list.clone());
+            }
+        }
+        if self.members.len() >= CACHE_LIMIT && !self.members.contains_key(&key) {
+            self.members.clear();
+        }
+        let list: Rc<Vec<String>> = Rc::new(decode(&bytes));
+        self.members.insert(key, (cas, list.clone()));
+        Ok(list)
+    }
+
+    fn apps<S: SharedStore + ?Sized>(&mut self, store: &mut S) -> Result<Apps, RegistryError> {
+        let Some((bytes, cas)) = store.get(APPS_KEY).map_err(|_| RegistryError::Store)? else {
+            return Ok(Rc::default());
+        };
+        if let Some((c, list)) = &self.apps {
+            if *c == cas && cas != 0 {
+                return Ok(list.clone());
+            }
+        }
+        let list: Apps = Rc::new(decode(&bytes));
+        self.apps = Some((cas, list.clone()));
+        Ok(list)
+    }
+}
+
+/// What a lookup asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct Query<'a> {
+    pub pool: &'a str,
+    pub app: &'a str,
+    pub version: &'a str,
+    /// Look in other pools when the own pool has no candidate (the patent's replicated store).
+    pub cross_pool: bool,
+    pub selection: Selection,
+    pub now_ms: u64,
+    pub stale_after_ms: u64,
+}
+
+/// One fresh peer of the query not in `exclude` (the server that failed, peers already tried).
+/// `random` is a fresh random number from the caller.
+pub fn pick<S: SharedStore + ?Sized>(
+    store: &mut S,
+    cache: &mut LookupCache,
+    q: &Query,
+    exclude: &[String],
+    random: u64,
+) -> Result<Option<String>, RegistryError> {
+    // Members are stored in canonical form; so is what we compare them with.
+    let exclude: Vec<String> = exclude
+        .iter()
+        .map(|x| {
+            x.parse::<SocketAddr>()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|_| x.clone())
+        })
+        .collect();
+    let mut clock = Clock::new(q.now_ms, q.stale_after_ms);
+    if let Some(a) = pick_in(store, cache, q, q.pool, &exclude, random, &mut clock)? {
+        return Ok(Some(a));
+    }
+    if !q.cross_pool {
+        return Ok(None);
+    }
+    let apps = cache.apps(store)?;
+    for (pool, app) in apps.iter() {
+        if app != q.app || pool == q.pool {
+            continue;
+        }
+        if let Some(a) = pick_in(store, cache, q, pool, &exclude, random, &mut clock)? {
+            return Ok(Some(a));
+        }
+    }
+    Ok(None)
+}
+
+fn pick_in<S: SharedStore + ?Sized>(
+    store: &mut S,
+    cache: &mut LookupCache,
+    q: &Query,
+    pool: &str,
+    exclude: &[String],
+    random: u64,
+    clock: &mut Clock,
+) -> Result<Option<String>, RegistryError> {
+    let members = cache.members(store, pool, q.app, q.version)?;
+    let mut usable = |store: &mut S, address: &str| -> Result<Option<u64>, RegistryError> {
+        if exclude.iter().any(|x| x == address) {
+            return Ok(None);
+        }
+        let Some(slot) = find(store, pool, q.app, address)? else {
+            return Ok(None);
+        };
+        // The members list is an index: the slot says what the record is now.
+        if slot.version != q.version || !clock.is_fresh(store, &slot)? {
+            return Ok(None);
+        }
+        clock.seen_ms(store, &slot).map(Some)
+    };
+    match q.selection {
+        Selection::Random => {
+            // A lazy Fisher-Yates walk: usually the first candidate is fresh, so a lookup reads
+            // one slot, whatever the set's size.
+            let mut order: Vec<u32> =
+                (0..u32::try_from(members.len()).unwrap_or(u32::MAX)).collect();
+            let mut r = random;
+            let mut left = order.len();
+            while left > 0 {
+                r = mix(r);
+                let j = usize::try_from(r % u64::try_from(left).unwrap_or(1)).unwrap_or(0);
+                left -= 1;
+                order.swap(j, left);
+                let Some(i) = order.get(left).and_then(|i| usize::try_from(*i).ok()) else {
+                    continue;
+                };
+                let Some(address) = members.get(i) else {
+                    continue;
+                };
+                if usable(store, address)?.is_some() {
+                    return Ok(Some(address.clone()));
+                }
+            }
+            Ok(None)
+        }
+        Selection::Freshest => {
+            let mut best: Option<(u64, &String)> = None;
+            for address in members.iter() {
+                if let Some(seen) = usable(store, address)? {
+                    if best.is_none_or(|(b, _)| seen > b) {
+                        best = Some((seen, address));
+                    }
+                }
+            }
+            Ok(best.map(|(_, a)| a.clone()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )]
+    use super::*;
+    use crate::core::registry::{upsert, Limits};
+    use crate::core::store::MemoryStore;
+    use std::collections::HashSet;
+
+    const L: Limits = Limits {
+        stale_after_ms: 1000,
+        max_records: 1000,
+    };
+
+    fn q<'a>(pool: &'a str, version: &'a str, selection: Selection, now: u64) -> Query<'a> {
+        Query {
+            pool,
+            app: "app",
+            version,
+            cross_pool: false,
+            selection,
+            now_ms: now,
+            stale_after_ms: 1000,
+        }
+    }
+
+    #[test]
+    fn freshest_takes_the_latest_heartbeat() {
+        let mut s = MemoryStore::default();
+        for (a, t) in [("10.0.0.1:80", 5), ("10.0.0.2:80", 9), ("10.0.0.3:80", 7)] {
+            upsert(&mut s, &L, "p", "app", "2", a, t).unwrap();
+        }
+        let mut c = LookupCache::default();
+        let got = pick(
+            &mut s,
+            &mut c,
+            &q("p", "2", Selection::Freshest, 10),
+            &[],
+            0,
+        )
+        .unwrap();
+        assert_eq!(got.as_deref(), Some("10.0.0.2:80"));
+    }
+
+    #[test]
+    fn random_reaches_every_candidate_and_skips_excluded_and_stale() {
+        let mut s = MemoryStore::default();
+        for (a, t) in [
+            ("10.0.0.1:80", 500),
+            ("10.0.0.2:80", 500),
+            ("10.0.0.3:80", 500),
+            ("10.0.0.4:80", 0),
+        ] {
+            upsert(&mut s, &L, "p", "app", "2", a, t).unwrap();
+        }
+        let mut c = LookupCache::default();
+        let ex = vec!["10.0.0.3:80".to_string()];
+        let seen: HashSet<String> = (0..64)
+            .map(|i| {
+                pick(
+                    &mut s,
+                    &mut c,
+                    &q("p", "2", Selection::Random, 1200),
+                    &ex,
+                    mix(i),
+                )
+                .unwrap()
+                .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            HashSet::from(["10.0.0.1:80".to_string(), "10.0.0.2:80".to_string()])
+        );
+    }
+
+    #[test]
+    fn exclusion_compares_addresses_not_spellings() {
+        let mut s = MemoryStore::default();
+        upsert(&mut s, &L, "p", "app", "2", "[::1]:80", 5).unwrap();
+        let mut c = LookupCache::default();
+        let ex = vec!["[0:0:0:0:0:0:0:1]:80".to_string()];
+        assert!(
+            pick(&mut s, &mut c, &q("p", "2", Selection::Random, 5), &ex, 1)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_lookup_reads_only_its_own_set() {
+        let mut s = MemoryStore::default();
+        upsert(&mut s, &L, "p", "app", "2", "10.0.0.1:80", 0).unwrap();
+        for i in 0..200 {
+            upsert(&mut s, &L, "p", "other", "2", &format!("10.1.0.{i}:80"), 0).unwrap();
+            upsert(&mut s, &L, "p", "app", "1", &format!("10.2.0.{i}:80"), 0).unwrap();
+        }
+        let mut c = LookupCache::default();
+        pick(&mut s, &mut c, &q("p", "2", Selection::Random, 0), &[], 3).unwrap();
+        s.reads = 0;
+        let got = pick(&mut s, &mut c, &q("p", "2", Selection::Random, 0), &[], 4).unwrap();
+        assert_eq!(got.as_deref(), Some("10.0.0.1:80"));
+        assert_eq!(s.reads, 2, "members list + one slot");
+    }
+
+    #[test]
+    fn cross_pool_prefers_the_own_pool() {
+        let mut s = MemoryStore::default();
+        upsert(&mut s, &L, "q", "app", "2", "10.0.0.9:80", 0).unwrap();
+        let mut c = LookupCache::default();
+        let mut query = q("p", "2", Selection::Random, 0);
+        assert!(pick(&mut s, &mut c, &query, &[], 0).unwrap().is_none());
+        query.cross_pool = true;
+        assert_eq!(
+            pick(&mut s, &mut c, &query, &[], 0).unwrap().as_deref(),
+            Some("10.0.0.9:80")
+        );
+        upsert(&mut s, &L, "p", "app", "2", "10.0.0.1:80", 0).unwrap();
+        for r in 0..10 {
+            assert_eq!(
+                pick(&mut s, &mut c, &query, &[], r).unwrap().as_deref(),
+                Some("10.0.0.1:80")
+            );
+        }
+    }
+
+    #[test]
+    fn cache_follows_changes() {
+        let mut s = MemoryStore::default();
+        let mut c = LookupCache::default();
+        assert!(
+            pick(&mut s, &mut c, &q("p", "2", Selection::Random, 0), &[], 0)
+                .unwrap()
+                .is_none()
+        );
+        upsert(&mut s, &L, "p", "app", "2", "10.0.0.1:80", 0).unwrap();
+        assert!(
+            pick(&mut s, &mut c, &q("p", "2", Selection::Random, 0), &[], 0)
+                .unwrap()
+                .is_some()
+        );
+        upsert(&mut s, &L, "p", "app", "3", "10.0.0.1:80", 1).unwrap();
+        assert!(
+            pick(&mut s, &mut c, &q("p", "2", Selection::Random, 1), &[], 0)
+                .unwrap()
+                .is_none()
+        );
+    }
+}

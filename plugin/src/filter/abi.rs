@@ -104,6 +104,7 @@ extern "C" {
     ) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
     fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
 }
 
 /// Takes ownership of memory the host allocated through the SDK's `proxy_on_memory_allocate`
@@ -287,6 +288,12 @@ pub fn increment_metric(id: u32, by: i64) {
     unsafe {
         proxy_increment_metric(id, by);
     }
+}
+
+/// The SDK's `set_tick_period` panics on any status but Ok.
+pub fn set_tick_period_ms(period_ms: u32) -> bool {
+    // SAFETY: no pointers.
+    unsafe { proxy_set_tick_period_milliseconds(period_ms) == OK }
 }
 
 pub fn record_metric(id: u32, value: u64) {

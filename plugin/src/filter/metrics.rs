@@ -15,8 +15,7 @@ pub struct Metrics {
     replay_unsupported: Option<u32>,
     pub heartbeat_accepted: Option<u32>,
     pub heartbeat_rejected: Option<u32>,
-    /// Counted by the registry pollers (issues 4 and 8); defined now so dashboards see it.
-    #[allow(dead_code)]
+    /// A pull target or etcd poll that failed (no answer, non-200, garbage).
     pub registry_sync_failed: Option<u32>,
     registry_records: Option<u32>,
 }

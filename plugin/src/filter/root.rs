@@ -6,6 +6,7 @@ use crate::core::registry;
 use crate::filter::abi;
 use crate::filter::http::MixHttp;
 use crate::filter::metrics::Metrics;
+use crate::filter::poller::{self, Poller};
 use crate::filter::store::HostStore;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
@@ -22,9 +23,28 @@ pub struct Shared {
 #[derive(Default)]
 pub struct Root {
     shared: Option<Rc<Shared>>,
+    poller: Option<Poller>,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        if let (Some(shared), Some(p)) = (&self.shared, &mut self.poller) {
+            p.on_http_call_response(
+                token_id,
+                num_headers,
+                body_size,
+                &shared.config,
+                &shared.metrics,
+            );
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, size: usize) -> bool {
@@ -50,12 +70,32 @@ impl RootContext for Root {
                 config.app, config.pool, config.redispatch.cluster
             ),
         );
+        // Every VM ticks (the canary never does); the lease picks one per job and interval.
+        match crate::core::lease::next_vm_id(&mut HostStore) {
+            Ok(id) => {
+                let period = poller::tick_period_ms(&config);
+                if !abi::set_tick_period_ms(u32::try_from(period).unwrap_or(1000)) {
+                    abi::log(abi::level::WARN, "mixmode: could not set the tick period");
+                }
+                self.poller = Some(Poller::new(id));
+            }
+            Err(e) => abi::log(
+                abi::level::WARN,
+                &format!("mixmode: no VM id, this VM runs no registry jobs: {e:?}"),
+            ),
+        }
         self.shared = Some(Rc::new(Shared {
             config,
             metrics,
             cache: RefCell::new(LookupCache::default()),
         }));
         true
+    }
+
+    fn on_tick(&mut self) {
+        if let (Some(shared), Some(p)) = (&self.shared, &mut self.poller) {
+            p.on_tick(&shared.config, &shared.metrics);
+        }
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -1,0 +1,275 @@
+//! The registry's periodic jobs, run from `on_tick` of every VM (main thread and workers) and
+//! deduplicated by `core::lease`: pruning stale records, pull polls, the etcd mirror. Each poll is
+//! a `dispatch_http_call` from the root context; its answer comes back to the same VM.
+
+use crate::core::config::Config;
+use crate::core::lease::{self, Outage};
+use crate::core::registry::{self, Limits, PruneCursor};
+use crate::core::{etcd, poll};
+use crate::filter::abi::{self, buffer, level, map};
+use crate::filter::metrics::Metrics;
+use crate::filter::store::HostStore;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Addresses a prune checks per run: bounds the work one tick does on its thread.
+const PRUNE_BUDGET: usize = 2000;
+const PRUNE_JOB: &str = "prune";
+
+enum Pending {
+    Target(String),
+    Etcd,
+}
+
+pub struct Poller {
+    vm_id: u32,
+    cursor: PruneCursor,
+    pending: HashMap<u32, Pending>,
+}
+
+/// How often the prune job runs: often enough that a stale record leaves the listing's count
+/// soon after it stops being chosen.
+pub fn prune_interval_ms(cfg: &Config) -> u64 {
+    (cfg.registry.stale_after_ms / 2).clamp(500, 5000)
+}
+
+pub fn tick_period_ms(cfg: &Config) -> u64 {
+    let mut intervals = vec![prune_interval_ms(cfg)];
+    if let Some(p) = &cfg.registry.poll {
+        intervals.push(p.interval_ms);
+    }
+    if let Some(e) = &cfg.registry.etcd {
+        intervals.push(e.poll_interval_ms);
+    }
+    lease::tick_period_ms(&intervals)
+}
+
+fn limits(cfg: &Config) -> Limits {
+    Limits {
+        stale_after_ms: cfg.registry.stale_after_ms,
+        max_records: cfg.registry.max_records,
+    }
+}
+
+impl Poller {
+    pub fn new(vm_id: u32) -> Self {
+        Poller {
+            vm_id,
+            cursor: PruneCursor::default(),
+            pending: HashMap::new(),
+        }
+    }
+
+    pub fn on_tick(&mut self, cfg: &Config, metrics: &Metrics) {
+        let now = abi::now_ms();
+        let mut store = HostStore;
+        let me = self.vm_id;
+        let due = |store: &mut HostStore, job: &str, interval: u64| {
+            lease::claim(store, job, me, now, interval).unwrap_or(false)
+        };
+        if due(&mut store, PRUNE_JOB, prune_interval_ms(cfg)) {
+            match registry::prune(
+                &mut store,
+                &limits(cfg),
+                now,
+                &mut self.cursor,
+                PRUNE_BUDGET,
+            ) {
+                Ok(p) => {
+                    if p.removed > 0 {
+                        abi::log(
+                            level::DEBUG,
+                            &format!("mixmode: pruned {} stale records", p.removed),
+                        );
+                    }
+                }
+                Err(e) => abi::log(level::WARN, &format!("mixmode: prune failed: {e:?}")),
+            }
+            if let Ok(n) = registry::count(&mut store) {
+                metrics.set_records(n);
+            }
+        }
+        if let Some(p) = &cfg.registry.poll {
+            if due(&mut store, poll::JOB, p.interval_ms) {
+                for target in &p.targets {
+                    let headers = poll::request_headers(p, target);
+                    self.dispatch(
+                        &p.cluster,
+                        &headers,
+                        None,
+                        p.timeout_ms,
+                        Pending::Target(target.clone()),
+                        cfg,
+                        metrics,
+                    );
+                }
+            }
+        }
+        if let Some(e) = &cfg.registry.etcd {
+            if due(&mut store, etcd::JOB, e.poll_interval_ms) {
+                let headers = etcd::request_headers(e);
+                let body = etcd::request_body(cfg, e);
+                self.dispatch(
+                    &e.cluster,
+                    &headers,
+                    Some(body.as_bytes()),
+                    e.timeout_ms,
+                    Pending::Etcd,
+                    cfg,
+                    metrics,
+                );
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch(
+        &mut self,
+        cluster: &str,
+        headers: &[(&'static str, String)],
+        body: Option<&[u8]>,
+        timeout_ms: u32,
+        what: Pending,
+        cfg: &Config,
+        metrics: &Metrics,
+    ) {
+        let hs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        match proxy_wasm::hostcalls::dispatch_http_call(
+            cluster,
+            hs,
+            body,
+            Vec::new(),
+            Duration::from_millis(u64::from(timeout_ms)),
+        ) {
+            Ok(token) => {
+                self.pending.insert(token, what);
+            }
+            // Unknown cluster, bad headers: no callback will come; a failed poll now.
+            Err(status) => {
+                let why = format!("dispatch via cluster {cluster:?} refused: {status:?}");
+                self.failed(&what, &why, cfg, metrics);
+            }
+        }
+    }
+
+    /// Handles a call's answer; false if the token was not one of ours.
+    pub fn on_http_call_response(
+        &mut self,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+        cfg: &Config,
+        metrics: &Metrics,
+    ) -> bool {
+        let Some(what) = self.pending.remove(&token) else {
+            return false;
+        };
+        // A reset call has no headers (design.md §3a).
+        let status = if num_headers == 0 {
+            None
+        } else {
+            abi::get_header(map::CALL_RESPONSE_HEADERS, ":status")
+                .and_then(|s| crate::core::signal::parse_status(&s))
+        };
+        let body = if status.is_some() && body_size > 0 {
+            abi::get_buffer(buffer::CALL_RESPONSE_BODY, 0, body_size).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let now = abi::now_ms();
+        let mut store = HostStore;
+        match &what {
+            Pending::Target(target) => match poll::parse_answer(status, &body) {
+                Some(answer) => match poll::apply(&mut store, cfg, target, &answer, now) {
+                    Ok(u) => {
+                        metrics.set_records(u.records);
+                        self.succeeded(&what);
+                    }
+                    Err(e) => self.failed(&what, &format!("registry: {e:?}"), cfg, metrics),
+                },
+                None => {
+                    let why = match status {
+                        None => "no answer".to_string(),
+                        Some(200) => "answer is not {\"app\", \"version\"}".to_string(),
+                        Some(s) => format!("status {s}"),
+                    };
+                    self.failed(&what, &why, cfg, metrics);
+                }
+            },
+            Pending::Etcd => {
+                let Some(e) = &cfg.registry.etcd else {
+                    return true;
+                };
+                match etcd::apply(&mut store, cfg, e, status, &body, now) {
+                    Ok(a) => {
+                        for s in &a.skipped {
+                            abi::log(level::WARN, &format!("mixmode: etcd key skipped: {s}"));
+                        }
+                        if a.refused > 0 {
+                            abi::log(
+                                level::WARN,
+                                &format!(
+                                    "mixmode: {} etcd keys refused: registry.max_records ({}) reached",
+                                    a.refused, cfg.registry.max_records
+                                ),
+                            );
+                        }
+                        if a.full {
+                            abi::log(
+                                level::DEBUG,
+                                &format!(
+                                    "mixmode: etcd snapshot {}: {} records, {} added, {} removed",
+                                    a.revision, a.records, a.added, a.removed
+                                ),
+                            );
+                            if let Ok(n) = registry::count(&mut store) {
+                                metrics.set_records(n);
+                            }
+                        }
+                        self.succeeded(&what);
+                    }
+                    Err(err) => self.failed(&what, &err.to_string(), cfg, metrics),
+                }
+            }
+        }
+        true
+    }
+
+    fn job_name(what: &Pending) -> String {
+        match what {
+            Pending::Target(t) => format!("poll/{t}"),
+            Pending::Etcd => etcd::JOB.to_string(),
+        }
+    }
+
+    fn succeeded(&self, what: &Pending) {
+        if let Ok(Outage::Ended) = lease::note_outcome(&mut HostStore, &Self::job_name(what), true)
+        {
+            abi::log(
+                level::INFO,
+                &format!("mixmode: registry sync {} recovered", Self::job_name(what)),
+            );
+        }
+    }
+
+    fn failed(&self, what: &Pending, why: &str, cfg: &Config, metrics: &Metrics) {
+        Metrics::bump(metrics.registry_sync_failed);
+        let job = Self::job_name(what);
+        // One log line per outage, not per poll (the counter counts every one).
+        if let Ok(Outage::Started) = lease::note_outcome(&mut HostStore, &job, false) {
+            let keeps = match what {
+                Pending::Etcd => format!(
+                    "the mirror keeps its last snapshot; records go stale after {} ms",
+                    cfg.registry.stale_after_ms
+                ),
+                Pending::Target(_) => "the target is not refreshed and goes stale".to_string(),
+            };
+            abi::log(
+                level::WARN,
+                &format!(
+                    "mixmode: registry sync {job} failing: {why}; {keeps} (counted in mixmode.registry_sync_failed, logged once per outage)"
+                ),
+            );
+        }
+    }
+}

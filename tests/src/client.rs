@@ -127,14 +127,14 @@ impl Req {
     }
 
     async fn send_inner(self) -> Result<Resp> {
+        let (authority, _) = split_url(&self.url)?;
+        let mut conn = Conn::open(authority).await?;
+        conn.exchange(self).await
+    }
+
+    /// Turns this into a hyper request for `authority`.
+    fn into_request(self) -> Result<Request<BoxBody<Bytes, Infallible>>> {
         let (authority, path) = split_url(&self.url)?;
-        let stream = TcpStream::connect(authority)
-            .await
-            .with_context(|| format!("connect {authority}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .context("HTTP/1 handshake")?;
-        let conn_task = tokio::spawn(conn);
         let mut builder = Request::builder().method(self.method).uri(path);
         let mut has_host = false;
         for (name, value) in &self.headers {
@@ -164,8 +164,55 @@ impl Req {
                 })
             }
         };
-        let req = builder.body(body)?;
-        let resp = sender.send_request(req).await.context("send request")?;
+        Ok(builder.body(body)?)
+    }
+}
+
+/// One kept-alive HTTP/1.1 connection for several requests in a row (as a browser does).
+pub struct Conn {
+    sender: hyper::client::conn::http1::SendRequest<BoxBody<Bytes, Infallible>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Conn {
+    /// Connects to `authority` ("ip:port").
+    pub async fn open(authority: &str) -> Result<Conn> {
+        let stream = TcpStream::connect(authority)
+            .await
+            .with_context(|| format!("connect {authority}"))?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .context("HTTP/1 handshake")?;
+        let task = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Conn { sender, task })
+    }
+
+    /// Sends `req` on this connection (its URL gives path and Host only) and reads the answer.
+    pub async fn send(&mut self, req: Req) -> Result<Resp> {
+        let timeout = req.timeout;
+        tokio::time::timeout(timeout, self.exchange(req))
+            .await
+            .map_err(|_| anyhow!("no answer within {timeout:?}"))?
+    }
+
+    /// Whether the server closed the connection.
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+
+    async fn exchange(&mut self, req: Req) -> Result<Resp> {
+        let req = req.into_request()?;
+        self.sender
+            .ready()
+            .await
+            .context("connection not reusable")?;
+        let resp = self
+            .sender
+            .send_request(req)
+            .await
+            .context("send request")?;
         let status = resp.status().as_u16();
         let headers = resp
             .headers()
@@ -178,12 +225,17 @@ impl Req {
             .await
             .context("read response body")?
             .to_bytes();
-        conn_task.abort();
         Ok(Resp {
             status,
             headers,
             body,
         })
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

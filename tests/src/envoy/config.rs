@@ -97,6 +97,33 @@ pub fn render(yaml: &str, patch: &Patch<'_>) -> Result<String> {
     serde_norway::to_string(&doc).context("write YAML")
 }
 
+/// Points the clusters named in `clusters` at one endpoint each, adding a STATIC cluster for a
+/// name the file does not have (e.g. `etcd` for `registry.etcd`).
+pub fn with_clusters(yaml: &str, clusters: &[(String, SocketAddr)]) -> Result<String> {
+    if clusters.is_empty() {
+        return Ok(yaml.to_string());
+    }
+    let mut doc: Value = serde_norway::from_str(yaml).context("parse envoy.yaml")?;
+    let list = at(&mut doc, &["static_resources", "clusters"])?
+        .as_sequence_mut()
+        .ok_or_else(|| anyhow!("static_resources.clusters is not a list"))?;
+    for (name, addr) in clusters {
+        let cluster: Value = serde_norway::from_str(&format!(
+            "{{name: \"{name}\", type: STATIC, connect_timeout: 1s, load_assignment: {{cluster_name: \"{name}\", endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: \"{}\", port_value: {}}}}}}}}}]}}]}}}}",
+            addr.ip(),
+            addr.port()
+        ))?;
+        match list
+            .iter_mut()
+            .find(|c| c.get("name").and_then(Value::as_str) == Some(name.as_str()))
+        {
+            Some(existing) => *existing = cluster,
+            None => list.push(cluster),
+        }
+    }
+    serde_norway::to_string(&doc).context("write YAML")
+}
+
 /// Sets the .wasm path and plugin configuration of every wasm filter of a listener.
 fn patch_wasm_filters(listener: &mut Value, patch: &Patch<'_>) -> Result<usize> {
     let mut n = 0;
@@ -230,6 +257,9 @@ mod tests {
             2
         );
         assert!(out.contains("port_value: 2"));
+        let etcd = [("etcd".to_string(), "127.0.0.1:2379".parse().unwrap())];
+        let with = with_clusters(&out, &etcd).unwrap();
+        assert!(with.contains("name: etcd") && with.contains("port_value: 2379"));
         assert!(!out.contains("8081"));
         // The peers cluster is never a route target.
         let doc: Value = serde_norway::from_str(ENVOY_YAML).unwrap();

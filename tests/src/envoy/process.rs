@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 use tempfile::TempDir;
 
-use super::config::{render, Patch, ENVOY_YAML, HEARTBEAT_LISTENER, PUBLIC_LISTENER};
+use super::config::{render, with_clusters, Patch, ENVOY_YAML, HEARTBEAT_LISTENER, PUBLIC_LISTENER};
 use crate::client::Req;
 pub use crate::host::StartError;
 
@@ -33,6 +33,8 @@ pub struct EnvoyOptions {
     pub log_level: String,
     /// How long to wait for Envoy to be ready.
     pub ready_timeout: Duration,
+    /// Extra clusters by name, one endpoint each (e.g. `etcd` for `registry.etcd`).
+    pub extra_clusters: Vec<(String, SocketAddr)>,
 }
 
 impl EnvoyOptions {
@@ -51,6 +53,7 @@ impl EnvoyOptions {
             admin_port: 0,
             log_level: "info".to_string(),
             ready_timeout: Duration::from_secs(60),
+            extra_clusters: Vec::new(),
         }
     }
 }
@@ -114,6 +117,7 @@ impl Envoy {
                 listen_address: "127.0.0.1",
             },
         )
+        .and_then(|y| with_clusters(&y, &opts.extra_clusters))
         .map_err(|e| fail(format!("{e:#}")))?;
         let config_path = dir.path().join("envoy.yaml");
         let admin_path = dir.path().join("admin-address");

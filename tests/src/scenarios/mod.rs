@@ -231,6 +231,7 @@ macro_rules! all_scenarios {
             rescue::one_mib_body_replayed_by_default,
             rescue::hop_by_hop_headers_dropped,
             rescue::random_selection_uses_every_peer,
+            rescue::keep_alive_connection_survives_every_outcome,
             bodies::expect_100_continue_post_rescued,
             bodies::large_peer_answer_arrives_whole,
             bodies::large_original_error_body,

@@ -328,3 +328,79 @@ pub async fn random_selection_uses_every_peer<H: Host>() {
     assert_eq!(a.request_count() + b.request_count(), 24);
     f.expect_counters(&[("redispatch_ok", 24)]).await;
 }
+
+/// On one kept-alive client connection (a browser's), a rescue, a pass-through, an exhausted
+/// mismatch with its held body, and another rescue follow each other: the connection stays
+/// usable after every kind of answer the filter produces.
+pub async fn keep_alive_connection_survives_every_outcome<H: Host>() {
+    let store = crate::app::SessionStore::new();
+    let v1 = server(&store, "v1", "1").await;
+    let v2 = server(&store, "v2", "2").await;
+    let f = Fixture::<H>::start(
+        &store,
+        &[&v1],
+        json!({"redispatch": {"selection": "freshest"}}),
+    )
+    .await;
+    f.register(&v2).await;
+    let authority = f
+        .host
+        .public_url()
+        .trim_start_matches("http://")
+        .to_string();
+    let mut conn = crate::client::Conn::open(&authority).await.unwrap();
+    let v2_session = f.session("2");
+    let v1_session = f.session("1");
+
+    let r = conn
+        .send(Req::post(f.url("/echo"), "one").header("cookie", &v2_session))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.header("x-mixmode").as_deref()),
+        (200, Some("redispatched")),
+        "{}",
+        show(&r)
+    );
+    let r = conn
+        .send(Req::get(f.url("/echo")).header("cookie", &v1_session))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.header("x-mixmode")),
+        (200, None),
+        "{}",
+        show(&r)
+    );
+
+    // Only a dead peer now (freshest first, v2 deregistered): exhausted.
+    f.hb.deregister(&crate::app::Registration::of(&v2))
+        .await
+        .unwrap();
+    f.register_as(super::dead_address(), "2").await;
+    let r = conn
+        .send(Req::get(f.url("/echo")).header("cookie", &v2_session))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.header("x-mixmode").as_deref()),
+        (409, Some("exhausted")),
+        "{}",
+        show(&r)
+    );
+
+    f.register(&v2).await;
+    let r = conn
+        .send(Req::post(f.url("/echo"), "two").header("cookie", &v2_session))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", show(&r));
+    assert_eq!(r.json().unwrap()["body_sha256"], sha256_hex(b"two"));
+    assert!(!conn.is_closed());
+    f.expect_counters(&[
+        ("redispatch_ok", 2),
+        ("exhausted", 1),
+        ("attempt_failed", 1),
+    ])
+    .await;
+}

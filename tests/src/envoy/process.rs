@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 use tempfile::TempDir;
 
-use super::config::{render, with_clusters, Patch, ENVOY_YAML, HEARTBEAT_LISTENER, PUBLIC_LISTENER};
+use super::config::{
+    render, with_clusters, Patch, ENVOY_YAML, HEARTBEAT_LISTENER, PUBLIC_LISTENER,
+};
 use crate::client::Req;
 pub use crate::host::StartError;
 

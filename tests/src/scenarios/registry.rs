@@ -371,3 +371,114 @@ pub async fn restarted_server_moves_to_new_version<H: Host>() {
     ])
     .await;
 }
+
+/// Pull (design §4): with `registry.poll`, the proxy asks each target for its version: a
+/// server is registered without sending heartbeats, follows its version across a restart,
+/// and goes stale once it stops answering. One poller per proxy, not one per worker.
+pub async fn pull_poll_registers_and_follows_versions<H: Host>() {
+    let store = SessionStore::new();
+    let v1 = server(&store, "v1", "1").await;
+    let mut polled = server(&store, "polled", "2").await;
+    let dead = super::dead_address();
+    let f = Fixture::<H>::start_with(
+        &store,
+        &[&v1],
+        json!({"registry": {"stale_after_ms": 1000,
+                            "poll": {"targets": [polled.addr().to_string(), dead.to_string()],
+                                     "interval_ms": 200, "timeout_ms": 150}}}),
+        2,
+    )
+    .await;
+    let polled_addr = polled.addr().to_string();
+    let listed_version = || async {
+        f.hb.list()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|r| r.address == polled_addr)
+            .map(|r| r.version)
+    };
+    wait_for(
+        || async { listed_version().await.as_deref() == Some("2") },
+        "first poll",
+    )
+    .await;
+    let r = Req::get(f.url("/echo"))
+        .header("cookie", f.session("2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", show(&r));
+    assert_eq!(r.json().unwrap()["server"], "polled");
+    assert!(f
+        .hb
+        .list()
+        .await
+        .unwrap()
+        .iter()
+        .all(|r| r.address != dead.to_string()));
+
+    // Polls over one second: at 200 ms, about five, whatever the number of workers.
+    let version_polls = || {
+        polled
+            .requests()
+            .iter()
+            .filter(|r| r.path.starts_with("/.well-known/mixmode/version"))
+            .count()
+    };
+    let before = version_polls();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let polls = version_polls() - before;
+    assert!(
+        (2..=8).contains(&polls),
+        "{polls} polls in 1 s at a 200 ms interval (one poller per worker?)"
+    );
+
+    let addr = polled.addr();
+    polled.restart("3").await.unwrap();
+    assert_eq!(polled.addr(), addr);
+    wait_for(
+        || async { listed_version().await.as_deref() == Some("3") },
+        "the new version",
+    )
+    .await;
+    let r = Req::get(f.url("/echo"))
+        .header("cookie", f.session("3"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json().unwrap()["version"], "3", "{}", show(&r));
+
+    polled.stop().await;
+    wait_for(
+        || async { listed_version().await.is_none() },
+        "the stopped server going stale",
+    )
+    .await;
+    let r = Req::get(f.url("/echo"))
+        .header("cookie", f.session("3"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.header("x-mixmode").as_deref(),
+        Some("no-peer"),
+        "{}",
+        show(&r)
+    );
+}
+
+/// Polls `cond` every 50 ms for up to 5 s.
+async fn wait_for<F, Fut>(cond: F, what: &str)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..100 {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}

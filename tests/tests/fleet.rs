@@ -1,0 +1,495 @@
+//! The registry at fleet scale on the real Envoy 1.40 (issues 4 and 8): pull heartbeats, one
+//! poller per Envoy process whatever its workers, concurrent push heartbeats, and a fleet of two
+//! Envoys mirroring one real etcd. Needs `envoy` on the PATH, the built filter, and etcd 3.4
+//! (`/usr/bin/etcd`, Debian's `etcd-server`).
+//!
+//! Figures a run measures are printed (`cargo test --test fleet -- --nocapture`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mixmode_register::{Config as RegConfig, Registration as EtcdRegistration};
+use mixmode_tests::app::{AppServer, HeartbeatClient, Registration, SessionData, SessionStore};
+use mixmode_tests::client::{Req, Resp};
+use mixmode_tests::envoy::{wasm_path, Envoy, EnvoyOptions};
+use mixmode_tests::etcd::Etcd;
+use mixmode_tests::host::DEFAULT_HEARTBEAT_PATH;
+use mixmode_tests::scenarios::{dead_address, plugin_config, server, show, TOKEN};
+use serde_json::{json, Value};
+
+const VERSION_PATH: &str = "/.well-known/mixmode/version";
+
+async fn envoy(
+    overrides: Value,
+    pool: &[&AppServer],
+    concurrency: usize,
+    clusters: &[(&str, SocketAddr)],
+) -> Envoy {
+    let mut opts = EnvoyOptions::new(
+        wasm_path().unwrap(),
+        &plugin_config(overrides),
+        pool.iter().map(|s| s.addr()).collect(),
+    );
+    opts.concurrency = concurrency;
+    opts.extra_clusters = clusters.iter().map(|(n, a)| (n.to_string(), *a)).collect();
+    match Envoy::start(&opts).await {
+        Ok(e) => e,
+        Err(e) => panic!("Envoy did not start: {e}"),
+    }
+}
+
+fn hb(e: &Envoy) -> HeartbeatClient {
+    HeartbeatClient::new(
+        format!("{}{DEFAULT_HEARTBEAT_PATH}", e.heartbeat_base_url()),
+        TOKEN,
+    )
+}
+
+/// `address -> version` of the fresh records an Envoy lists.
+async fn listed(e: &Envoy) -> BTreeSet<(String, String)> {
+    hb(e)
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.address, r.version))
+        .collect()
+}
+
+fn rec(s: &AppServer, version: &str) -> (String, String) {
+    (s.addr().to_string(), version.to_string())
+}
+
+/// Polls `cond` every 50 ms until it holds; returns how long that took.
+async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut cond: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if cond().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < timeout, "not within {timeout:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A request carrying a session written by `version`, through `e`'s public listener.
+async fn request(e: &Envoy, store: &SessionStore, version: &str) -> Resp {
+    let data = SessionData::from([("recipient".to_string(), "bob".to_string())]);
+    let cookie = format!("session={}", store.create(version, &data).unwrap());
+    Req::get(format!("{}/echo", e.public_url()))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Rescues a `version` session; returns the name of the server that answered.
+async fn rescue(e: &Envoy, store: &SessionStore, version: &str) -> String {
+    let r = request(e, store, version).await;
+    assert_eq!(r.status, 200, "{}", show(&r));
+    assert_eq!(
+        r.header("x-mixmode").as_deref(),
+        Some("redispatched"),
+        "{}",
+        show(&r)
+    );
+    r.header("x-served-by").unwrap()
+}
+
+async fn metric(e: &Envoy, name: &str) -> u64 {
+    e.mixmode_metrics()
+        .await
+        .unwrap()
+        .get(&format!("mixmode.{name}"))
+        .copied()
+        .unwrap_or(0)
+}
+
+fn version_polls(s: &AppServer) -> usize {
+    s.requests()
+        .iter()
+        .filter(|r| r.path == VERSION_PATH)
+        .count()
+}
+
+/// Pull mode on two Envoys (`--concurrency 2` each, so three ticking VMs per process): both
+/// rescue from polled records, each process polls each target once per interval, a dead target
+/// is counted and logged once, a restarted server changes version, a silent one expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_mode_on_two_envoys() {
+    let store = SessionStore::new();
+    let s1 = server(&store, "s1", "1").await;
+    let mut s2 = server(&store, "s2", "2").await;
+    let dead = dead_address();
+    let interval = 250u64;
+    let stale = 1500u64;
+    let cfg = json!({"registry": {"stale_after_ms": stale, "poll": {
+        "targets": [s1.addr().to_string(), s2.addr().to_string(), dead.to_string()],
+        "interval_ms": interval, "timeout_ms": 200}}});
+    let pool = [&s1];
+    let (a, b) = tokio::join!(
+        envoy(cfg.clone(), &pool, 2, &[]),
+        envoy(cfg.clone(), &pool, 2, &[])
+    );
+    let want = BTreeSet::from([rec(&s1, "1"), rec(&s2, "2")]);
+    for e in [&a, &b] {
+        wait_for("both targets listed", Duration::from_secs(5), || async {
+            listed(e).await == want
+        })
+        .await;
+        assert_eq!(rescue(e, &store, "2").await, "s2");
+    }
+
+    // Polls per interval, counted at the target: one per process, not one per VM.
+    s2.clear_requests();
+    let window = Duration::from_millis(3000);
+    tokio::time::sleep(window).await;
+    let polls = version_polls(&s2);
+    let per_process = window.as_millis() as f64 / interval as f64;
+    eprintln!(
+        "pull: {polls} polls of one target in {window:?} by 2 Envoys x 3 ticking VMs \
+         (interval {interval} ms: {per_process} per process expected)"
+    );
+    let expected = 2.0 * per_process;
+    assert!(
+        (polls as f64) >= expected * 0.8 && (polls as f64) <= expected * 1.2,
+        "{polls} polls, expected ~{expected}"
+    );
+
+    // The dead target: counted every time, logged once per outage.
+    for e in [&a, &b] {
+        assert!(metric(e, "registry_sync_failed").await >= 5);
+        let logs = e.logs();
+        let lines = logs
+            .lines()
+            .filter(|l| l.contains(&format!("registry sync poll/{dead} failing")))
+            .count();
+        assert_eq!(lines, 1, "one log line per outage:\n{logs}");
+        assert!(!listed(e)
+            .await
+            .iter()
+            .any(|(addr, _)| *addr == dead.to_string()));
+    }
+
+    // A restarted server moves to its new version's set at its first answer.
+    s2.stop().await;
+    s2.restart("3").await.unwrap();
+    let restarted = Instant::now();
+    let want = BTreeSet::from([rec(&s1, "1"), rec(&s2, "3")]);
+    for e in [&a, &b] {
+        wait_for("s2 listed as version 3", Duration::from_secs(3), || async {
+            listed(e).await == want
+        })
+        .await;
+        assert_eq!(rescue(e, &store, "3").await, "s2");
+    }
+    eprintln!(
+        "pull: restarted server listed as its new version after {:?}",
+        restarted.elapsed()
+    );
+
+    // Silence: not refreshed, stale after stale_after_ms, never chosen again.
+    s2.stop().await;
+    let stopped = Instant::now();
+    let took = wait_for(
+        "s2 gone from the listing",
+        Duration::from_secs(5),
+        || async { !listed(&a).await.contains(&rec(&s2, "3")) },
+    )
+    .await;
+    eprintln!("pull: silent target expired {took:?} after it stopped (stale_after {stale} ms)");
+    assert!(
+        took >= Duration::from_millis(stale - 2 * interval),
+        "expired too early: {took:?}"
+    );
+    wait_for("s2 gone on b", Duration::from_secs(2), || async {
+        !listed(&b).await.contains(&rec(&s2, "3"))
+    })
+    .await;
+    for e in [&a, &b] {
+        let r = request(e, &store, "3").await;
+        assert_eq!(
+            r.header("x-mixmode").as_deref(),
+            Some("no-peer"),
+            "{}",
+            show(&r)
+        );
+    }
+    let _ = stopped;
+}
+
+/// Many clients heartbeating at once on two workers: every record is kept, each under its
+/// latest version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_push_heartbeats_lose_nothing() {
+    let store = SessionStore::new();
+    let s1 = server(&store, "s1", "1").await;
+    let e = envoy(json!({}), &[&s1], 2, &[]).await;
+    let client = hb(&e);
+    let n = 400u32;
+    let reg = |i: u32, v: &str| Registration {
+        app: "checkout".into(),
+        version: v.into(),
+        address: format!("10.7.{}.{}:8080", i / 200, i % 200 + 1),
+        pool: None,
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..32u32 {
+        let client = client.clone();
+        tasks.spawn(async move {
+            for i in (worker..n).step_by(32) {
+                // Create as "1", then move half of them to "2": both writes race with others.
+                client.register(&reg(i, "1")).await.unwrap();
+                if i % 2 == 0 {
+                    client.register(&reg(i, "2")).await.unwrap();
+                }
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let records = hb(&e).list().await.unwrap();
+    let got: BTreeSet<(String, String)> = records
+        .iter()
+        .map(|r| (r.address.clone(), r.version.clone()))
+        .collect();
+    let want: BTreeSet<(String, String)> = (0..n)
+        .map(|i| {
+            let r = reg(i, if i % 2 == 0 { "2" } else { "1" });
+            (r.address, r.version)
+        })
+        .collect();
+    assert_eq!(records.len(), n as usize, "each record listed once");
+    assert_eq!(got, want);
+    assert_eq!(metric(&e, "heartbeat_accepted").await, u64::from(n + n / 2));
+}
+
+async fn register(etcd: &Etcd, pool: &str, s: &AppServer, version: &str) -> EtcdRegistration {
+    let cfg = RegConfig::new(
+        &etcd.url(),
+        "/mixmode/",
+        pool,
+        "checkout",
+        version,
+        &s.addr().to_string(),
+        2,
+    )
+    .unwrap();
+    EtcdRegistration::start(cfg).await.unwrap()
+}
+
+/// Two Envoys (`--concurrency 2` each) in front of one pool, both mirroring one real etcd where
+/// the servers register with leases (issue 8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_fleet_of_two_envoys() {
+    let mut etcd = Etcd::start().await.unwrap();
+    let store = SessionStore::new();
+    let s1 = server(&store, "s1", "1").await;
+    let s2 = server(&store, "s2", "2").await;
+    let s3 = server(&store, "s3", "2").await;
+    let s4 = server(&store, "s4-other-pool", "2").await;
+    let reg2 = register(&etcd, "default", &s2, "2").await;
+    let reg3 = register(&etcd, "default", &s3, "2").await;
+    let _reg4 = register(&etcd, "other", &s4, "2").await;
+    // A key whose value disagrees with it: skipped and logged, nothing else.
+    etcd.put(
+        "/mixmode/default/checkout/2/127.0.0.1:9",
+        r#"{"pool":"default","app":"checkout","version":"1","address":"127.0.0.1:9"}"#,
+    )
+    .await
+    .unwrap();
+
+    let interval = 500u64;
+    let stale = 3000u64;
+    let ttl = Duration::from_secs(2);
+    let cfg = json!({"registry": {"stale_after_ms": stale,
+        "etcd": {"poll_interval_ms": interval, "timeout_ms": 400}}});
+    let clusters = [("etcd", etcd.client_addr())];
+    let pool = [&s1];
+    let (a, b) = tokio::join!(
+        envoy(cfg.clone(), &pool, 2, &clusters),
+        envoy(cfg.clone(), &pool, 2, &clusters)
+    );
+    let both = BTreeSet::from([rec(&s2, "2"), rec(&s3, "2")]);
+    for e in [&a, &b] {
+        let took = wait_for("s2 and s3 mirrored", Duration::from_secs(5), || async {
+            listed(e).await == both
+        })
+        .await;
+        eprintln!("etcd: mirrored {took:?} after Envoy was ready");
+        for _ in 0..6 {
+            let by = rescue(e, &store, "2").await;
+            assert!(by == "s2" || by == "s3", "rescued by {by}");
+        }
+        assert!(
+            e.logs().contains("etcd key skipped"),
+            "the disagreeing key is logged"
+        );
+    }
+
+    // One Range per process per interval, counted by etcd; meanwhile the records never drop.
+    let r0 = etcd.range_count().await.unwrap();
+    let window = Instant::now();
+    while window.elapsed() < Duration::from_secs(3) {
+        for e in [&a, &b] {
+            assert_eq!(listed(e).await, both, "a live lease is never dropped");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let polls = etcd.range_count().await.unwrap() - r0;
+    let secs = window.elapsed().as_secs_f64();
+    let expected = 2.0 * secs * 1000.0 / interval as f64;
+    eprintln!(
+        "etcd: {polls} Range calls in {secs:.2} s from 2 Envoys x 3 ticking VMs \
+         (interval {interval} ms: {expected:.1} expected for one poller per process)"
+    );
+    assert!(
+        (polls as f64) >= expected * 0.75 && (polls as f64) <= expected * 1.25,
+        "{polls} polls, expected ~{expected:.1}"
+    );
+
+    // Revoked: gone from both mirrors at the next poll, never chosen again.
+    reg2.stop().await.unwrap();
+    let revoked = Instant::now();
+    for e in [&a, &b] {
+        wait_for("revoked s2 gone", Duration::from_secs(2), || async {
+            !listed(e).await.contains(&rec(&s2, "2"))
+        })
+        .await;
+    }
+    let took = revoked.elapsed();
+    eprintln!(
+        "etcd: revoked lease gone from both Envoys after {took:?} (poll interval {interval} ms)"
+    );
+    assert!(
+        took <= Duration::from_millis(interval * 2 + 500),
+        "{took:?}"
+    );
+    for e in [&a, &b] {
+        for _ in 0..6 {
+            assert_eq!(rescue(e, &store, "2").await, "s3");
+        }
+    }
+
+    // Crashed: keep-alives stop; the key expires after its TTL and the mirrors follow.
+    reg3.crash();
+    let crashed = Instant::now();
+    let mut gone = Vec::new();
+    for e in [&a, &b] {
+        wait_for("crashed s3 gone", Duration::from_secs(6), || async {
+            !listed(e).await.contains(&rec(&s3, "2"))
+        })
+        .await;
+        gone.push(crashed.elapsed());
+    }
+    eprintln!(
+        "etcd: crashed server (TTL {ttl:?}) gone from the Envoys after {gone:?} \
+         (bound: TTL + 0.5 s expiry check + one {interval} ms poll)"
+    );
+    let bound = ttl + Duration::from_millis(500 + interval + 300);
+    assert!(gone.iter().all(|g| *g <= bound), "{gone:?} > {bound:?}");
+    assert!(
+        gone.iter().all(|g| *g >= ttl - Duration::from_millis(300)),
+        "{gone:?}: before its lease ended"
+    );
+    for e in [&a, &b] {
+        let r = request(e, &store, "2").await;
+        assert_eq!(
+            r.header("x-mixmode").as_deref(),
+            Some("no-peer"),
+            "{}",
+            show(&r)
+        );
+    }
+
+    // etcd stops: rescues go on from the mirror until its records go stale; failures are
+    // counted on every poll and logged once; after etcd restarts the mirror comes back.
+    let _reg2 = register(&etcd, "default", &s2, "2").await;
+    for e in [&a, &b] {
+        wait_for("s2 registered again", Duration::from_secs(3), || async {
+            listed(e).await.contains(&rec(&s2, "2"))
+        })
+        .await;
+    }
+    let failed_before = [
+        metric(&a, "registry_sync_failed").await,
+        metric(&b, "registry_sync_failed").await,
+    ];
+    etcd.stop().await.unwrap();
+    let stopped = Instant::now();
+    let mut rescued_while_down = 0;
+    while stopped.elapsed() < Duration::from_millis(stale - 1000) {
+        for e in [&a, &b] {
+            assert_eq!(
+                rescue(e, &store, "2").await,
+                "s2",
+                "rescue from the mirror while etcd is down"
+            );
+            rescued_while_down += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "etcd: {rescued_while_down} rescues in the {:?} after etcd stopped",
+        stopped.elapsed()
+    );
+    for (e, before) in [&a, &b].into_iter().zip(failed_before) {
+        let failed = metric(e, "registry_sync_failed").await - before;
+        assert!(failed >= 2, "registry_sync_failed counted {failed}");
+        let lines = e
+            .logs()
+            .lines()
+            .filter(|l| l.contains("registry sync etcd failing"))
+            .count();
+        assert_eq!(lines, 1, "logged once per outage");
+    }
+    // Past stale_after_ms without a successful poll the mirrored records are stale like any.
+    tokio::time::sleep(Duration::from_millis(stale + 300).saturating_sub(stopped.elapsed())).await;
+    let r = request(&a, &store, "2").await;
+    eprintln!(
+        "etcd: {:?} after etcd stopped a v2 session gets {} x-mixmode {:?}",
+        stopped.elapsed(),
+        r.status,
+        r.header("x-mixmode")
+    );
+    assert_eq!(
+        r.header("x-mixmode").as_deref(),
+        Some("no-peer"),
+        "{}",
+        show(&r)
+    );
+
+    etcd.restart().await.unwrap();
+    let restarted = Instant::now();
+    for e in [&a, &b] {
+        wait_for(
+            "mirror back after etcd restart",
+            Duration::from_secs(5),
+            || async { listed(e).await.contains(&rec(&s2, "2")) },
+        )
+        .await;
+        assert_eq!(rescue(e, &store, "2").await, "s2");
+        assert!(e.logs().contains("registry sync etcd recovered"));
+    }
+    eprintln!(
+        "etcd: mirror restored {:?} after etcd was healthy again",
+        restarted.elapsed()
+    );
+
+    // The other pool's server was never listed (hence never chosen).
+    for e in [&a, &b] {
+        assert!(!listed(e)
+            .await
+            .iter()
+            .any(|(addr, _)| *addr == s4.addr().to_string()));
+        assert_eq!(s4.request_count(), 0, "another pool's server got a request");
+    }
+}

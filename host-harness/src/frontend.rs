@@ -175,6 +175,18 @@ struct PhaseIo<'a> {
     ctx: u32,
     events: &'a mut UnboundedReceiver<StreamEvent>,
     accept_local_reply: bool,
+    idle: Duration,
+}
+
+/// One direction of a stream as it arrives.
+struct PhaseInput {
+    kind: Kind,
+    headers: Headers,
+    source: Source,
+    headers_eos: bool,
+    /// `allow_on_headers_stop_iteration` (request direction only).
+    allow_body_while_held: bool,
+    upstream: Option<String>,
 }
 
 impl PhaseIo<'_> {
@@ -258,14 +270,17 @@ fn body_op(kind: Kind, chunk: Bytes, end_of_stream: bool) -> StreamOp {
 /// the headers and whatever is buffered.
 async fn run_phase(
     io: &mut PhaseIo<'_>,
-    kind: Kind,
-    headers: Headers,
-    mut source: Source,
-    headers_eos: bool,
-    allow_body_while_held: bool,
-    upstream: Option<String>,
-    idle: Duration,
+    input: PhaseInput,
 ) -> Result<(Headers, Vec<u8>), Interrupt> {
+    let PhaseInput {
+        kind,
+        headers,
+        mut source,
+        headers_eos,
+        allow_body_while_held,
+        upstream,
+    } = input;
+    let idle = io.idle;
     let first = io
         .op(headers_op(kind, headers, headers_eos, upstream))
         .await?;
@@ -549,16 +564,18 @@ async fn handle(
         ctx,
         events: &mut ev_rx,
         accept_local_reply: true,
+        idle: opts.stream_idle_timeout,
     };
     let request = run_phase(
         &mut io,
-        Kind::Request,
-        headers,
-        Source::Incoming(body),
-        eos,
-        opts.allow_on_headers_stop_iteration,
-        None,
-        opts.stream_idle_timeout,
+        PhaseInput {
+            kind: Kind::Request,
+            headers,
+            source: Source::Incoming(body),
+            headers_eos: eos,
+            allow_body_while_held: opts.allow_on_headers_stop_iteration,
+            upstream: None,
+        },
     )
     .await;
 
@@ -617,13 +634,14 @@ async fn handle(
 
     let response = run_phase(
         &mut io,
-        Kind::Response,
-        resp_headers,
-        source,
-        resp_eos,
-        false,
-        upstream,
-        opts.stream_idle_timeout,
+        PhaseInput {
+            kind: Kind::Response,
+            headers: resp_headers,
+            source,
+            headers_eos: resp_eos,
+            allow_body_while_held: false,
+            upstream,
+        },
     )
     .await;
     match response {

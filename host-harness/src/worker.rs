@@ -97,6 +97,9 @@ pub(crate) enum WorkerMsg {
     Shutdown,
 }
 
+/// `proxy_on_http_call_response(context, token, headers, body size, trailers)`.
+type CallResponseFn = TypedFunc<(u32, u32, u32, u32, u32), ()>;
+
 struct Callbacks {
     on_context_create: Option<TypedFunc<(u32, u32), ()>>,
     on_vm_start: Option<TypedFunc<(u32, u32), u32>>,
@@ -109,7 +112,7 @@ struct Callbacks {
     on_response_headers: Option<TypedFunc<(u32, u32, u32), u32>>,
     on_response_body: Option<TypedFunc<(u32, u32, u32), u32>>,
     on_response_trailers: Option<TypedFunc<(u32, u32), u32>>,
-    on_http_call_response: Option<TypedFunc<(u32, u32, u32, u32, u32), ()>>,
+    on_http_call_response: Option<CallResponseFn>,
     on_done: Option<TypedFunc<u32, u32>>,
     on_log: Option<TypedFunc<u32, ()>>,
     on_delete: Option<TypedFunc<u32, ()>>,

@@ -1,0 +1,337 @@
+//! The pool of app servers and the rolling deploy that upgrades it, wave by wave, the way the
+//! reference patent suggests: a small wave, larger waves, a small last wave, waiting about one
+//! session length between waves. Each server is drained first: it leaves Envoy's pool (Envoy
+//! stops sending it new requests) but keeps serving, and keeps its registration so mixmode can
+//! still rescue old-version sessions on it, for one session length; then it deregisters, stops,
+//! and comes back as the new version.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use mixmode_tests::app::{AppConfig, AppServer, HeartbeatClient, Registration, SessionStore};
+use serde::Serialize;
+use tokio::task::JoinHandle;
+
+use crate::setup::write_eds;
+
+/// How often a registered server sends its heartbeat (the registry forgets it after 15 s).
+const HEARTBEAT_EVERY: Duration = Duration::from_millis(1000);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Serving,
+    Draining,
+    Down,
+}
+
+struct Server {
+    app: AppServer,
+    state: State,
+    beat: Option<JoinHandle<()>>,
+}
+
+pub struct Pool {
+    servers: Vec<Server>,
+    registry: Option<HeartbeatClient>,
+    /// Envoy's view of the pool: the serving servers, written to this file.
+    eds: PathBuf,
+    eds_version: u64,
+}
+
+/// What the progress line shows.
+#[derive(Debug, Clone, Default)]
+pub struct PoolView {
+    pub v1: usize,
+    pub v2: usize,
+    pub draining: usize,
+    pub down: usize,
+    pub wave: usize,
+}
+
+impl Pool {
+    pub async fn start(n: usize, version: &str, eds: PathBuf) -> Result<Pool> {
+        let store = SessionStore::new();
+        let mut servers = Vec::with_capacity(n);
+        for i in 0..n {
+            let app = AppServer::start(AppConfig::new(&format!("s{:02}", i + 1), version, &store))
+                .await?;
+            servers.push(Server {
+                app,
+                state: State::Serving,
+                beat: None,
+            });
+        }
+        let mut pool = Pool {
+            servers,
+            registry: None,
+            eds,
+            eds_version: 0,
+        };
+        pool.publish()?;
+        Ok(pool)
+    }
+
+    /// Tells Envoy which servers take new requests.
+    fn publish(&mut self) -> Result<()> {
+        self.eds_version += 1;
+        let members: Vec<SocketAddr> = self
+            .servers
+            .iter()
+            .filter(|s| s.state == State::Serving)
+            .map(|s| s.app.addr())
+            .collect();
+        write_eds(&self.eds, self.eds_version, &members)
+    }
+
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.servers.iter().map(|s| s.app.addr()).collect()
+    }
+
+    /// Every server registers now and keeps sending heartbeats (mixmode setup only).
+    pub async fn register_all(&mut self, client: HeartbeatClient) -> Result<()> {
+        for s in &mut self.servers {
+            start_heartbeats(&client, s).await?;
+        }
+        self.registry = Some(client);
+        Ok(())
+    }
+
+    pub fn view(&self) -> PoolView {
+        let mut v = PoolView::default();
+        for s in &self.servers {
+            match s.state {
+                State::Draining => v.draining += 1,
+                State::Down => v.down += 1,
+                State::Serving => {}
+            }
+            if s.state != State::Down {
+                if s.app.version() == "1" {
+                    v.v1 += 1;
+                } else {
+                    v.v2 += 1;
+                }
+            }
+        }
+        v
+    }
+
+    /// App requests (not health checks) every server received.
+    pub fn app_requests(&self) -> usize {
+        self.servers
+            .iter()
+            .flat_map(|s| s.app.requests())
+            .filter(|r| r.path.starts_with("/transfer/"))
+            .count()
+    }
+
+    fn drain(&mut self, wave: &[usize]) -> Result<()> {
+        for &i in wave {
+            if let Some(s) = self.servers.get_mut(i) {
+                s.app.set_healthy(false);
+                s.state = State::Draining;
+            }
+        }
+        self.publish()
+    }
+
+    async fn stop(&mut self, i: usize) -> Result<()> {
+        let registry = self.registry.clone();
+        if let Some(s) = self.servers.get_mut(i) {
+            if let Some(beat) = s.beat.take() {
+                beat.abort();
+                let _ = beat.await;
+            }
+            if let Some(client) = &registry {
+                client.deregister(&Registration::of(&s.app)).await?;
+            }
+            s.app.stop().await;
+            s.state = State::Down;
+        }
+        Ok(())
+    }
+
+    async fn upgrade(&mut self, i: usize, version: &str) -> Result<()> {
+        let registry = self.registry.clone();
+        if let Some(s) = self.servers.get_mut(i) {
+            s.app.restart(version).await?;
+            if let Some(client) = &registry {
+                start_heartbeats(client, s).await?;
+            }
+            s.app.set_healthy(true);
+            s.state = State::Serving;
+        }
+        Ok(())
+    }
+
+    /// Stops every server (heartbeat tasks too).
+    pub async fn shutdown(&mut self) {
+        for s in &mut self.servers {
+            if let Some(beat) = s.beat.take() {
+                beat.abort();
+            }
+            s.app.stop().await;
+        }
+    }
+}
+
+async fn start_heartbeats(client: &HeartbeatClient, s: &mut Server) -> Result<()> {
+    let reg = Registration::of(&s.app);
+    client.register(&reg).await?;
+    s.beat = Some(client.spawn_periodic(reg, HEARTBEAT_EVERY));
+    Ok(())
+}
+
+/// The rollout: which servers each wave upgrades and how long each phase lasts.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub waves: Vec<Vec<usize>>,
+    /// Load before the first wave.
+    pub warmup: Duration,
+    /// How long a drained server keeps serving (and stays a rescue target): ~ one session.
+    pub drain: Duration,
+    /// How long a server is down for its upgrade.
+    pub down: Duration,
+    /// Wait after a wave is back up before the next wave starts (~ one session or more).
+    pub wave_wait: Duration,
+    /// Load after the last wave.
+    pub tail: Duration,
+}
+
+/// The patent's shape for `n` servers: one, then larger waves of about 40 % of the pool, then
+/// one (10 servers: 1-4-4-1).
+pub fn wave_sizes(n: usize) -> Vec<usize> {
+    match n {
+        0 => vec![],
+        1 => vec![1],
+        2 => vec![1, 1],
+        _ => {
+            let middle = n - 2;
+            let big = ((n * 2).div_ceil(5)).max(1);
+            let count = middle.div_ceil(big);
+            let mut sizes = vec![1];
+            for k in 0..count {
+                // Spread the middle evenly: the first waves take the remainder.
+                sizes.push(middle / count + usize::from(k < middle % count));
+            }
+            sizes.push(1);
+            sizes
+        }
+    }
+}
+
+pub fn waves_of(sizes: &[usize]) -> Vec<Vec<usize>> {
+    let mut next = 0;
+    sizes
+        .iter()
+        .map(|&k| {
+            let w: Vec<usize> = (next..next + k).collect();
+            next += k;
+            w
+        })
+        .collect()
+}
+
+impl Plan {
+    pub fn total(&self) -> Duration {
+        let per_wave = self.drain + self.down;
+        self.warmup
+            + per_wave * self.waves.len() as u32
+            + self.wave_wait * self.waves.len().saturating_sub(1) as u32
+            + self.tail
+    }
+}
+
+/// When a wave's phases happened, in seconds since the load started.
+#[derive(Debug, Clone, Serialize)]
+pub struct WaveTimes {
+    pub servers: usize,
+    pub drain_at: f64,
+    pub stop_at: f64,
+    pub up_at: f64,
+}
+
+/// Runs the plan against the pool; `view` is kept current for the progress line.
+pub async fn deploy(
+    pool: &mut Pool,
+    plan: &Plan,
+    t0: Instant,
+    view: Arc<Mutex<PoolView>>,
+    log: impl Fn(String),
+) -> Result<Vec<WaveTimes>> {
+    let publish = |pool: &Pool, wave: usize| {
+        let mut v = pool.view();
+        v.wave = wave;
+        if let Ok(mut g) = view.lock() {
+            *g = v;
+        }
+    };
+    let since = |t: Instant| t.duration_since(t0).as_secs_f64();
+    publish(pool, 0);
+    tokio::time::sleep(plan.warmup).await;
+    let mut times = Vec::new();
+    for (w, wave) in plan.waves.iter().enumerate() {
+        if w > 0 {
+            tokio::time::sleep(plan.wave_wait).await;
+        }
+        let names = wave
+            .iter()
+            .map(|i| format!("s{:02}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let drain_at = since(Instant::now());
+        log(format!(
+            "wave {}/{}: draining {names} (out of the load balancer, still serving)",
+            w + 1,
+            plan.waves.len()
+        ));
+        pool.drain(wave)?;
+        publish(pool, w + 1);
+        tokio::time::sleep(plan.drain).await;
+        let stop_at = since(Instant::now());
+        for &i in wave {
+            pool.stop(i).await?;
+        }
+        publish(pool, w + 1);
+        tokio::time::sleep(plan.down).await;
+        for &i in wave {
+            pool.upgrade(i, "2").await?;
+        }
+        // Registered before Envoy sends it users: its sessions can be rescued from the first.
+        pool.publish()?;
+        let up_at = since(Instant::now());
+        log(format!(
+            "wave {}/{}: {names} back as v2",
+            w + 1,
+            plan.waves.len()
+        ));
+        publish(pool, w + 1);
+        times.push(WaveTimes {
+            servers: wave.len(),
+            drain_at,
+            stop_at,
+            up_at,
+        });
+    }
+    tokio::time::sleep(plan.tail).await;
+    Ok(times)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waves_follow_the_patent_shape() {
+        assert_eq!(wave_sizes(10), vec![1, 4, 4, 1]);
+        assert_eq!(wave_sizes(4), vec![1, 2, 1]);
+        assert_eq!(wave_sizes(3), vec![1, 1, 1]);
+        assert_eq!(wave_sizes(20), vec![1, 6, 6, 6, 1]);
+        for n in 1..40 {
+            assert_eq!(wave_sizes(n).iter().sum::<usize>(), n, "n = {n}");
+        }
+        assert_eq!(waves_of(&[1, 2, 1]), vec![vec![0], vec![1, 2], vec![3]]);
+    }
+}

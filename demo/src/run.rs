@@ -1,0 +1,219 @@
+//! One setup, start to finish: a fresh v1 pool, its Envoy, the users, the rollout, then what
+//! happened, counted from the users' side and from Envoy's and the servers'.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use mixmode_tests::app::HeartbeatClient;
+use serde::Serialize;
+
+use crate::envoy::Envoy;
+use crate::pool::{deploy, Plan, Pool, PoolView, WaveTimes};
+use crate::setup::{plugin_config, render_yaml, Render, Setup};
+use crate::users::{run_user, Live, Tx, Workload};
+
+pub const TOKEN: &str = "demo-heartbeat-token";
+pub const HEARTBEAT_PATH: &str = "/.well-known/mixmode/heartbeat";
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub servers: usize,
+    pub workload: Workload,
+    pub plan: Plan,
+    pub wasm: PathBuf,
+    pub envoy_workers: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SetupResult {
+    pub setup: String,
+    pub description: String,
+    pub completed: usize,
+    pub failed: usize,
+    pub failure_rate: f64,
+    /// Failures by reason ("409 version", "409 no-peer", "503", ...).
+    pub failures: BTreeMap<String, usize>,
+    /// Failed transactions whose session's version still had a registered server (mixmode can
+    /// rescue those); the rest ended `no-peer`.
+    pub lost_with_peer: usize,
+    /// 409s the servers answered (Envoy's per-status upstream counters, pool and peers).
+    pub mismatches: u64,
+    /// Requests sent again: Envoy's retries, or mixmode's re-dispatch attempts.
+    pub resends: u64,
+    /// Steps a peer answered after a rescue.
+    pub rescued_steps: usize,
+    pub steps_sent: usize,
+    /// App requests the servers received beyond the users' steps.
+    pub extra_upstream: usize,
+    pub p50_step_ms: f64,
+    pub p99_step_ms: f64,
+    pub mixmode_metrics: BTreeMap<String, u64>,
+    pub waves: Vec<WaveTimes>,
+    pub duration_s: f64,
+    pub transactions: Vec<Tx>,
+}
+
+/// Runs `setup`; `say` prints a progress line.
+pub async fn run_setup(
+    setup: Setup,
+    o: &RunOptions,
+    say: &(dyn Fn(String) + Sync),
+) -> Result<SetupResult> {
+    let dir = tempfile::Builder::new().prefix("mixmode-demo-").tempdir()?;
+    let eds = dir.path().join("pool.json");
+    let mut pool = Pool::start(o.servers, "1", eds.clone()).await?;
+    let cfg = plugin_config(TOKEN)?;
+    let yaml = render_yaml(&Render {
+        setup,
+        wasm: &o.wasm,
+        plugin_config: &cfg,
+        upstreams: &pool.addrs(),
+        eds_path: &eds,
+    })?;
+    let envoy = Envoy::start(&yaml, o.envoy_workers)
+        .await
+        .with_context(|| format!("start Envoy for {}", setup.key()))?;
+    say(format!(
+        "Envoy pid {} on {} ({} servers v1)",
+        envoy.pid(),
+        envoy.public_url(),
+        o.servers
+    ));
+    if setup.uses_mixmode() {
+        pool.register_all(HeartbeatClient::new(
+            envoy.heartbeat_url(HEARTBEAT_PATH),
+            TOKEN,
+        ))
+        .await?;
+    }
+
+    let t0 = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let live = Arc::new(Live::default());
+    let mut users = Vec::new();
+    for u in 0..o.workload.users {
+        users.push(tokio::spawn(run_user(
+            envoy.public_url(),
+            u,
+            o.workload.clone(),
+            t0,
+            stop.clone(),
+            live.clone(),
+        )));
+    }
+    let view = Arc::new(Mutex::new(PoolView::default()));
+    let progress = {
+        let view = view.clone();
+        let live = live.clone();
+        let key = setup.key();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let v = view.lock().map(|g| g.clone()).unwrap_or_default();
+                println!(
+                    "  [{key:<11}] t={:5.1}s  wave {}  pool v1:{:<2} v2:{:<2} draining:{} down:{}  transfers ok {:>5}  lost {:>4}",
+                    t0.elapsed().as_secs_f64(),
+                    v.wave,
+                    v.v1,
+                    v.v2,
+                    v.draining,
+                    v.down,
+                    live.completed.load(Ordering::Relaxed),
+                    live.failed.load(Ordering::Relaxed),
+                );
+            }
+        })
+    };
+    let key = setup.key();
+    let deployed = deploy(&mut pool, &o.plan, t0, view, |m| {
+        println!("  [{key:<11}] t={:5.1}s  {m}", t0.elapsed().as_secs_f64())
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let mut txs = Vec::new();
+    let mut step_us = Vec::new();
+    for u in users {
+        if let Ok(log) = u.await {
+            txs.extend(log.txs);
+            step_us.extend(log.step_us);
+        }
+    }
+    progress.abort();
+    let duration_s = t0.elapsed().as_secs_f64();
+    let waves = deployed?;
+
+    let pool_stats = envoy.counters("cluster.app.").await.unwrap_or_default();
+    let peer_stats = envoy
+        .counters("cluster.mixmode_peers.")
+        .await
+        .unwrap_or_default();
+    let mixmode_metrics: BTreeMap<String, u64> = envoy
+        .counters("wasmcustom.mixmode.")
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("wasmcustom.")?.to_string(), v)))
+        .collect();
+    let stat = |m: &BTreeMap<String, u64>, k: &str| m.get(k).copied().unwrap_or(0);
+    // Envoy counts the 409s it retried apart from the final answers.
+    let mismatches = stat(&pool_stats, "cluster.app.upstream_rq_409")
+        + stat(&pool_stats, "cluster.app.retry.upstream_rq_409")
+        + stat(&peer_stats, "cluster.mixmode_peers.upstream_rq_409");
+    let resends = stat(&pool_stats, "cluster.app.upstream_rq_retry")
+        + stat(&mixmode_metrics, "mixmode.redispatch_ok")
+        + stat(&mixmode_metrics, "mixmode.attempt_failed");
+    let app_requests = pool.app_requests();
+    pool.shutdown().await;
+    drop(envoy);
+
+    let steps_sent = step_us.len();
+    let completed = txs.iter().filter(|t| t.failure.is_none()).count();
+    let failed = txs.len() - completed;
+    let mut failures = BTreeMap::new();
+    let mut lost_with_peer = 0;
+    for f in txs.iter().filter_map(|t| t.failure.as_ref()) {
+        *failures.entry(f.reason()).or_insert(0) += 1;
+        if f.mixmode.as_deref() != Some("no-peer") {
+            lost_with_peer += 1;
+        }
+    }
+    step_us.sort_unstable();
+    Ok(SetupResult {
+        setup: setup.key().to_string(),
+        description: setup.describe().to_string(),
+        completed,
+        failed,
+        failure_rate: if txs.is_empty() {
+            0.0
+        } else {
+            failed as f64 / txs.len() as f64
+        },
+        failures,
+        lost_with_peer,
+        mismatches,
+        resends,
+        rescued_steps: txs.iter().map(|t| t.rescued_steps).sum(),
+        steps_sent,
+        extra_upstream: app_requests.saturating_sub(steps_sent),
+        p50_step_ms: percentile_ms(&step_us, 0.50),
+        p99_step_ms: percentile_ms(&step_us, 0.99),
+        mixmode_metrics,
+        waves,
+        duration_s,
+        transactions: txs,
+    })
+}
+
+fn percentile_ms(sorted_us: &[u64], q: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted_us.len() as f64 - 1.0) * q).round() as usize;
+    sorted_us[i.min(sorted_us.len() - 1)] as f64 / 1000.0
+}

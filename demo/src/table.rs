@@ -1,0 +1,91 @@
+//! The comparison table, as printed.
+
+use crate::run::SetupResult;
+
+pub fn render(results: &[SetupResult]) -> String {
+    let header = [
+        "setup",
+        "transfers",
+        "completed",
+        "lost",
+        "lost %",
+        "409s seen",
+        "re-sent",
+        "rescued",
+        "extra upstream rq",
+        "p50 step ms",
+        "p99 step ms",
+        "lost by reason",
+    ];
+    let rows: Vec<Vec<String>> = results
+        .iter()
+        .map(|r| {
+            let reasons = if r.failures.is_empty() {
+                "-".to_string()
+            } else {
+                r.failures
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            vec![
+                r.setup.clone(),
+                (r.completed + r.failed).to_string(),
+                r.completed.to_string(),
+                r.failed.to_string(),
+                format!("{:.1}%", r.failure_rate * 100.0),
+                r.mismatches.to_string(),
+                r.resends.to_string(),
+                r.rescued_steps.to_string(),
+                r.extra_upstream.to_string(),
+                format!("{:.2}", r.p50_step_ms),
+                format!("{:.2}", r.p99_step_ms),
+                reasons,
+            ]
+        })
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (c, w))| {
+                // Names and reasons left-aligned, numbers right-aligned.
+                if i == 0 || i == cells.len() - 1 {
+                    format!("{c:<w$}")
+                } else {
+                    format!("{c:>w$}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" | ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = vec![line(header.iter().map(|s| s.to_string()).collect())];
+    out.push(
+        widths
+            .iter()
+            .map(|w| "-".repeat(*w))
+            .collect::<Vec<_>>()
+            .join("-|-"),
+    );
+    for row in rows {
+        out.push(line(row));
+    }
+    out.push(String::new());
+    out.push(
+        "409s seen: version errors the servers answered (Envoy's upstream_rq_409, pool and peers). \
+         re-sent: Envoy retries, or mixmode re-dispatch attempts.\nrescued: steps a peer answered after \
+         mixmode re-dispatched them. extra upstream rq: app requests the servers got beyond the users' steps."
+            .to_string(),
+    );
+    out.join("\n")
+}

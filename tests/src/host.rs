@@ -15,6 +15,8 @@ pub struct HostSpec {
     pub plugin_config: String,
     /// The pool the public listener balances over (round robin).
     pub upstreams: Vec<SocketAddr>,
+    /// Clusters the filter calls by name besides the peers' (e.g. `etcd` -> its address).
+    pub clusters: Vec<(String, SocketAddr)>,
     /// Worker threads (Envoy's `--concurrency`; VM instances in the harness).
     pub concurrency: usize,
 }
@@ -24,6 +26,7 @@ impl HostSpec {
         HostSpec {
             plugin_config: plugin_config.to_string(),
             upstreams,
+            clusters: Vec::new(),
             concurrency: 1,
         }
     }

@@ -24,6 +24,7 @@ impl Host for EnvoyHost {
         let mut opts = EnvoyOptions::new(wasm, &serde_json::Value::Null, spec.upstreams.clone());
         opts.plugin_config = spec.plugin_config.clone();
         opts.concurrency = spec.concurrency;
+        opts.extra_clusters = spec.clusters.clone();
         let envoy = Envoy::start(&opts).await?;
         Ok(EnvoyHost {
             envoy,

@@ -165,9 +165,8 @@ impl AppServer {
         let listener = loop {
             match TcpListener::bind(self.addr).await {
                 Ok(l) => break l,
-                Err(e) if tries < 50 && self.addr.port() != 0 => {
+                Err(_) if tries < 50 && self.addr.port() != 0 => {
                     tries += 1;
-                    let _ = e;
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Err(e) => return Err(e).with_context(|| format!("bind {}", self.addr)),

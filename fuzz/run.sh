@@ -8,7 +8,8 @@
 # Options: --runs N, --seconds S (both may be given: whichever comes first),
 #   --sanitizer none|address (default none: the core has no `unsafe`, and ASan halves the speed),
 #   --tolerate-known (do not stop on the open findings listed in fuzz/README.md),
-#   --fresh (start from the committed seeds only, forgetting the corpus grown by earlier runs).
+#   --fresh (start from the committed seeds only, forgetting the corpus grown by earlier runs),
+#   --replay (run each target once over fuzz/regressions/<target>/ instead of fuzzing).
 # Only stable Rust is needed: RUSTC_BOOTSTRAP=1 lets it accept cargo-fuzz's -Z flags.
 set -euo pipefail
 
@@ -24,6 +25,7 @@ runs=""
 seconds=""
 sanitizer=none
 fresh=0
+replay=0
 targets=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -32,7 +34,8 @@ while [ $# -gt 0 ]; do
         --sanitizer) sanitizer="$2"; shift 2 ;;
         --tolerate-known) export MIXMODE_FUZZ_TOLERATE_KNOWN=1; shift ;;
         --fresh) fresh=1; shift ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        --replay) replay=1; shift ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         -*) echo "run.sh: unknown option $1" >&2; exit 2 ;;
         *) targets+=("$1"); shift ;;
     esac
@@ -73,17 +76,35 @@ for t in "${targets[@]}"; do
     [ -f "$t.dict" ] && args+=("-dict=$t.dict")
     log="$logs/$t.log"
     rc=0
-    nice -n 19 cargo fuzz run -s "$sanitizer" --target-dir "$CARGO_TARGET_DIR" "$t" \
-        "$work" "corpus/$t" -- "${args[@]}" >"$log" 2>&1 || rc=$?
-    units=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+    started=$(date +%s)
+    if [ "$replay" = 1 ]; then
+        inputs=(regressions/"$t"/*)
+        if [ ! -e "${inputs[0]}" ]; then
+            continue
+        fi
+        nice -n 19 cargo fuzz run -s "$sanitizer" --target-dir "$CARGO_TARGET_DIR" "$t" \
+            "${inputs[@]}" >"$log" 2>&1 || rc=$?
+    else
+        nice -n 19 cargo fuzz run -s "$sanitizer" --target-dir "$CARGO_TARGET_DIR" "$t" \
+            "$work" $([ -d "corpus/$t" ] && echo "corpus/$t") -- "${args[@]}" >"$log" 2>&1 || rc=$?
+    fi
+    wall=$(($(date +%s) - started))
+    units=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1 || true)
     if [ -z "$units" ]; then
-        units=$(sed -n 's/^Done \([0-9]*\) runs.*/\1/p' "$log" | tail -1)
+        units=$(sed -n 's/^Done \([0-9]*\) runs.*/\1/p' "$log" | tail -1 || true)
     fi
     if [ -z "$units" ]; then
-        units=$(grep -o '^#[0-9]*' "$log" | tail -1 | tr -d '#')
+        units=$(grep -o '^#[0-9]*' "$log" | tail -1 | tr -d "#" || true)
     fi
-    speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
-    secs=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$log" | tail -1)
+    [ "$replay" = 1 ] && units=${#inputs[@]}
+    speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1 || true)
+    secs=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$log" | tail -1 || true)
+    secs=${secs:-$wall}
+    if [ -z "$speed" ] || [ "$speed" = 0 ]; then
+        if [ -n "$units" ] && [ "$secs" -gt 0 ]; then
+            speed=$((units / secs))
+        fi
+    fi
     after=$(find "artifacts/$t" -type f | wc -l)
     crashes=$((after - before))
     if [ "$rc" -ne 0 ] && [ "$crashes" -eq 0 ]; then

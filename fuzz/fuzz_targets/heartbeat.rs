@@ -1,7 +1,8 @@
 //! The push heartbeat API (design.md §4) over an in-memory store with Envoy's CAS rules: sequences
 //! of requests with any method, authorization and body, and shared-data calls that may fail.
-//! Never panics; a non-2xx answer leaves the store byte-for-byte unchanged; an answer's body is
-//! JSON when it is not empty (an error names its reason); an accepted POST is listed afterwards.
+//! Never panics; a non-2xx answer leaves the store byte-for-byte unchanged (a 429 may drop stale
+//! records first, nothing a reader sees); an answer's body is JSON when it is not empty (an error
+//! names its reason); an accepted POST is listed afterwards.
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -280,6 +281,19 @@ fuzz_target!(|input: Input| {
                 if store.inner.map != before {
                     break;
                 }
+                continue;
+            }
+            if a.status == 429 {
+                // At the cap the registry first drops stale records (design.md §4: "dropped at
+                // the next write"); what a reader can see must not change.
+                let mut old = MemoryStore::default();
+                old.map = before;
+                let was = registry::list(&mut old, &limits, now).ok();
+                assert_eq!(
+                    registry::list(&mut store.inner, &limits, now).ok(),
+                    was,
+                    "a 429 changed the records"
+                );
                 continue;
             }
             assert!(

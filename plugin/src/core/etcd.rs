@@ -14,7 +14,7 @@
 //!   (the latest write wins).
 
 use crate::core::config::{is_token_text, Config, Etcd};
-use crate::core::registry::{self, Change, Limits, RegistryError, Source, MIRROR_SEEN_KEY};
+use crate::core::registry::{self, Change, Ident, Limits, RegistryError, MIRROR_SEEN_KEY};
 use crate::core::store::{read, write, SharedStore};
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
@@ -24,6 +24,9 @@ use std::net::SocketAddr;
 /// The lease job name of the etcd poller.
 pub const JOB: &str = "etcd";
 pub const SNAPSHOT_KEY: &str = "mixmode/v2/etcd/snapshot";
+/// The snapshot's revision and check time, apart from its records: an unchanged poll reads
+/// only this.
+pub const STATE_KEY: &str = "mixmode/v2/etcd/state";
 
 /// The key range the mirror reads: its pool's keys, or every pool's with `cross_pool`.
 pub fn range_prefix(cfg: &Config, etcd: &Etcd) -> String {
@@ -169,13 +172,34 @@ pub struct Mirrored {
     pub address: String,
 }
 
-/// The last snapshot applied, in shared data.
+/// The records of the last snapshot applied, in shared data.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Snapshot {
+    pub records: Vec<Mirrored>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct State {
     pub revision: i64,
     /// When every record was last checked against the registry (0: never).
     pub verified_ms: u64,
-    pub records: Vec<Mirrored>,
+}
+
+/// `header.revision`. etcd writes `header` first and it holds only scalars: reading just that
+/// object spares scanning a snapshot of 10,000 keys when it did not change. Anything else is
+/// parsed whole.
+fn revision(body: &[u8]) -> Result<i64, SyncError> {
+    let fast = body
+        .trim_ascii_start()
+        .strip_prefix(b"{\"header\":")
+        .and_then(|rest| rest.get(..=rest.iter().position(|b| *b == b'}')?))
+        .and_then(|obj| serde_json::from_slice::<Header>(obj).ok());
+    match fast {
+        Some(h) => Ok(h.revision),
+        None => serde_json::from_slice::<Head>(body)
+            .map(|h| h.header.revision)
+            .map_err(|e| SyncError::Garbage(e.to_string())),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -317,29 +341,29 @@ pub fn apply<S: SharedStore + ?Sized>(
         Some(200) => {}
         Some(s) => return Err(SyncError::Status(s)),
     }
-    let head: Head = serde_json::from_slice(body).map_err(|e| SyncError::Garbage(e.to_string()))?;
+    let rev = revision(body)?;
     let st = SyncError::Store;
     let limits = Limits {
         stale_after_ms: cfg.registry.stale_after_ms,
         max_records: cfg.registry.max_records,
     };
-    let snap: Snapshot = read(store, SNAPSHOT_KEY).map_err(st)?;
+    let state: State = read(store, STATE_KEY).map_err(st)?;
     let prev_seen: u64 = read(store, MIRROR_SEEN_KEY).map_err(st)?;
     // After a gap as long as the stale interval, records may have been pruned; and every stale
     // interval the registry is checked against the snapshot anyway (a DELETE, a lost write).
-    let recheck = snap.verified_ms == 0
+    let recheck = state.verified_ms == 0
         || now_ms.saturating_sub(prev_seen) >= limits.stale_after_ms
-        || now_ms.saturating_sub(snap.verified_ms) >= limits.stale_after_ms;
-    if head.header.revision == snap.revision && !recheck {
+        || now_ms.saturating_sub(state.verified_ms) >= limits.stale_after_ms;
+    if rev == state.revision && !recheck {
         write(store, MIRROR_SEEN_KEY, &now_ms).map_err(st)?;
         return Ok(Applied {
-            revision: snap.revision,
+            revision: rev,
             full: false,
-            records: snap.records.len(),
             ..Applied::default()
         });
     }
     let (revision, records, skipped) = decode(cfg, etcd, body)?;
+    let snap: Snapshot = read(store, SNAPSHOT_KEY).map_err(st)?;
     let mut out = Applied {
         revision,
         full: true,
@@ -347,57 +371,55 @@ pub fn apply<S: SharedStore + ?Sized>(
         skipped,
         ..Applied::default()
     };
-    let mut kept = Vec::with_capacity(records.len());
-    for r in records {
-        match registry::put(
-            store,
-            &limits,
-            &r.pool,
-            &r.app,
-            &r.version,
-            &r.address,
-            now_ms,
-            Source::Etcd,
-        ) {
-            Ok(u) => {
-                out.added += usize::from(u.created);
-                kept.push(r);
-            }
-            Err(RegistryError::Full) => out.refused += 1,
-            Err(e) => return Err(SyncError::Store(e)),
-        }
-    }
+    let idents: Vec<Ident> = records
+        .iter()
+        .map(|r| Ident {
+            pool: &r.pool,
+            app: &r.app,
+            version: &r.version,
+            address: &r.address,
+        })
+        .collect();
+    let before = registry::count(store).map_err(st)?;
+    let refused = registry::put_many(store, &limits, &idents, now_ms).map_err(st)?;
+    out.refused = refused.iter().filter(|r| **r).count();
+    let kept: Vec<Mirrored> = records
+        .into_iter()
+        .zip(refused)
+        .filter(|(_, no)| !no)
+        .map(|(r, _)| r)
+        .collect();
     let ids: HashSet<(&str, &str, &str)> = kept
         .iter()
         .map(|r| (r.pool.as_str(), r.app.as_str(), r.address.as_str()))
         .collect();
-    for old in &snap.records {
-        if ids.contains(&(old.pool.as_str(), old.app.as_str(), old.address.as_str())) {
-            continue;
+    let gone: Vec<(&str, &str, &str)> = snap
+        .records
+        .iter()
+        .map(|r| (r.pool.as_str(), r.app.as_str(), r.address.as_str()))
+        .filter(|id| !ids.contains(id))
+        .collect();
+    out.removed = registry::change_many(store, &gone, |e| {
+        if !e.etcd {
+            Change::Keep
+        } else if e.last_seen_ms > prev_seen {
+            // A heartbeat came after the last poll that saw the key: it is the latest write.
+            e.etcd = false;
+            Change::Update
+        } else {
+            Change::Remove
         }
-        let changed = registry::change(store, &old.pool, &old.app, &old.address, |e| {
-            if !e.etcd {
-                Change::Keep
-            } else if e.last_seen_ms > prev_seen {
-                // A heartbeat came after the last poll that saw the key: it is the latest write.
-                e.etcd = false;
-                Change::Update
-            } else {
-                Change::Remove
-            }
-        })
-        .map_err(st)?;
-        if matches!(changed, Some((_, Change::Remove))) {
-            out.removed += 1;
-        }
-    }
+    })
+    .map_err(st)?;
+    let after = registry::count(store).map_err(st)?;
+    out.added = usize::try_from((after + out.removed as u64).saturating_sub(before)).unwrap_or(0);
+    write(store, SNAPSHOT_KEY, &Snapshot { records: kept }).map_err(st)?;
     write(
         store,
-        SNAPSHOT_KEY,
-        &Snapshot {
+        STATE_KEY,
+        &State {
             revision,
             verified_ms: now_ms,
-            records: kept,
         },
     )
     .map_err(st)?;
@@ -724,6 +746,39 @@ mod tests {
             listed(&mut s, &c, 1000),
             vec![("127.0.0.1:8081".into(), "2".into())]
         );
+    }
+
+    #[test]
+    fn a_version_change_in_etcd_moves_the_record_and_the_cap_holds() {
+        let c = cfg(r#","max_records":2"#);
+        let mut s = MemoryStore::default();
+        let v1 = kv("pa", "checkout", "1", "127.0.0.1:8081", 5);
+        let b = kv("pa", "checkout", "1", "127.0.0.1:8082", 5);
+        let extra = kv("pa", "checkout", "1", "127.0.0.1:8083", 5);
+        let r = apply(
+            &mut s,
+            &c,
+            &e(&c),
+            Some(200),
+            &answer(5, &[v1, b.clone(), extra]),
+            1000,
+        )
+        .unwrap();
+        assert_eq!((r.records, r.refused), (3, 1));
+        let v2 = kv("pa", "checkout", "2", "127.0.0.1:8081", 9);
+        apply(&mut s, &c, &e(&c), Some(200), &answer(9, &[v2, b]), 2000).unwrap();
+        assert_eq!(
+            listed(&mut s, &c, 2000),
+            vec![
+                ("127.0.0.1:8081".into(), "2".into()),
+                ("127.0.0.1:8082".into(), "1".into())
+            ]
+        );
+        let m = crate::core::members::read(&mut s, &registry::members_key("pa", "checkout", "1"))
+            .unwrap()
+            .to_vec();
+        assert_eq!(m, vec!["127.0.0.1:8082"]);
+        assert_eq!(registry::count(&mut s).unwrap(), 2);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! candidates it tries, nothing of other apps or versions.
 
 use crate::core::config::Selection;
+use crate::core::members::Members;
 use crate::core::registry::{find, members_key, Clock, APPS_KEY};
 use crate::core::select::mix;
 use crate::core::store::{decode, RegistryError, SharedStore};
@@ -18,7 +19,7 @@ type Apps = Rc<Vec<(String, String)>>;
 /// Per-VM decoded members lists (and the apps index) keyed by their CAS.
 #[derive(Default)]
 pub struct LookupCache {
-    members: HashMap<String, (u32, Rc<Vec<String>>)>,
+    members: HashMap<String, (u32, Rc<Members>)>,
     apps: Option<(u32, Apps)>,
 }
 
@@ -29,7 +30,7 @@ impl LookupCache {
         pool: &str,
         app: &str,
         version: &str,
-    ) -> Result<Rc<Vec<String>>, RegistryError> {
+    ) -> Result<Rc<Members>, RegistryError> {
         let key = members_key(pool, app, version);
         let Some((bytes, cas)) = store.get(&key).map_err(|_| RegistryError::Store)? else {
             return Ok(Rc::default());
@@ -42,7 +43,7 @@ impl LookupCache {
         if self.members.len() >= CACHE_LIMIT && !self.members.contains_key(&key) {
             self.members.clear();
         }
-        let list: Rc<Vec<String>> = Rc::new(decode(&bytes));
+        let list = Rc::new(Members::parse(&bytes));
         self.members.insert(key, (cas, list.clone()));
         Ok(list)
     }
@@ -155,13 +156,13 @@ fn pick_in<S: SharedStore + ?Sized>(
                     continue;
                 };
                 if usable(store, address)?.is_some() {
-                    return Ok(Some(address.clone()));
+                    return Ok(Some(address.to_string()));
                 }
             }
             Ok(None)
         }
         Selection::Freshest => {
-            let mut best: Option<(u64, &String)> = None;
+            let mut best: Option<(u64, &str)> = None;
             for address in members.iter() {
                 if let Some(seen) = usable(store, address)? {
                     if best.is_none_or(|(b, _)| seen > b) {
@@ -169,7 +170,7 @@ fn pick_in<S: SharedStore + ?Sized>(
                     }
                 }
             }
-            Ok(best.map(|(_, a)| a.clone()))
+            Ok(best.map(|(_, a)| a.to_string()))
         }
     }
 }

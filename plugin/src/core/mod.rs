@@ -6,6 +6,7 @@ pub mod etcd;
 pub mod heartbeat;
 pub mod lease;
 pub mod lookup;
+pub mod members;
 pub mod pairs;
 pub mod poll;
 pub mod redispatch;

@@ -24,6 +24,7 @@
 //!
 //! Parts are length-prefixed (`7:pool-a`), so no value can forge another key.
 
+use crate::core::members;
 use crate::core::store::{self, modify, read};
 use serde::{Deserialize, Serialize};
 
@@ -242,16 +243,7 @@ fn index<S: SharedStore + ?Sized>(
     version: &str,
     address: &str,
 ) -> Result<(), RegistryError> {
-    add_to(store, &members_key(pool, app, version), address)?;
-    add_to(store, &versions_key(pool, app), version)?;
-    modify(store, APPS_KEY, |apps: &mut Vec<(String, String)>| {
-        if apps.iter().any(|(p, a)| p == pool && a == app) {
-            (false, ())
-        } else {
-            apps.push((pool.to_string(), app.to_string()));
-            (true, ())
-        }
-    })
+    index_many(store, pool, app, version, &[address])
 }
 
 /// Takes `address` out of `version`'s members, then re-reads its slot: a writer that made it
@@ -263,12 +255,7 @@ fn unindex<S: SharedStore + ?Sized>(
     version: &str,
     address: &str,
 ) -> Result<(), RegistryError> {
-    let key = members_key(pool, app, version);
-    remove_from(store, &key, address)?;
-    if find(store, pool, app, address)?.is_some_and(|s| s.version == version) {
-        add_to(store, &key, address)?;
-    }
-    Ok(())
+    unindex_many(store, pool, app, version, &[address])
 }
 
 /// What a write did.
@@ -416,6 +403,183 @@ where
     Ok(result)
 }
 
+/// One record of a batch (the etcd mirror's snapshot).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ident<'a> {
+    pub pool: &'a str,
+    pub app: &'a str,
+    pub version: &'a str,
+    pub address: &'a str,
+}
+
+type SetId<'a> = (&'a str, &'a str, &'a str);
+
+/// `put` for many records at once, as the etcd mirror writes them: one slot write per record
+/// that changed, but one write per members list, one per index and one of the count for the
+/// whole batch (one at a time, a snapshot of 10,000 records rewrote a 5,000-address list 10,000
+/// times). Returns which records `max_records` refused.
+pub fn put_many<S: SharedStore + ?Sized>(
+    store: &mut S,
+    limits: &Limits,
+    records: &[Ident],
+    now_ms: u64,
+) -> Result<Vec<bool>, RegistryError> {
+    let mut n = count(store)?;
+    if n >= u64::from(limits.max_records) {
+        n = sweep(store, limits, now_ms)?;
+    }
+    let mut refused = vec![false; records.len()];
+    let mut joined: Vec<(SetId, &str)> = Vec::new();
+    let mut left: Vec<(SetId, String, &str)> = Vec::new();
+    for (r, no) in records.iter().zip(refused.iter_mut()) {
+        let room = n < u64::from(limits.max_records);
+        let outcome = modify(
+            store,
+            &slot_key(r.pool, r.app, r.address),
+            |b: &mut Vec<Slot>| match b.iter_mut().find(|e| e.is(r.pool, r.app, r.address)) {
+                Some(e) if e.etcd && e.version == r.version => (false, (false, None, false)),
+                Some(e) => {
+                    let old = std::mem::replace(&mut e.version, r.version.to_string());
+                    e.etcd = true;
+                    let moved = (old != r.version).then_some(old);
+                    (true, (false, moved, false))
+                }
+                None if !room => (false, (false, None, true)),
+                None => {
+                    b.push(Slot {
+                        pool: r.pool.to_string(),
+                        app: r.app.to_string(),
+                        address: r.address.to_string(),
+                        version: r.version.to_string(),
+                        first_seen_ms: now_ms,
+                        last_seen_ms: 0,
+                        etcd: true,
+                    });
+                    (true, (true, None, false))
+                }
+            },
+        )?;
+        let set = (r.pool, r.app, r.version);
+        match outcome {
+            (true, _, _) => {
+                n += 1;
+                joined.push((set, r.address));
+            }
+            (false, Some(old), _) => {
+                joined.push((set, r.address));
+                left.push(((r.pool, r.app, ""), old, r.address));
+            }
+            (false, None, full) => *no = full,
+        }
+    }
+    let created = joined.len() - left.len();
+    if created > 0 {
+        add_count(store, i64::try_from(created).unwrap_or(i64::MAX))?;
+    }
+    joined.sort();
+    for group in joined.chunk_by(|a, b| a.0 == b.0) {
+        if let Some(((pool, app, version), _)) = group.first() {
+            let addresses: Vec<&str> = group.iter().map(|(_, a)| *a).collect();
+            index_many(store, pool, app, version, &addresses)?;
+        }
+    }
+    left.sort();
+    for group in left.chunk_by(|a, b| a.0 == b.0 && a.1 == b.1) {
+        if let Some(((pool, app, _), old, _)) = group.first() {
+            let addresses: Vec<&str> = group.iter().map(|(_, _, a)| *a).collect();
+            unindex_many(store, pool, app, old, &addresses)?;
+        }
+    }
+    Ok(refused)
+}
+
+/// `change` for many records at once (the mirror dropping keys gone from etcd); returns how
+/// many were removed.
+pub fn change_many<S, F>(
+    store: &mut S,
+    ids: &[(&str, &str, &str)],
+    mut f: F,
+) -> Result<usize, RegistryError>
+where
+    S: SharedStore + ?Sized,
+    F: FnMut(&mut Slot) -> Change,
+{
+    let mut removed: Vec<(String, String, String, &str)> = Vec::new();
+    for (pool, app, address) in ids {
+        let result = modify(store, &slot_key(pool, app, address), |b: &mut Vec<Slot>| {
+            let Some(i) = b.iter().position(|e| e.is(pool, app, address)) else {
+                return (false, None);
+            };
+            let Some(e) = b.get_mut(i) else {
+                return (false, None);
+            };
+            match f(e) {
+                Change::Keep => (false, None),
+                Change::Update => (true, None),
+                Change::Remove => {
+                    let old = b.remove(i);
+                    (true, Some(old.version))
+                }
+            }
+        })?;
+        if let Some(version) = result {
+            removed.push((pool.to_string(), app.to_string(), version, address));
+        }
+    }
+    if !removed.is_empty() {
+        add_count(store, -i64::try_from(removed.len()).unwrap_or(i64::MAX))?;
+    }
+    removed.sort();
+    for group in removed.chunk_by(|a, b| a.0 == b.0 && a.1 == b.1 && a.2 == b.2) {
+        if let Some((pool, app, version, _)) = group.first() {
+            let addresses: Vec<&str> = group.iter().map(|(_, _, _, a)| *a).collect();
+            unindex_many(store, pool, app, version, &addresses)?;
+        }
+    }
+    Ok(removed.len())
+}
+
+fn index_many<S: SharedStore + ?Sized>(
+    store: &mut S,
+    pool: &str,
+    app: &str,
+    version: &str,
+    addresses: &[&str],
+) -> Result<(), RegistryError> {
+    members::add(store, &members_key(pool, app, version), addresses)?;
+    add_to(store, &versions_key(pool, app), version)?;
+    modify(store, APPS_KEY, |apps: &mut Vec<(String, String)>| {
+        if apps.iter().any(|(p, a)| p == pool && a == app) {
+            (false, ())
+        } else {
+            apps.push((pool.to_string(), app.to_string()));
+            (true, ())
+        }
+    })
+}
+
+/// `unindex` for many addresses of one list: one removal, then the same check per address.
+fn unindex_many<S: SharedStore + ?Sized>(
+    store: &mut S,
+    pool: &str,
+    app: &str,
+    version: &str,
+    addresses: &[&str],
+) -> Result<(), RegistryError> {
+    let key = members_key(pool, app, version);
+    members::remove(store, &key, addresses)?;
+    let mut back = Vec::new();
+    for a in addresses {
+        if find(store, pool, app, a)?.is_some_and(|s| s.version == version) {
+            back.push(*a);
+        }
+    }
+    if !back.is_empty() {
+        members::add(store, &key, &back)?;
+    }
+    Ok(())
+}
+
 /// DELETE: removes the record of `(pool, app, address)` whatever its version; returns whether it
 /// existed and the record count after.
 pub fn remove<S: SharedStore + ?Sized>(
@@ -477,8 +641,8 @@ pub fn prune<S: SharedStore + ?Sized>(
     let mut clock = Clock::new(now_ms, limits.stale_after_ms);
     while let Some((pool, app, version)) = all.get(next) {
         let mkey = members_key(pool, app, version);
-        let members: Vec<String> = read(store, &mkey)?;
-        for address in &members {
+        let listed = members::read(store, &mkey)?.to_vec();
+        for address in &listed {
             out.checked += 1;
             match find(store, pool, app, address)? {
                 Some(s) if s.version == *version => {
@@ -524,12 +688,12 @@ fn drop_empty_set<S: SharedStore + ?Sized>(
     version: &str,
 ) -> Result<(), RegistryError> {
     let mkey = members_key(pool, app, version);
-    if !read::<Vec<String>, S>(store, &mkey)?.is_empty() {
+    if !members::read(store, &mkey)?.is_empty() {
         return Ok(());
     }
     let vkey = versions_key(pool, app);
     let no_versions = remove_from(store, &vkey, version)?;
-    if !read::<Vec<String>, S>(store, &mkey)?.is_empty() {
+    if !members::read(store, &mkey)?.is_empty() {
         add_to(store, &vkey, version)?;
         return Ok(());
     }
@@ -605,8 +769,8 @@ pub fn list<S: SharedStore + ?Sized>(
     let mut clock = Clock::new(now_ms, limits.stale_after_ms);
     let mut out = Vec::new();
     for (pool, app, version) in sets(store)? {
-        let members: Vec<String> = read(store, &members_key(&pool, &app, &version))?;
-        for address in members {
+        let listed = members::read(store, &members_key(&pool, &app, &version))?.to_vec();
+        for address in listed {
             let Some(s) = find(store, &pool, &app, &address)? else {
                 continue;
             };
@@ -674,7 +838,9 @@ mod tests {
     }
 
     fn members(store: &mut MemoryStore, version: &str) -> Vec<String> {
-        let mut m: Vec<String> = read(store, &members_key("p", "app", version)).unwrap();
+        let mut m = members::read(store, &members_key("p", "app", version))
+            .unwrap()
+            .to_vec();
         m.sort();
         m
     }

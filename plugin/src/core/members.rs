@@ -1,0 +1,181 @@
+//! A members list in shared data: addresses joined by `\n`, not postcard. Measured at 5,000
+//! members (bench/registry.md): decoding postcard's `Vec<String>` allocates once per member and
+//! made the first lookup after a change cost ~330 µs; splitting one buffer does not, and a join
+//! appends instead of re-encoding the list.
+
+use crate::core::store::{RegistryError, SharedStore, StoreError, CREATE_CAS};
+
+/// A decoded list: one buffer and the span of each member.
+#[derive(Debug, Default, Clone)]
+pub struct Members {
+    text: String,
+    spans: Vec<(u32, u32)>,
+}
+
+impl Members {
+    pub fn parse(bytes: &[u8]) -> Members {
+        // Garbage (not UTF-8) reads as empty and is overwritten at the next write.
+        let text = String::from_utf8(bytes.to_vec()).unwrap_or_default();
+        let mut spans = Vec::new();
+        let mut start = 0usize;
+        for line in text.split('\n') {
+            let end = start + line.len();
+            if !line.is_empty() {
+                if let (Ok(s), Ok(e)) = (u32::try_from(start), u32::try_from(end)) {
+                    spans.push((s, e));
+                }
+            }
+            start = end + 1;
+        }
+        Members { text, spans }
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    pub fn get(&self, i: usize) -> Option<&str> {
+        let (s, e) = self.spans.get(i)?;
+        self.text
+            .get(usize::try_from(*s).ok()?..usize::try_from(*e).ok()?)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
+
+    pub fn to_vec(&self) -> Vec<String> {
+        self.iter().map(str::to_string).collect()
+    }
+}
+
+fn contains(bytes: &[u8], item: &str) -> bool {
+    bytes.split(|b| *b == b'\n').any(|l| l == item.as_bytes())
+}
+
+/// CAS read-modify-write of the raw bytes of `key`.
+fn modify_raw<S, F>(store: &mut S, key: &str, mut f: F) -> Result<bool, RegistryError>
+where
+    S: SharedStore + ?Sized,
+    F: FnMut(&mut Vec<u8>) -> bool,
+{
+    for _ in 0..32 {
+        let (mut bytes, cas) = match store.get(key) {
+            Ok(Some((b, cas))) => (b, cas),
+            Ok(None) => (Vec::new(), CREATE_CAS),
+            Err(_) => return Err(RegistryError::Store),
+        };
+        if std::str::from_utf8(&bytes).is_err() {
+            bytes.clear();
+        }
+        if !f(&mut bytes) {
+            return Ok(false);
+        }
+        match store.set(key, &bytes, cas) {
+            Ok(()) => return Ok(true),
+            Err(StoreError::CasMismatch) => continue,
+            Err(StoreError::Other) => return Err(RegistryError::Store),
+        }
+    }
+    Err(RegistryError::Busy)
+}
+
+/// Adds each of `items` not yet listed, in one write.
+pub fn add<S: SharedStore + ?Sized>(
+    store: &mut S,
+    key: &str,
+    items: &[&str],
+) -> Result<(), RegistryError> {
+    modify_raw(store, key, |bytes| {
+        let mut changed = false;
+        for item in items {
+            if item.is_empty() || item.contains('\n') || contains(bytes, item) {
+                continue;
+            }
+            if !bytes.is_empty() {
+                bytes.push(b'\n');
+            }
+            bytes.extend_from_slice(item.as_bytes());
+            changed = true;
+        }
+        changed
+    })
+    .map(drop)
+}
+
+/// Removes each of `items`, in one write.
+pub fn remove<S: SharedStore + ?Sized>(
+    store: &mut S,
+    key: &str,
+    items: &[&str],
+) -> Result<(), RegistryError> {
+    modify_raw(store, key, |bytes| {
+        let before = bytes.len();
+        let kept: Vec<&[u8]> = bytes
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty() && !items.iter().any(|i| i.as_bytes() == *l))
+            .collect();
+        let joined = kept.join(&b'\n');
+        let changed = joined.len() != before;
+        *bytes = joined;
+        changed
+    })
+    .map(drop)
+}
+
+/// The list of `key`, decoded.
+pub fn read<S: SharedStore + ?Sized>(store: &mut S, key: &str) -> Result<Members, RegistryError> {
+    match store.get(key) {
+        Ok(Some((bytes, _))) => Ok(Members::parse(&bytes)),
+        Ok(None) => Ok(Members::default()),
+        Err(_) => Err(RegistryError::Store),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::core::store::MemoryStore;
+
+    #[test]
+    fn add_remove_and_parse() {
+        let mut s = MemoryStore::default();
+        add(&mut s, "m", &["10.0.0.1:80", "[::1]:80"]).unwrap();
+        add(&mut s, "m", &["10.0.0.1:80", "10.0.0.2:80"]).unwrap();
+        assert_eq!(
+            read(&mut s, "m").unwrap().to_vec(),
+            vec!["10.0.0.1:80", "[::1]:80", "10.0.0.2:80"]
+        );
+        remove(&mut s, "m", &["[::1]:80", "10.0.0.9:80"]).unwrap();
+        let m = read(&mut s, "m").unwrap();
+        assert_eq!(m.to_vec(), vec!["10.0.0.1:80", "10.0.0.2:80"]);
+        assert_eq!(m.get(1), Some("10.0.0.2:80"));
+        remove(&mut s, "m", &["10.0.0.1:80", "10.0.0.2:80"]).unwrap();
+        assert!(read(&mut s, "m").unwrap().is_empty());
+        s.writes = 0;
+        remove(&mut s, "m", &["10.0.0.1:80"]).unwrap();
+        assert_eq!(s.writes, 0, "no change, no write");
+    }
+
+    #[test]
+    fn a_prefix_is_not_a_member() {
+        let mut s = MemoryStore::default();
+        add(&mut s, "m", &["10.0.0.1:8080"]).unwrap();
+        add(&mut s, "m", &["10.0.0.1:80"]).unwrap();
+        assert_eq!(read(&mut s, "m").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn garbage_reads_as_empty() {
+        assert!(Members::parse(b"\xff\xfe").is_empty());
+        let mut s = MemoryStore::default();
+        s.set("m", b"\xff", 0).unwrap();
+        add(&mut s, "m", &["10.0.0.1:80"]).unwrap();
+        assert_eq!(read(&mut s, "m").unwrap().to_vec(), vec!["10.0.0.1:80"]);
+    }
+}

@@ -4,6 +4,7 @@
 //! appends instead of re-encoding the list.
 
 use crate::core::store::{RegistryError, SharedStore, StoreError, CREATE_CAS};
+use std::collections::HashSet;
 
 /// A decoded list: one buffer and the span of each member.
 #[derive(Debug, Default, Clone)]
@@ -92,8 +93,18 @@ pub fn add<S: SharedStore + ?Sized>(
 ) -> Result<(), RegistryError> {
     modify_raw(store, key, |bytes| {
         let mut changed = false;
+        // A batch (an etcd snapshot) checks against a set; one address scans the list.
+        let mut listed: Option<HashSet<Vec<u8>>> =
+            (items.len() > 4).then(|| bytes.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect());
         for item in items {
-            if item.is_empty() || item.contains('\n') || contains(bytes, item) {
+            if item.is_empty() || item.contains('\n') {
+                continue;
+            }
+            let known = match &mut listed {
+                Some(set) => !set.insert(item.as_bytes().to_vec()),
+                None => contains(bytes, item),
+            };
+            if known {
                 continue;
             }
             if !bytes.is_empty() {
@@ -115,9 +126,10 @@ pub fn remove<S: SharedStore + ?Sized>(
 ) -> Result<(), RegistryError> {
     modify_raw(store, key, |bytes| {
         let before = bytes.len();
+        let gone: HashSet<&[u8]> = items.iter().map(|i| i.as_bytes()).collect();
         let kept: Vec<&[u8]> = bytes
             .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty() && !items.iter().any(|i| i.as_bytes() == *l))
+            .filter(|l| !l.is_empty() && !gone.contains(l))
             .collect();
         let joined = kept.join(&b'\n');
         let changed = joined.len() != before;

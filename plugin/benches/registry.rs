@@ -1,0 +1,252 @@
+//! The registry's cost at fleet scale (issue 4 targets: lookup < 50 µs and heartbeat ingest
+//! ≥ 10,000/s on one worker at 10,000 records; lookup independent of other apps' and versions'
+//! records) and one etcd mirror refresh (issue 8), over the in-memory store, whose `get` copies
+//! the value out as Envoy's shared data does. Figures: bench/registry.md.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[cfg(not(target_arch = "wasm32"))]
+mod native {
+    use criterion::{BenchmarkId, Criterion};
+    use mixmode::core::config::{Config, Selection};
+    use mixmode::core::etcd::{self, b64_encode};
+    use mixmode::core::heartbeat::{self, Request};
+    use mixmode::core::lookup::{pick, LookupCache, Query};
+    use mixmode::core::registry::{self, Limits, MemoryStore};
+    use mixmode::core::select::mix;
+    use std::hint::black_box;
+
+    const SIZES: [usize; 4] = [10, 100, 1_000, 10_000];
+    const NOW: u64 = 1_000_000;
+
+    fn limits() -> Limits {
+        Limits {
+            stale_after_ms: 15_000,
+            max_records: 40_000,
+        }
+    }
+
+    fn addr(app: usize, i: usize) -> String {
+        format!("10.{}.{}.{}:8080", app, i / 250, i % 250 + 1)
+    }
+
+    /// `n` records of app "checkout" over versions "1" and "2", plus `others` of other apps.
+    fn store(n: usize, others: usize) -> MemoryStore {
+        let mut s = MemoryStore::default();
+        for i in 0..n {
+            let v = if i % 2 == 0 { "1" } else { "2" };
+            registry::upsert(
+                &mut s,
+                &limits(),
+                "default",
+                "checkout",
+                v,
+                &addr(0, i),
+                NOW,
+            )
+            .unwrap();
+        }
+        for i in 0..others {
+            let app = format!("app{}", i % 10);
+            let v = if i % 2 == 0 { "1" } else { "2" };
+            registry::upsert(
+                &mut s,
+                &limits(),
+                "default",
+                &app,
+                v,
+                &addr(1 + i % 10, i),
+                NOW,
+            )
+            .unwrap();
+        }
+        s
+    }
+
+    fn query(now_ms: u64) -> Query<'static> {
+        Query {
+            pool: "default",
+            app: "checkout",
+            version: "2",
+            cross_pool: false,
+            selection: Selection::Random,
+            now_ms,
+            stale_after_ms: 15_000,
+        }
+    }
+
+    pub fn lookup(c: &mut Criterion) {
+        let mut g = c.benchmark_group("lookup");
+        let excluded = vec![addr(0, 0)];
+        let cases: Vec<(String, usize, usize)> = SIZES
+            .iter()
+            .map(|n| (format!("{n}"), *n, 0))
+            .chain([("10+10000_other_apps".to_string(), 10, 10_000)])
+            .chain([("10000+10000_other_apps".to_string(), 10_000, 10_000)])
+            .collect();
+        for (name, n, others) in cases {
+            let mut s = store(n, others);
+            let mut cache = LookupCache::default();
+            let mut r = 0u64;
+            g.bench_function(BenchmarkId::new("random", &name), |b| {
+                b.iter(|| {
+                    r = r.wrapping_add(1);
+                    black_box(pick(&mut s, &mut cache, &query(NOW), &excluded, mix(r)).unwrap())
+                })
+            });
+            // The first lookup after the members list changed decodes it again.
+            g.bench_function(BenchmarkId::new("random_cold_cache", &name), |b| {
+                b.iter(|| {
+                    let mut cache = LookupCache::default();
+                    r = r.wrapping_add(1);
+                    black_box(pick(&mut s, &mut cache, &query(NOW), &excluded, mix(r)).unwrap())
+                })
+            });
+            if n <= 1_000 {
+                let mut q = query(NOW);
+                q.selection = Selection::Freshest;
+                g.bench_function(BenchmarkId::new("freshest", &name), |b| {
+                    b.iter(|| black_box(pick(&mut s, &mut cache, &q, &excluded, 0).unwrap()))
+                });
+            }
+        }
+        g.finish();
+    }
+
+    fn cfg() -> Config {
+        Config::parse(
+            br#"{"app":"checkout","heartbeat":{"token":"t0k3n"},
+                 "registry":{"max_records":40000,"etcd":{}}}"#,
+        )
+        .unwrap()
+    }
+
+    pub fn heartbeat(c: &mut Criterion) {
+        let mut g = c.benchmark_group("heartbeat");
+        let cfg = cfg();
+        let cases: Vec<(String, usize, usize)> = SIZES
+            .iter()
+            .map(|n| (format!("{n}"), *n, 0))
+            .chain([("10+10000_other_apps".to_string(), 10, 10_000)])
+            .collect();
+        for (name, n, others) in cases {
+            let mut s = store(n, others);
+            let bodies: Vec<String> = (0..n)
+                .map(|i| {
+                    let v = if i % 2 == 0 { "1" } else { "2" };
+                    format!(
+                        r#"{{"app":"checkout","version":"{v}","address":"{}"}}"#,
+                        addr(0, i)
+                    )
+                })
+                .collect();
+            let mut i = 0usize;
+            let mut now = NOW;
+            // A refresh: the steady state of a fleet, every server every few seconds.
+            g.bench_function(BenchmarkId::new("refresh", &name), |b| {
+                b.iter(|| {
+                    i = (i + 7919) % n;
+                    now += 1;
+                    let req = Request {
+                        method: "POST",
+                        authorization: Some(b"Bearer t0k3n"),
+                        body: bodies[i].as_bytes(),
+                        body_too_large: false,
+                    };
+                    let a = heartbeat::handle(&cfg, &req, &mut s, now);
+                    assert_eq!(a.status, 204);
+                })
+            });
+            // A join and a leave: the members list of the version is rewritten twice.
+            let newcomer = r#"{"app":"checkout","version":"2","address":"10.99.0.1:8080"}"#;
+            g.bench_function(BenchmarkId::new("join_and_leave", &name), |b| {
+                b.iter(|| {
+                    now += 1;
+                    for method in ["POST", "DELETE"] {
+                        let req = Request {
+                            method,
+                            authorization: Some(b"Bearer t0k3n"),
+                            body: newcomer.as_bytes(),
+                            body_too_large: false,
+                        };
+                        assert_eq!(heartbeat::handle(&cfg, &req, &mut s, now).status, 204);
+                    }
+                })
+            });
+        }
+        g.finish();
+    }
+
+    fn range_answer(n: usize, revision: i64) -> Vec<u8> {
+        let kvs: Vec<String> = (0..n)
+            .map(|i| {
+                let v = if i % 2 == 0 { "1" } else { "2" };
+                let a = addr(0, i);
+                let key = format!("/mixmode/default/checkout/{v}/{a}");
+                let value = format!(
+                    r#"{{"address":"{a}","app":"checkout","pool":"default","version":"{v}"}}"#
+                );
+                format!(
+                    r#"{{"key":"{}","create_revision":"{}","mod_revision":"{}","version":"1","value":"{}","lease":"7587883015538218244"}}"#,
+                    b64_encode(key.as_bytes()),
+                    i + 2,
+                    i + 2,
+                    b64_encode(value.as_bytes())
+                )
+            })
+            .collect();
+        format!(
+            r#"{{"header":{{"cluster_id":"14841639068965178418","member_id":"10276657743932975437","revision":"{revision}","raft_term":"2"}},"kvs":[{}],"count":"{n}"}}"#,
+            kvs.join(",")
+        )
+        .into_bytes()
+    }
+
+    pub fn mirror(c: &mut Criterion) {
+        let mut g = c.benchmark_group("etcd_mirror");
+        g.sample_size(20);
+        let cfg = cfg();
+        let e = cfg.registry.etcd.clone().unwrap();
+        for n in SIZES {
+            let body = range_answer(n, 100);
+            let changed = range_answer(n, 101);
+            // The first snapshot into an empty registry: every record created and indexed.
+            g.bench_function(BenchmarkId::new("first_snapshot", n), |b| {
+                b.iter_with_setup(MemoryStore::default, |mut s| {
+                    let a = etcd::apply(&mut s, &cfg, &e, Some(200), &body, NOW).unwrap();
+                    assert_eq!(a.records, n);
+                })
+            });
+            // A new revision over the same keys: decoded, checked and diffed, nothing rewritten.
+            let mut s = MemoryStore::default();
+            etcd::apply(&mut s, &cfg, &e, Some(200), &body, NOW).unwrap();
+            let mut flip = false;
+            let mut now = NOW;
+            g.bench_function(BenchmarkId::new("changed_revision", n), |b| {
+                b.iter(|| {
+                    flip = !flip;
+                    now += 1;
+                    let which = if flip { &changed } else { &body };
+                    let a = etcd::apply(&mut s, &cfg, &e, Some(200), which, now).unwrap();
+                    assert!(a.full);
+                })
+            });
+            // The same revision: only the header is read and one key written.
+            g.bench_function(BenchmarkId::new("same_revision", n), |b| {
+                b.iter(|| {
+                    now += 1;
+                    let a = etcd::apply(&mut s, &cfg, &e, Some(200), &body, now).unwrap();
+                    black_box(a);
+                })
+            });
+        }
+        g.finish();
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+criterion::criterion_group!(benches, native::lookup, native::heartbeat, native::mirror);
+#[cfg(not(target_arch = "wasm32"))]
+criterion::criterion_main!(benches);
+
+#[cfg(target_arch = "wasm32")]
+fn main() {}

@@ -43,7 +43,7 @@ impl LookupCache {
         if self.members.len() >= CACHE_LIMIT && !self.members.contains_key(&key) {
             self.members.clear();
         }
-        let list = Rc::new(Members::parse(&bytes));
+        let list = Rc::new(Members::from_vec(bytes));
         self.members.insert(key, (cas, list.clone()));
         Ok(list)
     }

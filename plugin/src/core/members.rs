@@ -9,26 +9,31 @@ use std::collections::HashSet;
 /// A decoded list: one buffer and the span of each member.
 #[derive(Debug, Default, Clone)]
 pub struct Members {
-    text: String,
+    bytes: Vec<u8>,
     spans: Vec<(u32, u32)>,
 }
 
 impl Members {
     pub fn parse(bytes: &[u8]) -> Members {
-        // Garbage (not UTF-8) reads as empty and is overwritten at the next write.
-        let text = String::from_utf8(bytes.to_vec()).unwrap_or_default();
-        let mut spans = Vec::new();
+        Members::from_vec(bytes.to_vec())
+    }
+
+    /// Takes the buffer the store handed out, without copying it again.
+    /// Members are checked as UTF-8 one at a time when read (a non-UTF-8 one is skipped), so a
+    /// lookup does not validate the whole list first.
+    pub fn from_vec(bytes: Vec<u8>) -> Members {
+        let b = bytes.as_slice();
+        // Addresses are ~15-25 bytes: reserve once instead of growing.
+        let mut spans = Vec::with_capacity(b.len() / 16 + 1);
         let mut start = 0usize;
-        for line in text.split('\n') {
-            let end = start + line.len();
-            if !line.is_empty() {
-                if let (Ok(s), Ok(e)) = (u32::try_from(start), u32::try_from(end)) {
-                    spans.push((s, e));
-                }
+        for (i, c) in b.iter().enumerate() {
+            if *c == b'\n' {
+                push_span(&mut spans, start, i);
+                start = i + 1;
             }
-            start = end + 1;
         }
-        Members { text, spans }
+        push_span(&mut spans, start, b.len());
+        Members { bytes, spans }
     }
 
     pub fn len(&self) -> usize {
@@ -41,8 +46,10 @@ impl Members {
 
     pub fn get(&self, i: usize) -> Option<&str> {
         let (s, e) = self.spans.get(i)?;
-        self.text
-            .get(usize::try_from(*s).ok()?..usize::try_from(*e).ok()?)
+        let slice = self
+            .bytes
+            .get(usize::try_from(*s).ok()?..usize::try_from(*e).ok()?)?;
+        std::str::from_utf8(slice).ok()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &str> {
@@ -51,6 +58,14 @@ impl Members {
 
     pub fn to_vec(&self) -> Vec<String> {
         self.iter().map(str::to_string).collect()
+    }
+}
+
+fn push_span(spans: &mut Vec<(u32, u32)>, start: usize, end: usize) {
+    if end > start {
+        if let (Ok(s), Ok(e)) = (u32::try_from(start), u32::try_from(end)) {
+            spans.push((s, e));
+        }
     }
 }
 
@@ -142,7 +157,7 @@ pub fn remove<S: SharedStore + ?Sized>(
 /// The list of `key`, decoded.
 pub fn read<S: SharedStore + ?Sized>(store: &mut S, key: &str) -> Result<Members, RegistryError> {
     match store.get(key) {
-        Ok(Some((bytes, _))) => Ok(Members::parse(&bytes)),
+        Ok(Some((bytes, _))) => Ok(Members::from_vec(bytes)),
         Ok(None) => Ok(Members::default()),
         Err(_) => Err(RegistryError::Store),
     }
@@ -184,7 +199,7 @@ mod tests {
 
     #[test]
     fn garbage_reads_as_empty() {
-        assert!(Members::parse(b"\xff\xfe").is_empty());
+        assert!(Members::parse(b"\xff\xfe").iter().next().is_none());
         let mut s = MemoryStore::default();
         s.set("m", b"\xff", 0).unwrap();
         add(&mut s, "m", &["10.0.0.1:80"]).unwrap();

@@ -510,3 +510,83 @@ async fn etcd_fleet_of_two_envoys() {
         assert_eq!(s4.request_count(), 0, "another pool's server got a request");
     }
 }
+
+/// The whole path in Envoy (`--concurrency 1`) at 10,000 records: rescue latency with 10 and with
+/// 10,000 records (5,000 in the looked-up version, all reaching one real server through distinct
+/// loopback addresses), and heartbeat refreshes per second. A measurement, not a check: run with
+/// `cargo test --test fleet -- --ignored --nocapture`; figures in bench/registry.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn envoy_registry_at_10000_records() {
+    let store = SessionStore::new();
+    let s1 = server(&store, "s1", "1").await;
+    let any: SocketAddr = "0.0.0.0:0".parse().unwrap();
+    let s2 = AppServer::start_on(mixmode_tests::app::AppConfig::new("s2", "2", &store), any)
+        .await
+        .unwrap();
+    let port = s2.addr().port();
+    let e = envoy(
+        json!({"registry": {"max_records": 20000, "stale_after_ms": 600000}}),
+        &[&s1],
+        1,
+        &[],
+    )
+    .await;
+    let client = hb(&e);
+    // v2 records of "checkout" reach s2 through distinct loopback addresses; the others are
+    // version 1 and other apps (never looked up by a v2 rescue).
+    let v2 = |i: u32| Registration {
+        app: "checkout".into(),
+        version: "2".into(),
+        address: format!("127.1.{}.{}:{port}", i / 250, i % 250 + 1),
+        pool: None,
+    };
+    let other = |i: u32| Registration {
+        app: if i % 2 == 0 { "checkout" } else { "billing" }.into(),
+        version: "1".into(),
+        address: format!("127.2.{}.{}:{port}", i / 250, i % 250 + 1),
+        pool: None,
+    };
+    async fn latency(e: &Envoy, store: &SessionStore, n: usize) -> (Duration, Duration) {
+        let mut v = Vec::new();
+        for _ in 0..n {
+            let t = Instant::now();
+            assert_eq!(rescue(e, store, "2").await, "s2");
+            v.push(t.elapsed());
+        }
+        v.sort();
+        (v[v.len() / 2], v[v.len() * 9 / 10])
+    }
+    async fn load(client: &HeartbeatClient, regs: Vec<Registration>) -> f64 {
+        let t = Instant::now();
+        let n = regs.len();
+        let mut tasks = tokio::task::JoinSet::new();
+        for chunk in regs.chunks(n.div_ceil(16)) {
+            let client = client.clone();
+            let chunk = chunk.to_vec();
+            tasks.spawn(async move {
+                for r in chunk {
+                    client.register(&r).await.unwrap();
+                }
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
+        n as f64 / t.elapsed().as_secs_f64()
+    }
+    load(&client, (0..10).map(v2).collect()).await;
+    let small = latency(&e, &store, 300).await;
+    let joins = load(&client, (0..10_000).map(other).collect()).await;
+    let others = latency(&e, &store, 300).await;
+    load(&client, (10..5_000).map(v2).collect()).await;
+    assert_eq!(hb(&e).list().await.unwrap().len(), 15_000);
+    let big = latency(&e, &store, 300).await;
+    let refresh = load(&client, (0..10_000).rev().map(other).collect()).await;
+    eprintln!(
+        "envoy: rescue p50/p90 {small:?} with 10 records; {others:?} with 10,000 records of \
+         other apps and versions beside them; {big:?} with 5,000 in the version (each rescue \
+         then goes to an address Envoy has no connection to); heartbeats through the listener \
+         (16 clients, 15,000 records): joins {joins:.0}/s, refreshes {refresh:.0}/s"
+    );
+}

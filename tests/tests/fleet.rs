@@ -542,7 +542,7 @@ async fn envoy_registry_at_10000_records() {
         pool: None,
     };
     let other = |i: u32| Registration {
-        app: if i % 2 == 0 { "checkout" } else { "billing" }.into(),
+        app: if i.is_multiple_of(2) { "checkout" } else { "billing" }.into(),
         version: "1".into(),
         address: format!("127.2.{}.{}:{port}", i / 250, i % 250 + 1),
         pool: None,

@@ -221,8 +221,18 @@ async fn pull_mode_on_two_envoys() {
             "{}",
             show(&r)
         );
+        // The tick prunes it from the store too (not only from lookups): the gauge follows.
+        wait_for(
+            "registry_records gauge down to 1",
+            Duration::from_secs(3),
+            || async { metric(e, "registry_records").await == 1 },
+        )
+        .await;
     }
-    let _ = stopped;
+    eprintln!(
+        "pull: pruned from both stores {:?} after it stopped",
+        stopped.elapsed()
+    );
 }
 
 /// Many clients heartbeating at once on two workers: every record is kept, each under its
@@ -542,7 +552,12 @@ async fn envoy_registry_at_10000_records() {
         pool: None,
     };
     let other = |i: u32| Registration {
-        app: if i.is_multiple_of(2) { "checkout" } else { "billing" }.into(),
+        app: if i.is_multiple_of(2) {
+            "checkout"
+        } else {
+            "billing"
+        }
+        .into(),
         version: "1".into(),
         address: format!("127.2.{}.{}:{port}", i / 250, i % 250 + 1),
         pool: None,

@@ -610,9 +610,12 @@ pub fn sets<S: SharedStore + ?Sized>(
 }
 
 /// Where a bounded prune stopped: the last set it walked (sets are walked in sorted order, so
-/// sets emptied and dropped meanwhile do not shift the walk).
+/// sets emptied and dropped meanwhile do not shift the walk), and the next slot bucket.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PruneCursor(pub Option<(String, String, String)>);
+pub struct PruneCursor(pub Option<(String, String, String)>, pub u32);
+
+/// Slot buckets a prune run walks: all 4,096 in 16 runs.
+pub const BUCKETS_PER_PRUNE: u32 = 256;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pruned {
@@ -677,7 +680,54 @@ pub fn prune<S: SharedStore + ?Sized>(
         cursor.0 = None;
         out.wrapped = true;
     }
+    let end = cursor.1.saturating_add(BUCKETS_PER_PRUNE).min(BUCKETS);
+    out.removed += walk_buckets(store, limits, now_ms, cursor.1..end)?;
+    cursor.1 = if end >= BUCKETS { 0 } else { end };
     Ok(out)
+}
+
+/// The other way round: from the records to the lists. A record no list reaches (its VM died
+/// between writing the slot and the list, or the list write gave up on CAS) is put back in its
+/// list if fresh and dropped if stale, so no failure leaves a record unreachable for good.
+fn walk_buckets<S: SharedStore + ?Sized>(
+    store: &mut S,
+    limits: &Limits,
+    now_ms: u64,
+    buckets: std::ops::Range<u32>,
+) -> Result<usize, RegistryError> {
+    let mut clock = Clock::new(now_ms, limits.stale_after_ms);
+    let mut lists: std::collections::HashMap<String, std::collections::HashSet<String>> =
+        std::collections::HashMap::new();
+    let mut removed = 0;
+    for b in buckets {
+        let bucket: Vec<Slot> = read(store, &format!("mixmode/v2/slot/{b}"))?;
+        for e in bucket {
+            if !clock.is_fresh(store, &e)? {
+                let mirror = clock.mirror_ms(store)?;
+                let gone = change(store, &e.pool, &e.app, &e.address, |x| {
+                    if now_ms.saturating_sub(x.seen_ms(mirror)) < limits.stale_after_ms {
+                        Change::Keep
+                    } else {
+                        Change::Remove
+                    }
+                })?;
+                removed += usize::from(matches!(gone, Some((_, Change::Remove))));
+                continue;
+            }
+            let key = members_key(&e.pool, &e.app, &e.version);
+            if !lists.contains_key(&key) {
+                let set = members::read(store, &key)?
+                    .iter()
+                    .map(str::to_string)
+                    .collect();
+                lists.insert(key.clone(), set);
+            }
+            if lists.get(&key).is_some_and(|l| !l.contains(&e.address)) {
+                index(store, &e.pool, &e.app, &e.version, &e.address)?;
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// Takes an emptied version (and app) out of the indexes, write-then-check like `unindex`.
@@ -916,6 +966,29 @@ mod tests {
         assert_eq!(count(&mut s).unwrap(), 1);
         assert_eq!(members(&mut s, "2"), vec!["10.0.0.2:80"]);
         assert!(find(&mut s, "p", "app", "10.0.0.1:80").unwrap().is_none());
+    }
+
+    #[test]
+    fn prune_puts_back_a_record_its_list_lost_and_drops_an_unreachable_stale_one() {
+        let mut s = MemoryStore::default();
+        upsert(&mut s, &BIG, "p", "app", "2", "10.0.0.1:80", 0).unwrap();
+        upsert(&mut s, &BIG, "p", "app", "2", "10.0.0.2:80", 900).unwrap();
+        // Both lost from the list (a VM died between its two writes).
+        members::remove(
+            &mut s,
+            &members_key("p", "app", "2"),
+            &["10.0.0.1:80", "10.0.0.2:80"],
+        )
+        .unwrap();
+        assert!(addrs(&mut s, "2", 1000).is_empty());
+        let mut c = PruneCursor::default();
+        let mut removed = 0;
+        for _ in 0..(BUCKETS / BUCKETS_PER_PRUNE) {
+            removed += prune(&mut s, &BIG, 1000, &mut c, 100).unwrap().removed;
+        }
+        assert_eq!(removed, 1);
+        assert_eq!(addrs(&mut s, "2", 1000), vec!["10.0.0.2:80"]);
+        assert_eq!(count(&mut s).unwrap(), 1);
     }
 
     #[test]

@@ -254,6 +254,7 @@ macro_rules! all_scenarios {
             registry::stale_record_not_chosen,
             registry::delete_removes_record,
             registry::bad_heartbeats_change_nothing,
+            registry::edge_heartbeats_accepted,
             registry::concurrent_heartbeats_on_two_workers_all_kept,
             registry::registry_gauge_and_counters_match,
             registry::max_records_cap_answers_429,

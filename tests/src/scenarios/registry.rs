@@ -106,9 +106,9 @@ pub async fn delete_removes_record<H: Host>() {
     f.expect_counters(&[("no_peer", 1)]).await;
 }
 
-/// Refused heartbeats (401 without or with a wrong token, 403 outside the allow-list, 400 for
-/// malformed, incomplete, oversized or bad values) each leave the registry as it was, and never
-/// reach an upstream.
+/// Refused heartbeats (401 without or with a wrong token or with the token in the wrong
+/// place, 403 outside the allow-list, 400 for malformed, incomplete, oversized or bad values)
+/// each leave the registry as it was, and never reach an upstream.
 pub async fn bad_heartbeats_change_nothing<H: Host>() {
     let store = SessionStore::new();
     let v1 = server(&store, "v1", "1").await;
@@ -118,74 +118,122 @@ pub async fn bad_heartbeats_change_nothing<H: Host>() {
     let before = f.hb.list().await.unwrap();
     assert_eq!(before.len(), 1);
 
-    let good =
-        |address: &str| json!({"app": "checkout", "version": "3", "address": address}).to_string();
-    let mut padded = json!({"app": "checkout", "version": "3", "address": "127.0.0.1:9"});
-    padded["pool"] = json!("p".repeat(5 * 1024));
-    let cases: Vec<(&str, Method, String, Option<&str>, u16)> = vec![
-        ("no token", Method::POST, good("127.0.0.1:9"), None, 401),
+    let with = |address: &str| {
+        json!({"app": "checkout", "version": "3", "address": address})
+            .to_string()
+            .into_bytes()
+    };
+    let field = |name: &str, value: &str| {
+        let mut v = json!({"app": "checkout", "version": "3", "address": "127.0.0.1:9"});
+        v[name] = json!(value);
+        v.to_string().into_bytes()
+    };
+    // Valid JSON padded with spaces to one byte over the 4 KiB limit.
+    let mut over = with("127.0.0.1:9");
+    over.resize(4097, b' ');
+    let mut not_utf8 = with("127.0.0.1:9");
+    not_utf8.splice(9..9, [0xff, 0xfe]);
+    let post = Method::POST;
+    let suffixed = format!("{TOKEN}x");
+    // (what, method, body, token, expected status)
+    type Case<'a> = (&'a str, Method, Vec<u8>, Option<&'a str>, u16);
+    let cases: Vec<Case> = vec![
+        ("no token", post.clone(), with("127.0.0.1:9"), None, 401),
         (
             "wrong token",
-            Method::POST,
-            good("127.0.0.1:9"),
+            post.clone(),
+            with("127.0.0.1:9"),
             Some("wrong-token"),
+            401,
+        ),
+        (
+            "token with a suffix",
+            post.clone(),
+            with("127.0.0.1:9"),
+            Some(suffixed.as_str()),
             401,
         ),
         (
             "wrong token on DELETE",
             Method::DELETE,
-            Registration::of(&v2).to_json(),
+            Registration::of(&v2).to_json().into_bytes(),
             Some("x"),
             401,
         ),
         (
             "outside allow-list",
-            Method::POST,
-            good("8.8.8.8:80"),
+            post.clone(),
+            with("8.8.8.8:80"),
+            Some(TOKEN),
+            403,
+        ),
+        (
+            "IPv6 outside allow-list",
+            post.clone(),
+            with("[2001:db8::1]:80"),
             Some(TOKEN),
             403,
         ),
         (
             "malformed JSON",
-            Method::POST,
-            "{\"app\": \"checkout\", ".to_string(),
+            post.clone(),
+            b"{\"app\": \"checkout\", ".to_vec(),
             Some(TOKEN),
             400,
         ),
         (
             "missing version",
-            Method::POST,
-            json!({"app": "checkout", "address": "127.0.0.1:9"}).to_string(),
+            post.clone(),
+            json!({"app": "checkout", "address": "127.0.0.1:9"})
+                .to_string()
+                .into_bytes(),
             Some(TOKEN),
             400,
         ),
-        (
-            "5 KiB body",
-            Method::POST,
-            padded.to_string(),
-            Some(TOKEN),
-            400,
-        ),
+        ("4 KiB + 1 body", post.clone(), over, Some(TOKEN), 400),
+        ("invalid UTF-8", post.clone(), not_utf8, Some(TOKEN), 400),
         (
             "host name",
-            Method::POST,
-            good("localhost:80"),
+            post.clone(),
+            with("localhost:80"),
             Some(TOKEN),
             400,
         ),
-        ("no port", Method::POST, good("127.0.0.1"), Some(TOKEN), 400),
+        ("no port", post.clone(), with("127.0.0.1"), Some(TOKEN), 400),
+        (
+            "port out of range",
+            post.clone(),
+            with("127.0.0.1:70000"),
+            Some(TOKEN),
+            400,
+        ),
         (
             "control character",
-            Method::POST,
-            json!({"app": "check\nout", "version": "3", "address": "127.0.0.1:9"}).to_string(),
+            post.clone(),
+            field("app", "check\nout"),
+            Some(TOKEN),
+            400,
+        ),
+        (
+            "CR/LF in version",
+            post.clone(),
+            field("version", "2\r\nx-evil: 1"),
+            Some(TOKEN),
+            400,
+        ),
+        (
+            "empty version",
+            post.clone(),
+            field("version", ""),
             Some(TOKEN),
             400,
         ),
     ];
-    let n = cases.len() as u64;
+    let mut rejected = 0;
     for (what, method, body, token, status) in cases {
         let r = f.hb.send_raw(method, body, token).await.unwrap();
         assert_eq!(r.status, status, "{what}: {}", show(&r));
+        rejected += 1;
         if status == 400 {
             let err = r.json().unwrap_or_else(|e| panic!("{what}: {e}"));
             assert!(
@@ -200,11 +248,75 @@ pub async fn bad_heartbeats_change_nothing<H: Host>() {
             "{what} changed the registry"
         );
     }
+    // The token in the wrong place: another header, or another scheme.
+    for (what, name, value) in [
+        ("x-token header", "x-token", TOKEN.to_string()),
+        ("Basic scheme", "authorization", format!("Basic {TOKEN}")),
+        ("bare token", "authorization", TOKEN.to_string()),
+    ] {
+        let r = Req::post(&f.hb.url, with("127.0.0.1:9"))
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status, 401, "{what}: {}", show(&r));
+        rejected += 1;
+        assert_eq!(
+            f.hb.list().await.unwrap(),
+            before,
+            "{what} changed the registry"
+        );
+    }
     // The listing needs the token too.
     let r = f.hb.send_raw(Method::GET, "", None).await.unwrap();
     assert_eq!(r.status, 401, "{}", show(&r));
     assert_eq!(v1.request_count(), 0, "a heartbeat reached an upstream");
-    f.expect_counters(&[("heartbeat_rejected", n + 1), ("heartbeat_accepted", 1)])
+    f.expect_counters(&[
+        ("heartbeat_rejected", rejected + 1),
+        ("heartbeat_accepted", 1),
+    ])
+    .await;
+}
+
+/// Inputs at the edge of valid are accepted: a body of exactly 4 KiB, an IPv6 address inside
+/// the allow-list, names of the maximum length.
+pub async fn edge_heartbeats_accepted<H: Host>() {
+    let store = SessionStore::new();
+    let v1 = server(&store, "v1", "1").await;
+    let f = Fixture::<H>::start(&store, &[&v1], json!({})).await;
+    let mut exact = json!({"app": "checkout", "version": "3", "address": "127.0.0.1:9"})
+        .to_string()
+        .into_bytes();
+    exact.resize(4096, b' ');
+    let r =
+        f.hb.send_raw(Method::POST, exact, Some(TOKEN))
+            .await
+            .unwrap();
+    assert_eq!(r.status, 204, "4096-byte body: {}", show(&r));
+    let ipv6 = Registration {
+        app: "checkout".into(),
+        version: "3".into(),
+        address: "[::1]:9000".into(),
+        pool: None,
+    };
+    f.hb.register(&ipv6).await.unwrap();
+    let long = Registration {
+        app: "checkout".into(),
+        version: "v".repeat(128),
+        address: "10.1.2.3:8080".into(),
+        pool: Some("p".repeat(128)),
+    };
+    f.hb.register(&long).await.unwrap();
+    let mut listed: Vec<String> =
+        f.hb.list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.address)
+            .collect();
+    listed.sort();
+    assert_eq!(listed, vec!["10.1.2.3:8080", "127.0.0.1:9", "[::1]:9000"]);
+    f.expect_counters(&[("heartbeat_accepted", 3), ("registry_records", 3)])
         .await;
 }
 

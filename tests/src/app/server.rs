@@ -45,6 +45,8 @@ pub enum Mode {
     Slow(Duration),
     /// Sends the headers (`content-length: 100`) and part of the body, then closes.
     CloseMidBody,
+    /// Every connection gets bytes that are not HTTP, then is closed (headers not recorded).
+    Garbage,
     /// Every app request gets this fixed answer (any status and headers, e.g. a signal with
     /// other header names).
     Respond(Canned),
@@ -260,6 +262,10 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let shared = shared.clone();
+                if *lock(&shared.mode) == Mode::Garbage {
+                    conns.spawn(answer_garbage(stream, shared));
+                    continue;
+                }
                 conns.spawn(async move {
                     let service = service_fn(move |req| handle(shared.clone(), req));
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -270,6 +276,32 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
     }
+}
+
+/// Reads a request head, records it, and answers bytes that are not HTTP.
+async fn answer_garbage(mut stream: tokio::net::TcpStream, shared: Arc<Shared>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let line = String::from_utf8_lossy(&head);
+    let mut words = line.split_whitespace();
+    lock(&shared.requests).push(RecordedRequest {
+        method: words.next().unwrap_or("?").to_string(),
+        path: words.next().unwrap_or("?").to_string(),
+        headers: Vec::new(),
+        body: Bytes::new(),
+        trailers: Vec::new(),
+    });
+    let _ = stream
+        .write_all(b"SSH-2.0-OpenSSH_9.6\r\nthis is not HTTP\r\n\r\n")
+        .await;
+    let _ = stream.shutdown().await;
 }
 
 type RespBody = BoxBody<Bytes, io::Error>;
@@ -377,6 +409,8 @@ async fn answer(shared: &Shared, req: &RecordedRequest) -> Response<RespBody> {
             return r;
         }
         Mode::Slow(d) => tokio::time::sleep(d).await,
+        // Connections of a garbage server never get here (see accept_loop).
+        Mode::Garbage => return respond(shared, 500, "text/plain", "garbage"),
         Mode::Respond(canned) => {
             let mut r = Response::new(full(canned.body));
             *r.status_mut() =

@@ -290,6 +290,71 @@ pub async fn peer_closing_mid_body_is_skipped<H: Host>() {
         .await;
 }
 
+/// A peer that answers bytes that are not HTTP is a failed attempt; the next peer answers.
+pub async fn peer_answering_garbage_is_skipped<H: Host>() {
+    let store = SessionStore::new();
+    let v1 = server(&store, "v1", "1").await;
+    let v2 = server(&store, "v2", "2").await;
+    let garbage = server(&store, "garbage", "2").await;
+    garbage.set_mode(Mode::Garbage);
+    let f = Fixture::<H>::start(
+        &store,
+        &[&v1],
+        json!({"redispatch": {"selection": "freshest"}}),
+    )
+    .await;
+    f.register(&v2).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    f.register(&garbage).await;
+
+    let r = Req::post(f.url("/echo"), "x=1")
+        .header("cookie", f.session("2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", show(&r));
+    assert_eq!(r.json().unwrap()["server"], "v2");
+    assert_eq!(garbage.request_count(), 1);
+    f.expect_counters(&[("attempt_failed", 1), ("redispatch_ok", 1)])
+        .await;
+}
+
+/// A peer that was registered and died before the dispatch: the next peer answers.
+pub async fn peer_dying_after_its_heartbeat_is_skipped<H: Host>() {
+    let store = SessionStore::new();
+    let v1 = server(&store, "v1", "1").await;
+    let v2 = server(&store, "v2", "2").await;
+    let mut dying = server(&store, "dying", "2").await;
+    let f = Fixture::<H>::start(
+        &store,
+        &[&v1],
+        json!({"redispatch": {"selection": "freshest"}}),
+    )
+    .await;
+    f.register(&v2).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    f.register(&dying).await;
+    // Used once, so Envoy holds a kept-alive connection to it when it dies.
+    let r = Req::get(f.url("/echo"))
+        .header("cookie", f.session("2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json().unwrap()["server"], "dying", "{}", show(&r));
+    dying.stop().await;
+
+    let r = Req::post(f.url("/echo"), "after")
+        .header("cookie", f.session("2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", show(&r));
+    assert_eq!(r.json().unwrap()["server"], "v2");
+    assert_eq!(v2.requests()[0].body.as_ref(), b"after");
+    f.expect_counters(&[("attempt_failed", 1), ("redispatch_ok", 2)])
+        .await;
+}
+
 /// A request that already carries `x-mixmode-attempt` is never re-dispatched (loop guard).
 pub async fn attempt_header_is_never_redispatched<H: Host>() {
     let store = SessionStore::new();

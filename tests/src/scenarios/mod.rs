@@ -248,6 +248,8 @@ macro_rules! all_scenarios {
             failures::retry_timeouts_for_all_methods_moves_post_on,
             failures::failing_server_is_never_a_candidate,
             failures::peer_closing_mid_body_is_skipped,
+            failures::peer_answering_garbage_is_skipped,
+            failures::peer_dying_after_its_heartbeat_is_skipped,
             failures::attempt_header_is_never_redispatched,
             failures::body_over_replay_limit_passes_through,
             failures::non_utf8_header_value_passes_through,

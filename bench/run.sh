@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # The cost of mixmode, side by side in one run (issue 5): plain Envoy, Envoy + a no-op wasm
-# filter, Envoy + mixmode; GET and POST with 1 KiB and 64 KiB bodies; then a rescued request
+# filter, Envoy + the "floor" filter (only the copy any replaying filter must take), Envoy + mixmode; GET and POST with 1 KiB and 64 KiB bodies; then a rescued request
 # against a direct one; then Envoy's other wasm runtimes. Writes bench/results/<date>.md.
 #
 # Envoy runs with --concurrency 1 pinned to core 0; wrk and the upstream share core 1.
-# Knobs (environment): BENCH_DURATION (s per wrk run, default 8), BENCH_ROUNDS (default 2;
-# the three setups alternate within a round), BENCH_CONNECTIONS (default 16), MIXMODE_WASM,
+# Knobs (environment): BENCH_DURATION (s per wrk run, default 5), BENCH_ROUNDS (default 3;
+# the four setups alternate within a round), BENCH_CONNECTIONS (default 16), MIXMODE_WASM,
 # ENVOY_BIN, CARGO_TARGET_DIR, BENCH_OUT (result file).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-DUR="${BENCH_DURATION:-8}"
-ROUNDS="${BENCH_ROUNDS:-2}"
+DUR="${BENCH_DURATION:-5}"
+ROUNDS="${BENCH_ROUNDS:-3}"
 CONNS="${BENCH_CONNECTIONS:-16}"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 MIXMODE_WASM="${MIXMODE_WASM:-$ROOT/target/wasm32-wasip1/release/mixmode.wasm}"
@@ -94,6 +94,7 @@ static_resources:
 EOF
   case "$1" in
     noop) filter_yaml noop "$NOOP_WASM" "$rt" '{}' ;;
+    floor) filter_yaml floor "$NOOP_WASM" "$rt" 'floor' ;;
     mixmode) filter_yaml mixmode "$MIXMODE_WASM" "$rt" "$MIXMODE_CONFIG" ;;
   esac
   cat <<EOF
@@ -178,9 +179,9 @@ print("\t".join([setup, case, rnd, "%.0f" % rps, "%.0f" % p50, "%.0f" % p99, "%.
 }
 
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
-echo "bench: throughput, $ROUNDS round(s) x 3 setups x 3 cases x ${DUR}s, $CONNS connections" >&2
+echo "bench: throughput, $ROUNDS round(s) x 4 setups x 3 cases x ${DUR}s, $CONNS connections" >&2
 for round in $(seq "$ROUNDS"); do
-  for setup in plain noop mixmode; do
+  for setup in plain noop floor mixmode; do
     start_envoy "$setup" || { echo "bench: Envoy ($setup) exited:" >&2; tail -5 "$LAST_LOG" >&2; exit 1; }
     taskset -c 1 wrk -t1 -c"$CONNS" -d1s "http://$LISTEN/" >/dev/null # warm-up
     for case in get post1k post64k; do

@@ -56,17 +56,24 @@ pub enum Mode {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Canned {
     pub status: u16,
-    pub headers: Vec<(String, String)>,
+    /// Values as bytes: a test may send what no well-behaved server would.
+    pub headers: Vec<(String, Vec<u8>)>,
     pub body: String,
 }
 
 impl Canned {
+    /// Adds a header whose value is any bytes (obs-text included).
+    pub fn with_header_bytes(mut self, name: &str, value: &[u8]) -> Self {
+        self.headers.push((name.to_string(), value.to_vec()));
+        self
+    }
+
     pub fn new(status: u16, headers: &[(&str, &str)], body: &str) -> Self {
         Canned {
             status,
             headers: headers
                 .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
                 .collect(),
             body: body.to_string(),
         }
@@ -416,8 +423,11 @@ async fn answer(shared: &Shared, req: &RecordedRequest) -> Response<RespBody> {
             *r.status_mut() =
                 StatusCode::from_u16(canned.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             for (n, v) in &canned.headers {
-                if let Ok(name) = hyper::header::HeaderName::from_bytes(n.as_bytes()) {
-                    r.headers_mut().append(name, hv(v));
+                if let (Ok(name), Ok(value)) = (
+                    hyper::header::HeaderName::from_bytes(n.as_bytes()),
+                    hyper::header::HeaderValue::from_bytes(v),
+                ) {
+                    r.headers_mut().append(name, value);
                 }
             }
             r.headers_mut().insert("x-served-by", hv(&shared.name));

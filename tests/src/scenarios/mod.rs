@@ -237,6 +237,7 @@ macro_rules! all_scenarios {
             bodies::large_original_error_body,
             signal::app_version_header_optional_session_version_required,
             signal::configured_statuses_and_header_names,
+            signal::odd_version_headers_pass_through,
             signal::peer_app_errors_are_final,
             signal::attempts_bounded_by_count_and_deadline,
             failures::non_version_errors_pass_unchanged,

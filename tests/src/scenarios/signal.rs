@@ -49,6 +49,50 @@ pub async fn app_version_header_optional_session_version_required<H: Host>() {
     .await;
 }
 
+/// Version headers no server should send (non-ASCII bytes, 8 KiB long) are not a version
+/// signal: the answer passes unchanged, nothing is dispatched, and the filter keeps working.
+pub async fn odd_version_headers_pass_through<H: Host>() {
+    let store = SessionStore::new();
+    let v1 = server(&store, "v1", "1").await;
+    let v2 = server(&store, "v2", "2").await;
+    let f = Fixture::<H>::start(&store, &[&v1], json!({})).await;
+    f.register(&v2).await;
+    let long = "2".repeat(8 << 10);
+    let odd = [
+        Canned::new(409, &[("x-app-version", "1")], "latin-1")
+            .with_header_bytes("x-session-version", b"2\xe9"),
+        Canned::new(
+            409,
+            &[("x-app-version", "1"), ("x-session-version", &long)],
+            "long",
+        ),
+        Canned::new(409, &[("x-session-version", "2")], "app garbled")
+            .with_header_bytes("x-app-version", b"\xff"),
+    ];
+    for canned in odd {
+        let body = canned.body.clone();
+        v1.set_mode(Mode::Respond(canned));
+        let r = Req::get(f.url("/echo")).send().await.unwrap();
+        assert_eq!((r.status, r.text()), (409, body.clone()), "{}", show(&r));
+        assert_eq!(r.header("x-mixmode"), None, "{body}: {}", show(&r));
+    }
+    assert_eq!(v2.request_count(), 0);
+    // Still working: a real mismatch is rescued.
+    v1.set_mode(Mode::Normal);
+    let r = Req::get(f.url("/echo"))
+        .header("cookie", f.session("2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", show(&r));
+    f.expect_counters(&[
+        ("redispatch_ok", 1),
+        ("mismatch_detected", 1),
+        ("not_version_error", 3),
+    ])
+    .await;
+}
+
 /// `detect` is configurable: other statuses and header names; the default names then mean
 /// nothing.
 pub async fn configured_statuses_and_header_names<H: Host>() {

@@ -59,9 +59,17 @@ pub struct Canned {
     /// Values as bytes: a test may send what no well-behaved server would.
     pub headers: Vec<(String, Vec<u8>)>,
     pub body: String,
+    /// Send the body in 16 pieces spread over this long (a body still streaming while the
+    /// proxy decides on the headers); `None` sends it at once.
+    pub trickle: Option<Duration>,
 }
 
 impl Canned {
+    pub fn trickled(mut self, over: Duration) -> Self {
+        self.trickle = Some(over);
+        self
+    }
+
     /// Adds a header whose value is any bytes (obs-text included).
     pub fn with_header_bytes(mut self, name: &str, value: &[u8]) -> Self {
         self.headers.push((name.to_string(), value.to_vec()));
@@ -76,6 +84,7 @@ impl Canned {
                 .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
                 .collect(),
             body: body.to_string(),
+            trickle: None,
         }
     }
 }
@@ -419,7 +428,11 @@ async fn answer(shared: &Shared, req: &RecordedRequest) -> Response<RespBody> {
         // Connections of a garbage server never get here (see accept_loop).
         Mode::Garbage => return respond(shared, 500, "text/plain", "garbage"),
         Mode::Respond(canned) => {
-            let mut r = Response::new(full(canned.body));
+            let body = match canned.trickle {
+                None => full(canned.body),
+                Some(over) => trickle(Bytes::from(canned.body), over),
+            };
+            let mut r = Response::new(body);
             *r.status_mut() =
                 StatusCode::from_u16(canned.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             for (n, v) in &canned.headers {
@@ -593,6 +606,44 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// `body` in 16 pieces, one every `over / 16`, from a task (the length is known up front, so
+/// the client sees a content-length and a body still arriving).
+fn trickle(body: Bytes, over: Duration) -> RespBody {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let total = body.len() as u64;
+    tokio::spawn(async move {
+        let step = body.len().div_ceil(16).max(1);
+        for piece in body.chunks(step) {
+            tokio::time::sleep(over / 16).await;
+            if tx.send(Bytes::copy_from_slice(piece)).await.is_err() {
+                return;
+            }
+        }
+    });
+    BoxBody::new(Trickle { rx, total })
+}
+
+struct Trickle {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    total: u64,
+}
+
+impl Body for Trickle {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.rx.poll_recv(cx).map(|c| c.map(|c| Ok(Frame::data(c))))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.total)
+    }
 }
 
 /// A body of unknown length, sent in pieces.

@@ -1,5 +1,7 @@
 //! Large and unusual bodies on every leg: the client's, the original error's, the peer's.
 
+use std::time::{Duration, Instant};
+
 use serde_json::json;
 
 use super::{binary_body, dead_address, server, show, Fixture};
@@ -89,6 +91,56 @@ pub async fn large_original_error_body<H: Host>() {
         ("attempt_failed", 1),
         ("exhausted", 1),
         ("redispatch_ok", 3),
+    ])
+    .await;
+}
+
+/// The filter decides on the mismatch's headers alone: while the original error's body is
+/// still streaming (4 s), the peer's answer is already on its way to the client. When every
+/// peer fails, the client gets that streaming body whole.
+pub async fn mismatch_body_still_streaming<H: Host>() {
+    let store = SessionStore::new();
+    let v1 = server(&store, "v1", "1").await;
+    let v2 = server(&store, "v2", "2").await;
+    let signal = [("x-session-version", "2"), ("x-app-version", "1")];
+    let body = "s".repeat(64 << 10);
+    v1.set_mode(Mode::Respond(
+        Canned::new(409, &signal, &body).trickled(Duration::from_secs(4)),
+    ));
+    let f = Fixture::<H>::start(&store, &[&v1], json!({})).await;
+    f.register(&v2).await;
+
+    let started = Instant::now();
+    let r = Req::get(f.url("/echo")).send().await.unwrap();
+    assert_eq!(r.status, 200, "{}", show(&r));
+    assert_eq!(r.json().unwrap()["server"], "v2");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "waited for the original body: {:?}",
+        started.elapsed()
+    );
+
+    f.hb.deregister(&Registration::of(&v2)).await.unwrap();
+    f.register_as(dead_address(), "2").await;
+    v1.set_mode(Mode::Respond(
+        Canned::new(409, &signal, &body).trickled(Duration::from_millis(800)),
+    ));
+    let r = Req::get(f.url("/echo")).send().await.unwrap();
+    assert_eq!(
+        (r.status, r.header("x-mixmode").as_deref()),
+        (409, Some("exhausted")),
+        "{}",
+        show(&r)
+    );
+    assert!(
+        r.body.as_ref() == body.as_bytes(),
+        "the streamed body arrived changed ({} bytes)",
+        r.body.len()
+    );
+    f.expect_counters(&[
+        ("redispatch_ok", 1),
+        ("attempt_failed", 1),
+        ("exhausted", 1),
     ])
     .await;
 }

@@ -235,6 +235,7 @@ macro_rules! all_scenarios {
             bodies::expect_100_continue_post_rescued,
             bodies::large_peer_answer_arrives_whole,
             bodies::large_original_error_body,
+            bodies::mismatch_body_still_streaming,
             signal::app_version_header_optional_session_version_required,
             signal::configured_statuses_and_header_names,
             signal::odd_version_headers_pass_through,

@@ -95,3 +95,61 @@ async fn public_listener_does_not_serve_heartbeats() {
     );
     f.expect_counters(&[("heartbeat_accepted", 0)]).await;
 }
+
+/// envoy.yaml's advice holds: with the public listener's buffer limit raised, version errors
+/// with bodies over Envoy's default 1 MiB are held whole, rescued or passed on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raised_buffer_limit_holds_large_error_bodies() {
+    use mixmode_tests::app::{Canned, HeartbeatClient, Mode, Registration};
+    use mixmode_tests::envoy::{wasm_path, Envoy, EnvoyOptions};
+    use mixmode_tests::scenarios::{dead_address, show, TOKEN};
+
+    let store = SessionStore::new();
+    let v1 = AppServer::start(AppConfig::new("v1", "1", &store))
+        .await
+        .unwrap();
+    let v2 = AppServer::start(AppConfig::new("v2", "2", &store))
+        .await
+        .unwrap();
+    let mut opts = EnvoyOptions::new(
+        wasm_path().unwrap(),
+        &plugin_config(json!({})),
+        vec![v1.addr()],
+    );
+    opts.public_buffer_limit = Some(16 << 20);
+    let envoy = Envoy::start(&opts).await.unwrap();
+    let hb = HeartbeatClient::new(
+        format!(
+            "{}/.well-known/mixmode/heartbeat",
+            envoy.heartbeat_base_url()
+        ),
+        TOKEN,
+    );
+    let big = "e".repeat(4 << 20);
+    v1.set_mode(Mode::Respond(Canned::new(
+        409,
+        &[("x-session-version", "2"), ("x-app-version", "1")],
+        &big,
+    )));
+
+    hb.register(&Registration::of(&v2)).await.unwrap();
+    for _ in 0..3 {
+        let r = Req::get(format!("{}/echo", envoy.public_url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", show(&r));
+        assert_eq!(r.header("x-mixmode").as_deref(), Some("redispatched"));
+    }
+    hb.deregister(&Registration::of(&v2)).await.unwrap();
+    let mut dead = Registration::of(&v2);
+    dead.address = dead_address().to_string();
+    hb.register(&dead).await.unwrap();
+    let r = Req::get(format!("{}/echo", envoy.public_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 409, "{}", show(&r));
+    assert_eq!(r.header("x-mixmode").as_deref(), Some("exhausted"));
+    assert!(r.body.as_ref() == big.as_bytes(), "{} bytes", r.body.len());
+}

@@ -124,6 +124,25 @@ pub fn with_clusters(yaml: &str, clusters: &[(String, SocketAddr)]) -> Result<St
     serde_norway::to_string(&doc).context("write YAML")
 }
 
+/// Sets `per_connection_buffer_limit_bytes` of the public listener (how much of a held error
+/// response Envoy buffers, see envoy.yaml).
+pub fn with_public_buffer_limit(yaml: &str, bytes: u32) -> Result<String> {
+    let mut doc: Value = serde_norway::from_str(yaml).context("parse envoy.yaml")?;
+    let listeners = at(&mut doc, &["static_resources", "listeners"])?
+        .as_sequence_mut()
+        .ok_or_else(|| anyhow!("static_resources.listeners is not a list"))?;
+    let public = listeners
+        .iter_mut()
+        .find(|l| l.get("name").and_then(Value::as_str) == Some(PUBLIC_LISTENER))
+        .ok_or_else(|| anyhow!("no listener {PUBLIC_LISTENER:?}"))?;
+    set(
+        public,
+        "per_connection_buffer_limit_bytes",
+        Value::from(bytes),
+    );
+    serde_norway::to_string(&doc).context("write YAML")
+}
+
 /// Sets the .wasm path and plugin configuration of every wasm filter of a listener.
 fn patch_wasm_filters(listener: &mut Value, patch: &Patch<'_>) -> Result<usize> {
     let mut n = 0;

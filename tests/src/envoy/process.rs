@@ -14,7 +14,8 @@ use anyhow::{anyhow, Result};
 use tempfile::TempDir;
 
 use super::config::{
-    render, with_clusters, Patch, ENVOY_YAML, HEARTBEAT_LISTENER, PUBLIC_LISTENER,
+    render, with_clusters, with_public_buffer_limit, Patch, ENVOY_YAML, HEARTBEAT_LISTENER,
+    PUBLIC_LISTENER,
 };
 use crate::client::Req;
 pub use crate::host::StartError;
@@ -37,6 +38,8 @@ pub struct EnvoyOptions {
     pub ready_timeout: Duration,
     /// Extra clusters by name, one endpoint each (e.g. `etcd` for `registry.etcd`).
     pub extra_clusters: Vec<(String, SocketAddr)>,
+    /// The public listener's `per_connection_buffer_limit_bytes` (Envoy's default: 1 MiB).
+    pub public_buffer_limit: Option<u32>,
 }
 
 impl EnvoyOptions {
@@ -56,6 +59,7 @@ impl EnvoyOptions {
             log_level: "info".to_string(),
             ready_timeout: Duration::from_secs(60),
             extra_clusters: Vec::new(),
+            public_buffer_limit: None,
         }
     }
 }
@@ -120,6 +124,10 @@ impl Envoy {
             },
         )
         .and_then(|y| with_clusters(&y, &opts.extra_clusters))
+        .and_then(|y| match opts.public_buffer_limit {
+            Some(bytes) => with_public_buffer_limit(&y, bytes),
+            None => Ok(y),
+        })
         .map_err(|e| fail(format!("{e:#}")))?;
         let config_path = dir.path().join("envoy.yaml");
         let admin_path = dir.path().join("admin-address");

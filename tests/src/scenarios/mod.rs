@@ -264,6 +264,7 @@ macro_rules! all_scenarios {
             registry::max_records_cap_answers_429,
             registry::restarted_server_moves_to_new_version,
             registry::pull_poll_registers_and_follows_versions,
+            registry::cross_pool_peers_when_enabled,
             config::invalid_plugin_config_refused_naming_the_field,
         );
     };

@@ -594,3 +594,40 @@ where
     }
     panic!("timed out waiting for {what}");
 }
+
+/// With `registry.cross_pool`, a server of another pool is a candidate (the own pool's are
+/// preferred); without it, it is not (see `no_peer_of_that_version`).
+pub async fn cross_pool_peers_when_enabled<H: Host>() {
+    let store = SessionStore::new();
+    let v1 = server(&store, "v1", "1").await;
+    let other = server(&store, "other-pool", "2").await;
+    let own = server(&store, "own-pool", "2").await;
+    let f = Fixture::<H>::start(
+        &store,
+        &[&v1],
+        json!({"pool": "pool-a", "registry": {"cross_pool": true}}),
+    )
+    .await;
+    let mut reg = Registration::of(&other);
+    reg.pool = Some("pool-b".into());
+    f.hb.register(&reg).await.unwrap();
+    let r = Req::get(f.url("/echo"))
+        .header("cookie", f.session("2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", show(&r));
+    assert_eq!(r.json().unwrap()["server"], "other-pool");
+
+    // Once the own pool has a peer, it is the one chosen.
+    f.hb.register(&Registration::of(&own)).await.unwrap();
+    for _ in 0..5 {
+        let r = Req::get(f.url("/echo"))
+            .header("cookie", f.session("2"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.json().unwrap()["server"], "own-pool", "{}", show(&r));
+    }
+    f.expect_counters(&[("redispatch_ok", 6)]).await;
+}

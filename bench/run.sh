@@ -223,6 +223,6 @@ LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 mkdir -p "$(dirname "$OUT")"
 export RAW OUT STAMP DUR ROUNDS CONNS LOAD_BEFORE LOAD_AFTER RUNTIMES METRICS check
-export MACHINE="$( (lscpu | grep -E '^(Model name|Architecture|CPU\(s\)|Thread|Core|Socket|CPU max MHz|L2|L3)' ; echo "kernel: $(uname -srm)"; echo "memory: $(free -h | awk '/Mem:/{print $2}')"; echo "envoy: $("$ENVOY" --version 2>/dev/null | grep -o 'version: .*' | head -1)"; echo "wrk: $(wrk --version 2>&1 | head -1 | cut -c1-40)"; echo "rustc: $(rustc --version)"; echo "mixmode.wasm: $(stat -c %s "$MIXMODE_WASM") bytes, noop_filter.wasm: $(stat -c %s "$NOOP_WASM") bytes") 2>/dev/null)"
+export MACHINE="$( (lscpu | grep -E '^(Model name|Architecture|CPU\(s\)|Thread|Core|Socket|CPU max MHz|L2|L3)' ; echo "kernel: $(uname -srm)"; echo "memory: $(free -h | awk '/Mem:/{print $2}')"; echo "envoy: $("$ENVOY" --version 2>/dev/null | grep -o 'version: .*' | head -1)"; echo "wrk: $(wrk --version 2>&1 | head -1 | cut -c1-40)"; echo "rustc: $(rustc --version)"; echo "repo: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)"; echo "mixmode.wasm: $(stat -c %s "$MIXMODE_WASM") bytes, noop_filter.wasm: $(stat -c %s "$NOOP_WASM") bytes") 2>/dev/null)"
 python3 "$ROOT/bench/report.py"
 echo "bench: results in $OUT" >&2

@@ -26,6 +26,20 @@ pub struct Lease {
     pub next_due_ms: u64,
 }
 
+/// A job's name from what it does: two plugin configurations sharing a `vm_id` (say, two
+/// listeners polling different targets) get two leases; the same configuration on every
+/// listener and worker gets one.
+pub fn job_name(kind: &str, parts: &[&str]) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for p in parts {
+        for b in p.len().to_le_bytes().iter().chain(p.as_bytes()) {
+            h ^= u32::from(*b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+    }
+    format!("{kind}/{h:08x}")
+}
+
 pub fn lease_key(job: &str) -> String {
     format!("mixmode/v2/lease/{job}")
 }
@@ -193,6 +207,13 @@ mod tests {
                 Outage::None
             ]
         );
+    }
+
+    #[test]
+    fn job_names_follow_what_the_job_does() {
+        assert_eq!(job_name("poll", &["a", "b"]), job_name("poll", &["a", "b"]));
+        assert_ne!(job_name("poll", &["a", "b"]), job_name("poll", &["ab", ""]));
+        assert!(job_name("etcd", &["x"]).starts_with("etcd/"));
     }
 
     #[test]

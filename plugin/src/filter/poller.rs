@@ -90,7 +90,13 @@ impl Poller {
             }
         }
         if let Some(p) = &cfg.registry.poll {
-            if due(&mut store, poll::JOB, p.interval_ms) {
+            let mut parts: Vec<&str> = vec![&cfg.pool, &p.cluster, &p.path];
+            parts.extend(p.targets.iter().map(String::as_str));
+            if due(
+                &mut store,
+                &lease::job_name(poll::JOB, &parts),
+                p.interval_ms,
+            ) {
                 for target in &p.targets {
                     let headers = poll::request_headers(p, target);
                     self.dispatch(
@@ -106,7 +112,9 @@ impl Poller {
             }
         }
         if let Some(e) = &cfg.registry.etcd {
-            if due(&mut store, etcd::JOB, e.poll_interval_ms) {
+            let range = etcd::range_prefix(cfg, e);
+            let job = lease::job_name(etcd::JOB, &[&e.cluster, &range]);
+            if due(&mut store, &job, e.poll_interval_ms) {
                 let headers = etcd::request_headers(e);
                 let body = etcd::request_body(cfg, e);
                 self.dispatch(

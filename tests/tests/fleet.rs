@@ -406,8 +406,9 @@ async fn etcd_fleet_of_two_envoys() {
     );
     let bound = ttl + Duration::from_millis(500 + interval + 300);
     assert!(gone.iter().all(|g| *g <= bound), "{gone:?} > {bound:?}");
+    // The last keep-alive (every TTL/3) may have been that long before the crash.
     assert!(
-        gone.iter().all(|g| *g >= ttl - Duration::from_millis(300)),
+        gone.iter().all(|g| *g >= ttl - ttl / 3),
         "{gone:?}: before its lease ended"
     );
     for e in [&a, &b] {

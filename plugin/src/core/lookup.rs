@@ -162,10 +162,12 @@ fn pick_in<S: SharedStore + ?Sized>(
             Ok(None)
         }
         Selection::Freshest => {
+            // Ties (heartbeats in the same millisecond) go to the latest to join the list: a
+            // server that just came back is preferred over one that was there before it.
             let mut best: Option<(u64, &str)> = None;
             for address in members.iter() {
                 if let Some(seen) = usable(store, address)? {
-                    if best.is_none_or(|(b, _)| seen > b) {
+                    if best.is_none_or(|(b, _)| seen >= b) {
                         best = Some((seen, address));
                     }
                 }
@@ -221,6 +223,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(got.as_deref(), Some("10.0.0.2:80"));
+    }
+
+    #[test]
+    fn freshest_ties_go_to_the_latest_to_join() {
+        let mut s = MemoryStore::default();
+        upsert(&mut s, &L, "p", "app", "2", "10.0.0.9:80", 7).unwrap();
+        upsert(&mut s, &L, "p", "app", "2", "10.0.0.1:80", 7).unwrap();
+        let mut c = LookupCache::default();
+        let got = pick(&mut s, &mut c, &q("p", "2", Selection::Freshest, 8), &[], 0).unwrap();
+        assert_eq!(got.as_deref(), Some("10.0.0.1:80"));
     }
 
     #[test]

@@ -6,7 +6,8 @@
 # Envoy runs with --concurrency 1 pinned to core 0; wrk and the upstream share core 1.
 # Knobs (environment): BENCH_DURATION (s per wrk run, default 5), BENCH_ROUNDS (default 3;
 # the four setups alternate within a round), BENCH_CONNECTIONS (default 16), MIXMODE_WASM,
-# ENVOY_BIN, CARGO_TARGET_DIR, BENCH_OUT (result file).
+# ENVOY_BIN, CARGO_TARGET_DIR, BENCH_OUT (result file), BENCH_NICE (e.g. -10, needs root: run
+# Envoy, wrk and the upstream at that priority on a machine other work shares).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -17,6 +18,8 @@ TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 MIXMODE_WASM="${MIXMODE_WASM:-$ROOT/target/wasm32-wasip1/release/mixmode.wasm}"
 ENVOY="${ENVOY_BIN:-envoy}"
 STAMP="$(date -u +%Y-%m-%d-%H%M)"
+PRIO=()
+[ -n "${BENCH_NICE:-}" ] && PRIO=(nice -n "$BENCH_NICE")
 OUT="${BENCH_OUT:-$ROOT/bench/results/$STAMP.md}"
 
 for tool in wrk taskset curl python3 "$ENVOY"; do
@@ -43,7 +46,7 @@ trap 'exit 130' INT TERM
 
 start_upstream() { # version -> sets ADDR (not in a subshell: PIDS must keep the PID)
   local v="$1" f="$WORK/upstream-$1.addr"
-  taskset -c 1 "$UPSTREAM_BIN" --version "$v" >"$f" 2>/dev/null &
+  "${PRIO[@]}" taskset -c 1 "$UPSTREAM_BIN" --version "$v" >"$f" 2>/dev/null &
   PIDS+=($!)
   for _ in $(seq 100); do [ -s "$f" ] && break; sleep 0.05; done
   ADDR="$(head -1 "$f")"
@@ -122,7 +125,7 @@ start_envoy() { # setup [runtime] ; sets ENVOY_PID ADMIN LISTEN; returns 1 if En
   local dir="$WORK/envoy-$1-${2:-v8}"
   mkdir -p "$dir"
   envoy_yaml "$1" "${2:-v8}" >"$dir/envoy.yaml"
-  taskset -c 0 "$ENVOY" -c "$dir/envoy.yaml" --concurrency 1 --disable-hot-restart \
+  "${PRIO[@]}" taskset -c 0 "$ENVOY" -c "$dir/envoy.yaml" --concurrency 1 --disable-hot-restart \
     --base-id "$((RANDOM + 20000))" -l warning --admin-address-path "$dir/admin" >"$dir/log" 2>&1 &
   ENVOY_PID=$!
   PIDS+=("$ENVOY_PID")
@@ -158,7 +161,7 @@ measure() { # setup case round conns duration path
   case "$case" in post1k) script=(-s "$WORK/post1k.lua") ;; post64k) script=(-s "$WORK/post64k.lua") ;; esac
   local t0 t1 out
   t0="$(cpu_ticks "$ENVOY_PID")"
-  out="$(taskset -c 1 wrk -t1 -c"$conns" -d"${dur}s" --latency "${script[@]}" "http://$LISTEN$path")"
+  out="$("${PRIO[@]}" taskset -c 1 wrk -t1 -c"$conns" -d"${dur}s" --latency "${script[@]}" "http://$LISTEN$path")"
   t1="$(cpu_ticks "$ENVOY_PID")"
   echo "$out" | python3 -c '
 import re, sys
@@ -183,7 +186,7 @@ echo "bench: throughput, $ROUNDS round(s) x 4 setups x 3 cases x ${DUR}s, $CONNS
 for round in $(seq "$ROUNDS"); do
   for setup in plain noop floor mixmode; do
     start_envoy "$setup" || { echo "bench: Envoy ($setup) exited:" >&2; tail -5 "$LAST_LOG" >&2; exit 1; }
-    taskset -c 1 wrk -t1 -c"$CONNS" -d1s "http://$LISTEN/" >/dev/null # warm-up
+    "${PRIO[@]}" taskset -c 1 wrk -t1 -c"$CONNS" -d1s "http://$LISTEN/" >/dev/null # warm-up
     for case in get post1k post64k; do
       measure "$setup" "$case" "$round" "$CONNS" "$DUR" /
     done

@@ -9,6 +9,9 @@ use crate::run::SetupResult;
 
 const BIN_S: f64 = 0.5;
 
+/// A line: its legend, colour and points (seconds, failures in the bin).
+type Series = (String, RGBColor, Vec<(f64, f64)>);
+
 pub fn failures_svg(path: &Path, results: &[SetupResult]) -> Result<()> {
     let err = |e: &dyn std::fmt::Display| anyhow!("chart {}: {e}", path.display());
     let x_max = results
@@ -17,7 +20,7 @@ pub fn failures_svg(path: &Path, results: &[SetupResult]) -> Result<()> {
         .fold(1.0_f64, f64::max)
         .ceil();
     let bins = (x_max / BIN_S).ceil() as usize + 1;
-    let series: Vec<(String, Vec<(f64, f64)>)> = results
+    let series: Vec<Series> = results
         .iter()
         .map(|r| {
             let mut counts = vec![0usize; bins];
@@ -30,13 +33,25 @@ pub fn failures_svg(path: &Path, results: &[SetupResult]) -> Result<()> {
                 .enumerate()
                 .map(|(i, &c)| (i as f64 * BIN_S, c as f64))
                 .collect();
-            let total: usize = counts.iter().sum();
-            (format!("{} ({} lost)", r.setup, total), points)
+            let lost: usize = counts.iter().sum();
+            let all = r.transactions.len();
+            // One colour per setup, whichever setups were run.
+            let color = match r.setup.as_str() {
+                "round-robin" => RED,
+                "retry-409" => MAGENTA,
+                "sticky" => BLUE,
+                _ => GREEN,
+            };
+            (
+                format!("{}: {lost} of {all} transfers lost", r.setup),
+                color,
+                points,
+            )
         })
         .collect();
     let y_max = series
         .iter()
-        .flat_map(|(_, p)| p.iter().map(|(_, y)| *y))
+        .flat_map(|(_, _, p)| p.iter().map(|(_, y)| *y))
         .fold(1.0_f64, f64::max)
         * 1.15;
 
@@ -75,9 +90,7 @@ pub fn failures_svg(path: &Path, results: &[SetupResult]) -> Result<()> {
                 .map_err(|e| err(&e))?;
         }
     }
-    let colors = [RED, MAGENTA, BLUE, GREEN];
-    for (i, (label, points)) in series.into_iter().enumerate() {
-        let color = colors[i % colors.len()];
+    for (label, color, points) in series {
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))
             .map_err(|e| err(&e))?
@@ -88,7 +101,8 @@ pub fn failures_svg(path: &Path, results: &[SetupResult]) -> Result<()> {
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        // The end of the run has the fewest failures, and the wave labels sit at the top.
+        .position(SeriesLabelPosition::MiddleRight)
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
         .draw()

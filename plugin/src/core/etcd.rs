@@ -61,7 +61,7 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {
-            end.push(last + 1);
+            end.push(last.saturating_add(1));
             return end;
         }
     }
@@ -71,15 +71,15 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 pub fn b64_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    let mut out = String::with_capacity(data.len().div_ceil(3).saturating_mul(4));
     for chunk in data.chunks(3) {
         let b0 = chunk.first().copied().unwrap_or(0);
         let b1 = chunk.get(1).copied().unwrap_or(0);
         let b2 = chunk.get(2).copied().unwrap_or(0);
         let n = (u32::from(b0) << 16) | (u32::from(b1) << 8) | u32::from(b2);
-        for i in 0..4 {
+        for (i, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
             if i <= chunk.len() {
-                let idx = usize::try_from((n >> (18 - 6 * i)) & 63).unwrap_or(0);
+                let idx = usize::try_from((n >> shift) & 63).unwrap_or(0);
                 out.push(char::from(B64.get(idx).copied().unwrap_or(b'A')));
             } else {
                 out.push('=');
@@ -90,24 +90,21 @@ pub fn b64_encode(data: &[u8]) -> String {
 }
 
 pub fn b64_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    let mut out = Vec::with_capacity((text.len() / 4).saturating_mul(3));
     let mut acc = 0u32;
-    let mut bits = 0;
+    // Bits waiting in `acc`: always below 8 between characters, so never more than 14.
+    let mut bits = 0u32;
     for c in text.bytes().take_while(|c| *c != b'=') {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
+        let v = match B64.iter().position(|b| *b == c) {
+            Some(v) => u32::try_from(v).unwrap_or(0),
+            None => return None,
         };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
+        acc = (acc << 6) | v;
+        bits = bits.saturating_add(6);
+        if let Some(rest) = bits.checked_sub(8) {
+            bits = rest;
             out.push(u8::try_from((acc >> bits) & 0xff).unwrap_or(0));
-            acc &= (1 << bits) - 1;
+            acc &= (1u32 << bits).saturating_sub(1);
         }
     }
     Some(out)
@@ -412,7 +409,12 @@ pub fn apply<S: SharedStore + ?Sized>(
     })
     .map_err(st)?;
     let after = registry::count(store).map_err(st)?;
-    out.added = usize::try_from((after + out.removed as u64).saturating_sub(before)).unwrap_or(0);
+    out.added = usize::try_from(
+        after
+            .saturating_add(u64::try_from(out.removed).unwrap_or(u64::MAX))
+            .saturating_sub(before),
+    )
+    .unwrap_or(0);
     write(store, SNAPSHOT_KEY, &Snapshot { records: kept }).map_err(st)?;
     write(
         store,

@@ -146,8 +146,10 @@ fn pick_in<S: SharedStore + ?Sized>(
             let mut left = order.len();
             while left > 0 {
                 r = mix(r);
-                let j = usize::try_from(r % u64::try_from(left).unwrap_or(1)).unwrap_or(0);
-                left -= 1;
+                let j =
+                    usize::try_from(r.checked_rem(u64::try_from(left).unwrap_or(1)).unwrap_or(0))
+                        .unwrap_or(0);
+                left = left.saturating_sub(1);
                 order.swap(j, left);
                 let Some(i) = order.get(left).and_then(|i| usize::try_from(*i).ok()) else {
                     continue;

@@ -35,11 +35,17 @@ impl Members {
 
     fn build(items: &[&[u8]]) -> Vec<u8> {
         let text: usize = items.iter().map(|i| i.len()).sum();
-        let mut out = Vec::with_capacity(4 + 4 * items.len() + text);
+        let mut out = Vec::with_capacity(
+            items
+                .len()
+                .saturating_mul(4)
+                .saturating_add(4)
+                .saturating_add(text),
+        );
         out.extend_from_slice(&u32::try_from(items.len()).unwrap_or(0).to_le_bytes());
         let mut end = 0usize;
         for i in items {
-            end += i.len();
+            end = end.saturating_add(i.len());
             out.extend_from_slice(&u32::try_from(end).unwrap_or(u32::MAX).to_le_bytes());
         }
         for i in items {
@@ -67,9 +73,10 @@ impl Members {
         if i >= n {
             return None;
         }
-        let base = 4 + 4 * n;
+        // len() vouched that the offsets table fits in the buffer, so these cannot overflow.
+        let base = n.checked_mul(4)?.checked_add(4)?;
         let start = if i == 0 { 0 } else { u32_at(&self.bytes, i)? };
-        let end = u32_at(&self.bytes, i + 1)?;
+        let end = u32_at(&self.bytes, i.checked_add(1)?)?;
         self.bytes
             .get(base.checked_add(start)?..base.checked_add(end)?)
     }

@@ -54,7 +54,7 @@ impl<'a> Iterator for RawPairs<'a> {
         }
         match self.step() {
             Some(p) => {
-                self.left -= 1;
+                self.left = self.left.saturating_sub(1);
                 Some(Ok(p))
             }
             None => {

@@ -216,7 +216,7 @@ impl Redispatcher {
         match peers.pick(&self.session_version, &self.excluded, random) {
             None => Step::new(Action::PassThrough(no_candidate)).count(counter),
             Some(peer) => {
-                self.attempts += 1;
+                self.attempts = self.attempts.saturating_add(1);
                 self.excluded.push(peer.clone());
                 Step::new(Action::Dispatch {
                     peer,

@@ -50,6 +50,9 @@ pub struct Slot {
     pub last_seen_ms: u64,
     /// Listed in the current etcd snapshot: fresh as long as the mirror is.
     pub etcd: bool,
+    /// Written before its indexes, cleared once they list it: a heartbeat that failed between
+    /// the two (503) leaves it set, and the server's next heartbeat indexes it (fuzz finding H1).
+    pub index_pending: bool,
 }
 
 impl Slot {
@@ -312,19 +315,20 @@ pub fn put<S: SharedStore + ?Sized>(
             return Err(RegistryError::Full);
         }
     }
-    let (created, old_version) = modify(store, &skey, |b: &mut Vec<Slot>| {
+    let (created, old_version, pending) = modify(store, &skey, |b: &mut Vec<Slot>| {
         match b.iter_mut().find(|e| e.is(pool, app, address)) {
             Some(e) => {
                 let same = e.version == version;
-                if source == Source::Etcd && same && e.etcd {
-                    return (false, (false, None));
+                if source == Source::Etcd && same && e.etcd && !e.index_pending {
+                    return (false, (false, None, false));
                 }
                 let old = std::mem::replace(&mut e.version, version.to_string());
                 match source {
                     Source::Heartbeat => e.last_seen_ms = e.last_seen_ms.max(now_ms),
                     Source::Etcd => e.etcd = true,
                 }
-                (true, (false, (!same).then_some(old)))
+                e.index_pending |= !same;
+                (true, (false, (!same).then_some(old), e.index_pending))
             }
             None => {
                 b.push(Slot {
@@ -339,23 +343,48 @@ pub fn put<S: SharedStore + ?Sized>(
                         0
                     },
                     etcd: source == Source::Etcd,
+                    index_pending: true,
                 });
-                (true, (true, None))
+                (true, (true, None, true))
             }
         }
     })?;
     let records = if created {
-        let n = add_count(store, 1)?;
-        index(store, pool, app, version, address)?;
-        n
+        add_count(store, 1)?
     } else {
-        if let Some(old) = old_version {
-            index(store, pool, app, version, address)?;
-            unindex(store, pool, app, &old, address)?;
-        }
         count(store)?
     };
+    if pending {
+        index(store, pool, app, version, address)?;
+        if let Some(old) = old_version {
+            unindex(store, pool, app, &old, address)?;
+        }
+        indexed(store, &skey, pool, app, address, version)?;
+    }
     Ok(Upserted { created, records })
+}
+
+/// Clears `index_pending` once the indexes list the record under `version`.
+fn indexed<S: SharedStore + ?Sized>(
+    store: &mut S,
+    skey: &str,
+    pool: &str,
+    app: &str,
+    address: &str,
+    version: &str,
+) -> Result<(), RegistryError> {
+    modify(store, skey, |b: &mut Vec<Slot>| {
+        match b
+            .iter_mut()
+            .find(|e| e.is(pool, app, address) && e.version == version && e.index_pending)
+        {
+            Some(e) => {
+                e.index_pending = false;
+                (true, ())
+            }
+            None => (false, ()),
+        }
+    })
 }
 
 /// What `change` decides for an existing record.
@@ -454,6 +483,9 @@ pub fn put_many<S: SharedStore + ?Sized>(
                         first_seen_ms: now_ms,
                         last_seen_ms: 0,
                         etcd: true,
+                        // A batch indexes once for all; a failure there is healed by the prune's
+                        // bucket walk.
+                        index_pending: false,
                     });
                     (true, (true, None, false))
                 }
@@ -462,7 +494,7 @@ pub fn put_many<S: SharedStore + ?Sized>(
         let set = (r.pool, r.app, r.version);
         match outcome {
             (true, _, _) => {
-                n += 1;
+                n = n.saturating_add(1);
                 joined.push((set, r.address));
             }
             (false, Some(old), _) => {
@@ -472,7 +504,7 @@ pub fn put_many<S: SharedStore + ?Sized>(
             (false, None, full) => *no = full,
         }
     }
-    let created = joined.len() - left.len();
+    let created = joined.len().saturating_sub(left.len());
     if created > 0 {
         add_count(store, i64::try_from(created).unwrap_or(i64::MAX))?;
     }
@@ -527,7 +559,10 @@ where
         }
     }
     if !removed.is_empty() {
-        add_count(store, -i64::try_from(removed.len()).unwrap_or(i64::MAX))?;
+        add_count(
+            store,
+            i64::try_from(removed.len()).map_or(i64::MIN, i64::wrapping_neg),
+        )?;
     }
     removed.sort();
     for group in removed.chunk_by(|a, b| a.0 == b.0 && a.1 == b.1 && a.2 == b.2) {
@@ -548,6 +583,14 @@ fn index_many<S: SharedStore + ?Sized>(
 ) -> Result<(), RegistryError> {
     members::add(store, &members_key(pool, app, version), addresses)?;
     add_to(store, &versions_key(pool, app), version)?;
+    ensure_app(store, pool, app)
+}
+
+fn ensure_app<S: SharedStore + ?Sized>(
+    store: &mut S,
+    pool: &str,
+    app: &str,
+) -> Result<(), RegistryError> {
     modify(store, APPS_KEY, |apps: &mut Vec<(String, String)>| {
         if apps.iter().any(|(p, a)| p == pool && a == app) {
             (false, ())
@@ -646,7 +689,7 @@ pub fn prune<S: SharedStore + ?Sized>(
         let mkey = members_key(pool, app, version);
         let listed = members::read(store, &mkey)?.to_vec();
         for address in &listed {
-            out.checked += 1;
+            out.checked = out.checked.saturating_add(1);
             match find(store, pool, app, address)? {
                 Some(s) if s.version == *version => {
                     if clock.is_fresh(store, &s)? {
@@ -662,7 +705,7 @@ pub fn prune<S: SharedStore + ?Sized>(
                         }
                     })?;
                     if matches!(gone, Some((_, Change::Remove))) {
-                        out.removed += 1;
+                        out.removed = out.removed.saturating_add(1);
                     }
                 }
                 // Moved to another version or removed: a leftover of this list.
@@ -671,7 +714,7 @@ pub fn prune<S: SharedStore + ?Sized>(
         }
         drop_empty_set(store, pool, app, version)?;
         cursor.0 = Some((pool.clone(), app.clone(), version.clone()));
-        next += 1;
+        next = next.saturating_add(1);
         if out.checked >= budget {
             break;
         }
@@ -681,7 +724,9 @@ pub fn prune<S: SharedStore + ?Sized>(
         out.wrapped = true;
     }
     let end = cursor.1.saturating_add(BUCKETS_PER_PRUNE).min(BUCKETS);
-    out.removed += walk_buckets(store, limits, now_ms, cursor.1..end)?;
+    out.removed = out
+        .removed
+        .saturating_add(walk_buckets(store, limits, now_ms, cursor.1..end)?);
     cursor.1 = if end >= BUCKETS { 0 } else { end };
     Ok(out)
 }
@@ -698,7 +743,7 @@ fn walk_buckets<S: SharedStore + ?Sized>(
     let mut clock = Clock::new(now_ms, limits.stale_after_ms);
     let mut lists: std::collections::HashMap<String, std::collections::HashSet<String>> =
         std::collections::HashMap::new();
-    let mut removed = 0;
+    let mut removed = 0usize;
     for b in buckets {
         let bucket: Vec<Slot> = read(store, &format!("mixmode/v2/slot/{b}"))?;
         for e in bucket {
@@ -711,11 +756,17 @@ fn walk_buckets<S: SharedStore + ?Sized>(
                         Change::Remove
                     }
                 })?;
-                removed += usize::from(matches!(gone, Some((_, Change::Remove))));
+                removed =
+                    removed.saturating_add(usize::from(matches!(gone, Some((_, Change::Remove)))));
                 continue;
             }
             let key = members_key(&e.pool, &e.app, &e.version);
             if !lists.contains_key(&key) {
+                // A set listed nowhere is never walked by the list side of the prune nor shown
+                // by GET: a torn or foreign write of an index must not hide it for good (fuzz
+                // finding C1). Both checks are reads unless something is missing.
+                add_to(store, &versions_key(&e.pool, &e.app), &e.version)?;
+                ensure_app(store, &e.pool, &e.app)?;
                 let set = members::read(store, &key)?
                     .iter()
                     .map(str::to_string)
@@ -789,7 +840,7 @@ pub fn sweep<S: SharedStore + ?Sized>(
         let mut stale = false;
         for e in &bucket {
             if clock.is_fresh(store, e)? {
-                n += 1;
+                n = n.saturating_add(1);
             } else {
                 stale = true;
             }
@@ -885,6 +936,76 @@ mod tests {
         }
         out.sort();
         out
+    }
+
+    /// A store whose writes to keys starting with `refuse` fail while it is set.
+    struct Refusing {
+        inner: MemoryStore,
+        refuse: Option<&'static str>,
+    }
+
+    impl SharedStore for Refusing {
+        fn get(&mut self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+            self.inner.get(key)
+        }
+        fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
+            if self.refuse.is_some_and(|p| key.starts_with(p)) {
+                return Err(StoreError::Other);
+            }
+            self.inner.set(key, value, cas)
+        }
+    }
+
+    // Fuzz finding H1: the slot was written, its members list refused; the server's next
+    // heartbeat (an unchanged version) must index it.
+    #[test]
+    fn a_record_whose_index_failed_is_indexed_by_its_next_heartbeat() {
+        let mut st = Refusing {
+            inner: MemoryStore::default(),
+            refuse: Some("mixmode/v2/members/"),
+        };
+        assert!(upsert(&mut st, &BIG, "p", "app", "1", "10.0.0.1:80", 10).is_err());
+        assert!(list(&mut st, &BIG, 10).unwrap().is_empty());
+        st.refuse = None;
+        upsert(&mut st, &BIG, "p", "app", "1", "10.0.0.1:80", 20).unwrap();
+        assert_eq!(addrs(&mut st.inner, "1", 20), vec!["10.0.0.1:80"]);
+        assert_eq!(list(&mut st, &BIG, 20).unwrap().len(), 1);
+        // Indexed once: later refreshes write the slot only again.
+        let writes = st.inner.writes;
+        upsert(&mut st, &BIG, "p", "app", "1", "10.0.0.1:80", 30).unwrap();
+        assert_eq!(st.inner.writes, writes + 1);
+    }
+
+    // The same for a version change whose new members list refused the write.
+    #[test]
+    fn a_version_change_whose_index_failed_is_indexed_by_the_next_heartbeat() {
+        let mut st = Refusing {
+            inner: MemoryStore::default(),
+            refuse: None,
+        };
+        upsert(&mut st, &BIG, "p", "app", "1", "10.0.0.1:80", 10).unwrap();
+        st.refuse = Some("mixmode/v2/members/");
+        assert!(upsert(&mut st, &BIG, "p", "app", "2", "10.0.0.1:80", 20).is_err());
+        st.refuse = None;
+        upsert(&mut st, &BIG, "p", "app", "2", "10.0.0.1:80", 30).unwrap();
+        assert_eq!(addrs(&mut st.inner, "2", 30), vec!["10.0.0.1:80"]);
+        assert!(addrs(&mut st.inner, "1", 30).is_empty());
+    }
+
+    // Fuzz finding C1: an apps index emptied by a torn or foreign write is rebuilt by the
+    // prune's bucket walk while the servers keep heartbeating.
+    #[test]
+    fn an_emptied_apps_index_is_rebuilt_by_the_prune() {
+        let mut st = MemoryStore::default();
+        upsert(&mut st, &BIG, "p", "app", "1", "10.0.0.1:80", 10).unwrap();
+        st.set(APPS_KEY, &[], 0).unwrap();
+        assert!(list(&mut st, &BIG, 10).unwrap().is_empty());
+        let mut cursor = PruneCursor::default();
+        for _ in 0..BUCKETS / BUCKETS_PER_PRUNE {
+            upsert(&mut st, &BIG, "p", "app", "1", "10.0.0.1:80", 20).unwrap();
+            prune(&mut st, &BIG, 20, &mut cursor, usize::MAX).unwrap();
+        }
+        assert_eq!(list(&mut st, &BIG, 20).unwrap().len(), 1);
     }
 
     fn members(store: &mut MemoryStore, version: &str) -> Vec<String> {

@@ -37,7 +37,7 @@ impl Request {
     /// Headers of attempt `n` to `peer`: the client's, then the target (its only copy: the
     /// client's was dropped) and the attempt number.
     pub fn attempt_headers(&self, peer: &str, n: u32) -> Vec<(&str, String)> {
-        let mut h: Vec<(&str, String)> = Vec::with_capacity(self.headers.len() + 2);
+        let mut h: Vec<(&str, String)> = Vec::with_capacity(self.headers.len().saturating_add(2));
         h.extend(self.headers.iter().map(|(k, v)| (k.as_str(), v.clone())));
         h.push((ORIGINAL_DST_HEADER, peer.to_string()));
         h.push((ATTEMPT_HEADER, n.to_string()));

@@ -108,13 +108,13 @@ pub struct MemoryStore {
 
 impl SharedStore for MemoryStore {
     fn get(&mut self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
-        self.reads += 1;
+        self.reads = self.reads.saturating_add(1);
         Ok(self.map.get(key).cloned())
     }
 
     fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
         if self.inject_mismatches > 0 {
-            self.inject_mismatches -= 1;
+            self.inject_mismatches = self.inject_mismatches.saturating_sub(1);
             return Err(StoreError::CasMismatch);
         }
         match self.map.get(key) {
@@ -124,7 +124,7 @@ impl SharedStore for MemoryStore {
             _ => {}
         }
         self.next_cas = self.next_cas.wrapping_add(1).clamp(1, u32::MAX - 1);
-        self.writes += 1;
+        self.writes = self.writes.saturating_add(1);
         self.map
             .insert(key.to_string(), (value.to_vec(), self.next_cas));
         Ok(())

@@ -51,7 +51,10 @@ impl Request {
 pub struct Replay {
     raw: Vec<u8>,
     state: ReplayState,
-    pub body: Vec<u8>,
+    /// The body as the host handed it out, chunk by chunk: kept as is (no second copy, no
+    /// regrowth), joined only when a replay needs it.
+    chunks: Vec<Vec<u8>>,
+    body_len: usize,
     pub body_complete: bool,
     max_body: usize,
 }
@@ -59,10 +62,21 @@ pub struct Replay {
 impl Replay {
     /// `raw`: the request headers in the ABI's map serialization; `end_of_stream`: no body.
     pub fn new(raw: Vec<u8>, end_of_stream: bool, max_body: usize) -> Self {
+        // A body announced larger than the limit is never copied at all.
+        let announced_too_large = !end_of_stream
+            && find_raw(&raw, b"content-length")
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .is_some_and(|n| n > u64::try_from(max_body).unwrap_or(u64::MAX));
         Replay {
             raw,
-            state: ReplayState::Ready,
-            body: Vec::new(),
+            state: if announced_too_large {
+                ReplayState::TooLarge
+            } else {
+                ReplayState::Ready
+            },
+            chunks: Vec::new(),
+            body_len: 0,
             body_complete: end_of_stream,
             max_body,
         }
@@ -73,7 +87,8 @@ impl Replay {
         Replay {
             raw: Vec::new(),
             state: ReplayState::Unsupported,
-            body: Vec::new(),
+            chunks: Vec::new(),
+            body_len: 0,
             body_complete: true,
             max_body: 0,
         }
@@ -122,7 +137,20 @@ impl Replay {
     /// The host could not give a body chunk: the copy would not be byte for byte.
     pub fn mark_unsupported(&mut self) {
         self.state = ReplayState::Unsupported;
-        self.body = Vec::new();
+        self.chunks = Vec::new();
+        self.body_len = 0;
+    }
+
+    /// The body copied so far, in one piece.
+    pub fn body(&mut self) -> &[u8] {
+        if self.chunks.len() > 1 {
+            let mut all = Vec::with_capacity(self.body_len);
+            for c in self.chunks.drain(..) {
+                all.extend_from_slice(&c);
+            }
+            self.chunks.push(all);
+        }
+        self.chunks.first().map_or(&[], Vec::as_slice)
     }
 
     /// Whether body chunks are still worth reading.
@@ -132,12 +160,20 @@ impl Replay {
 
     /// Appends one body chunk; `end` marks the end of the body (also the trailers).
     pub fn push_body(&mut self, chunk: &[u8], end: bool) {
+        self.push_chunk(chunk.to_vec(), end);
+    }
+
+    /// `push_body` for a chunk the host handed out: kept without copying it.
+    pub fn push_chunk(&mut self, chunk: Vec<u8>, end: bool) {
         if self.state == ReplayState::Ready {
-            if self.body.len().saturating_add(chunk.len()) > self.max_body {
+            let len = self.body_len.saturating_add(chunk.len());
+            if len > self.max_body {
                 self.state = ReplayState::TooLarge;
-                self.body = Vec::new();
-            } else {
-                self.body.extend_from_slice(chunk);
+                self.chunks = Vec::new();
+                self.body_len = 0;
+            } else if !chunk.is_empty() {
+                self.body_len = len;
+                self.chunks.push(chunk);
             }
         }
         if end {
@@ -148,7 +184,7 @@ impl Replay {
     /// How much of a chunk to read: up to one byte past the limit, so "too large" is still seen.
     pub fn read_limit(&self) -> usize {
         self.max_body
-            .saturating_sub(self.body.len())
+            .saturating_sub(self.body_len)
             .saturating_add(1)
     }
 }
@@ -243,7 +279,7 @@ mod tests {
         assert!(r.wants_body());
         r.push_body(b"\x00\xffab", false);
         r.push_body(b"cd", true);
-        assert_eq!(r.body, b"\x00\xffabcd");
+        assert_eq!(r.body(), b"\x00\xffabcd");
         assert!(r.request().is_ok());
         assert!(!r.wants_body());
     }
@@ -255,10 +291,33 @@ mod tests {
         assert_eq!(r.read_limit(), 3);
         r.push_body(b"efg", false);
         assert_eq!(r.request().unwrap_err(), ReplayState::TooLarge);
-        assert!(r.body.is_empty());
+        assert!(r.body().is_empty());
         assert!(!r.wants_body());
         r.push_body(b"h", true);
         assert_eq!(r.request().unwrap_err(), ReplayState::TooLarge);
         assert!(r.body_complete);
+    }
+
+    #[test]
+    fn a_body_announced_past_the_limit_is_not_copied() {
+        let mut r = Replay::new(
+            raw(&[(":method", b"POST"), ("content-length", b"7")]),
+            false,
+            6,
+        );
+        assert!(!r.wants_body());
+        assert_eq!(r.request().unwrap_err(), ReplayState::TooLarge);
+        r.push_body(b"abcdefg", true);
+        assert!(r.body().is_empty());
+        let mut r = Replay::new(
+            raw(&[(":method", b"POST"), ("content-length", b"6")]),
+            false,
+            6,
+        );
+        assert!(r.wants_body());
+        r.push_chunk(b"abc".to_vec(), false);
+        r.push_chunk(b"def".to_vec(), true);
+        assert_eq!(r.body(), b"abcdef");
+        assert!(r.request().is_ok());
     }
 }

@@ -227,7 +227,7 @@ impl MixHttp {
                     let owned = r.attempt_headers(&peer, attempt);
                     let headers: Vec<(&str, &str)> =
                         owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                    let body = (!replay.body.is_empty()).then_some(replay.body.as_slice());
+                    let body = Some(replay.body()).filter(|b| !b.is_empty());
                     let result = proxy_wasm::hostcalls::dispatch_http_call(
                         &shared.config.redispatch.cluster,
                         headers,
@@ -353,7 +353,7 @@ impl HttpContext for MixHttp {
                     // Returning Continue, `body_size` is this chunk's size.
                     let want = body_size.min(replay.read_limit());
                     match abi::get_buffer(buffer::REQUEST_BODY, 0, want) {
-                        Some(chunk) => replay.push_body(&chunk, end_of_stream),
+                        Some(chunk) => replay.push_chunk(chunk, end_of_stream),
                         None => replay.mark_unsupported(),
                     }
                 } else if end_of_stream {

@@ -6,6 +6,7 @@
 pub mod bodies;
 pub mod config;
 pub mod failures;
+pub mod faults;
 pub mod registry;
 pub mod rescue;
 pub mod signal;

@@ -154,6 +154,11 @@ impl Envoy {
         format!("http://{}{path}", self.heartbeat)
     }
 
+    /// Everything Envoy logged so far (level warning and above).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("envoy.log")).unwrap_or_default()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

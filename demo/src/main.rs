@@ -8,6 +8,7 @@ mod envoy;
 mod pool;
 mod run;
 mod setup;
+mod soak;
 mod table;
 mod users;
 mod walkthrough;
@@ -27,6 +28,7 @@ const USAGE: &str = "\
 usage: demo [--quick] [--servers N] [--users N] [--seed N] [--duration SECS | --wave-wait SECS]
             [--drain SECS] [--waves 1,4,4,1] [--setups round-robin,retry-409,sticky,mixmode]
             [--envoy-workers N] [--out DIR] [--no-walkthrough]
+       demo --soak [--duration SECS] [--servers N] [--users N] [--envoy-workers N]
 
   --quick        short run for CI (~25 s): shorter warm-up, downtime and waits
   --servers      app servers in the pool (default 10)
@@ -157,19 +159,7 @@ fn parse_args() -> Result<Option<Args>> {
         }
         (None, None) => {}
     }
-    let wasm = match std::env::var_os("MIXMODE_WASM") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/wasm32-wasip1/release/mixmode.wasm"),
-    };
-    if !wasm.is_file() {
-        bail!(
-            "mixmode.wasm not found at {}: run `just demo` (it builds it) or \
-             `cargo build -p mixmode --release --target wasm32-wasip1`, or set MIXMODE_WASM",
-            wasm.display()
-        );
-    }
-    let wasm = wasm.canonicalize().unwrap_or(wasm);
+    let wasm = wasm_path()?;
     Ok(Some(Args {
         opts: RunOptions {
             servers,
@@ -186,6 +176,35 @@ fn parse_args() -> Result<Option<Args>> {
         out,
         walkthrough,
     }))
+}
+
+fn wasm_path() -> Result<PathBuf> {
+    let wasm = match std::env::var_os("MIXMODE_WASM") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/wasm32-wasip1/release/mixmode.wasm"),
+    };
+    if !wasm.is_file() {
+        bail!(
+            "mixmode.wasm not found at {}: run `just demo` (it builds it) or \
+             `cargo build -p mixmode --release --target wasm32-wasip1`, or set MIXMODE_WASM",
+            wasm.display()
+        );
+    }
+    Ok(wasm.canonicalize().unwrap_or(wasm))
+}
+
+enum Job {
+    Demo(Args),
+    Soak(soak::SoakOptions),
+}
+
+fn parse_job() -> Result<Option<Job>> {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.iter().any(|a| a == "--soak") {
+        return Ok(soak::parse(&argv, wasm_path()?)?.map(Job::Soak));
+    }
+    Ok(parse_args()?.map(Job::Demo))
 }
 
 async fn run(args: Args) -> Result<bool> {
@@ -272,7 +291,7 @@ async fn interrupted() -> &'static str {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
+    let job = match parse_job() {
         Ok(Some(a)) => a,
         Ok(None) => return ExitCode::SUCCESS,
         Err(e) => {
@@ -294,7 +313,12 @@ fn main() -> ExitCode {
     let code = rt.block_on(async {
         tokio::select! {
             // Dropping the run future drops every Envoy handle it owns, which kills that Envoy.
-            r = run(args) => match r {
+            r = async {
+                match job {
+                    Job::Demo(args) => run(args).await,
+                    Job::Soak(o) => soak::soak(&o).await,
+                }
+            } => match r {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(e) => {

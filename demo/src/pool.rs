@@ -16,6 +16,7 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 
 use crate::setup::write_eds;
+use crate::soak::Liveness;
 
 /// How often a registered server sends its heartbeat (the registry forgets it after 15 s).
 const HEARTBEAT_EVERY: Duration = Duration::from_millis(1000);
@@ -39,6 +40,8 @@ pub struct Pool {
     /// Envoy's view of the pool: the serving servers, written to this file.
     eds: PathBuf,
     eds_version: u64,
+    /// When each server was registered and serving (the soak's accounting).
+    liveness: Option<Liveness>,
 }
 
 /// What the progress line shows.
@@ -69,6 +72,7 @@ impl Pool {
             registry: None,
             eds,
             eds_version: 0,
+            liveness: None,
         };
         pool.publish()?;
         Ok(pool)
@@ -86,6 +90,16 @@ impl Pool {
         write_eds(&self.eds, self.eds_version, &members)
     }
 
+    /// Records registrations and deregistrations in `l` from now on.
+    pub fn track(&mut self, l: Liveness) {
+        self.liveness = Some(l);
+    }
+
+    /// The session store the servers share (for extra servers of the same app).
+    pub fn store(&self) -> Option<SessionStore> {
+        self.servers.first().map(|s| s.app.store().clone())
+    }
+
     pub fn addrs(&self) -> Vec<SocketAddr> {
         self.servers.iter().map(|s| s.app.addr()).collect()
     }
@@ -94,6 +108,9 @@ impl Pool {
     pub async fn register_all(&mut self, client: HeartbeatClient) -> Result<()> {
         for s in &mut self.servers {
             start_heartbeats(&client, s).await?;
+            if let Some(l) = &self.liveness {
+                l.up(s.app.addr(), &s.app.version());
+            }
         }
         self.registry = Some(client);
         Ok(())
@@ -144,6 +161,9 @@ impl Pool {
                 beat.abort();
                 let _ = beat.await;
             }
+            if let Some(l) = &self.liveness {
+                l.down(s.app.addr());
+            }
             if let Some(client) = &registry {
                 client.deregister(&Registration::of(&s.app)).await?;
             }
@@ -159,6 +179,9 @@ impl Pool {
             s.app.restart(version).await?;
             if let Some(client) = &registry {
                 start_heartbeats(client, s).await?;
+                if let Some(l) = &self.liveness {
+                    l.up(s.app.addr(), version);
+                }
             }
             s.app.set_healthy(true);
             s.state = State::Serving;
@@ -253,10 +276,22 @@ pub struct WaveTimes {
     pub up_at: f64,
 }
 
-/// Runs the plan against the pool; `view` is kept current for the progress line.
+/// Runs the plan against the pool (v1 -> v2); `view` is kept current for the progress line.
 pub async fn deploy(
     pool: &mut Pool,
     plan: &Plan,
+    t0: Instant,
+    view: Arc<Mutex<PoolView>>,
+    log: impl Fn(String),
+) -> Result<Vec<WaveTimes>> {
+    deploy_to(pool, plan, "2", t0, view, log).await
+}
+
+/// `deploy` to any version (the soak goes back and forth).
+pub async fn deploy_to(
+    pool: &mut Pool,
+    plan: &Plan,
+    version: &str,
     t0: Instant,
     view: Arc<Mutex<PoolView>>,
     log: impl Fn(String),
@@ -297,13 +332,13 @@ pub async fn deploy(
         publish(pool, w + 1);
         tokio::time::sleep(plan.down).await;
         for &i in wave {
-            pool.upgrade(i, "2").await?;
+            pool.upgrade(i, version).await?;
         }
         // Registered before Envoy sends it users: its sessions can be rescued from the first.
         pool.publish()?;
         let up_at = since(Instant::now());
         log(format!(
-            "wave {}/{}: {names} back as v2",
+            "wave {}/{}: {names} back as v{version}",
             w + 1,
             plan.waves.len()
         ));

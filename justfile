@@ -26,9 +26,19 @@ lint:
     cargo clippy --workspace --all-targets -- -D warnings
     cargo clippy -p mixmode --target wasm32-wasip1 -- -D warnings
 
-# Everything CI runs: lints, unit tests, harness suite and real-Envoy suite.
+# Everything CI runs: lints, unit tests, harness and real-Envoy suites, etcd, demo --quick, the
+# 60 s soak, and a bounded fuzz run (10 s per target).
 test: build lint
-    MIXMODE_WASM="$PWD/{{wasm}}" cargo test --workspace
+    MIXMODE_WASM="$PWD/{{wasm}}" MIXMODE_SOAK=1 cargo test --workspace
+    fuzz/run.sh --seconds 10
+
+# Fuzz the core's parsers and registry (default: 10,000,000 inputs per target).
+fuzz *ARGS:
+    fuzz/run.sh {{ARGS}}
+
+# Rolling deploys back and forth under load with injected faults (default 10 minutes).
+soak DURATION="600": build
+    cargo run -q --release -p mixmode-demo --bin demo -- --soak --duration {{DURATION}}
 
 # Only the fast plain-Rust unit tests of the filter's core.
 test-core:

@@ -143,3 +143,104 @@ pub(crate) fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     )?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::StreamProps;
+
+    fn stream(request: Option<&[(&str, &str)]>) -> Stream {
+        let (events, _) = tokio::sync::mpsc::unbounded_channel();
+        Stream {
+            request_headers: request.map(|h| {
+                h.iter()
+                    .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                    .collect()
+            }),
+            saved_request_headers: Vec::new(),
+            request_body: Vec::new(),
+            request_trailers: None,
+            response_headers: None,
+            response_body: Vec::new(),
+            response_trailers: None,
+            props: StreamProps {
+                upstream_address: Some("127.0.0.1:9000".into()),
+                cluster_name: "upstream".into(),
+                ..Default::default()
+            },
+            in_log: false,
+            events,
+            local_reply_sent: false,
+            awaiting_done: false,
+            properties: Default::default(),
+        }
+    }
+
+    fn path(p: &str) -> Vec<String> {
+        p.split('.').map(String::from).collect()
+    }
+
+    const NAMES: PluginNames<'static> = PluginNames {
+        name: "p",
+        root_id: "r",
+        vm_id: "v",
+    };
+
+    #[test]
+    fn request_properties_exist_only_with_the_request() {
+        let s = stream(Some(&[
+            (":path", "/a?b=1"),
+            (":method", "POST"),
+            ("x-k", "v"),
+        ]));
+        assert_eq!(
+            resolve(&NAMES, Some(&s), &path("request.path")),
+            Some(b"/a?b=1".to_vec())
+        );
+        assert_eq!(
+            resolve(&NAMES, Some(&s), &path("request.url_path")),
+            Some(b"/a".to_vec())
+        );
+        assert_eq!(
+            resolve(&NAMES, Some(&s), &path("request.query")),
+            Some(b"b=1".to_vec())
+        );
+        assert_eq!(
+            resolve(&NAMES, Some(&s), &path("request.method")),
+            Some(b"POST".to_vec())
+        );
+        assert_eq!(
+            resolve(
+                &NAMES,
+                Some(&s),
+                &["request".into(), "headers".into(), "x-k".into()]
+            ),
+            Some(b"v".to_vec())
+        );
+        let gone = stream(None);
+        assert_eq!(resolve(&NAMES, Some(&gone), &path("request.path")), None);
+    }
+
+    #[test]
+    fn plugin_and_upstream_properties() {
+        let s = stream(None);
+        assert_eq!(
+            resolve(&NAMES, None, &path("plugin_root_id")),
+            Some(b"r".to_vec())
+        );
+        assert_eq!(
+            resolve(&NAMES, None, &path("plugin_vm_id")),
+            Some(b"v".to_vec())
+        );
+        assert_eq!(
+            resolve(&NAMES, Some(&s), &path("upstream.address")),
+            Some(b"127.0.0.1:9000".to_vec())
+        );
+        assert_eq!(
+            resolve(&NAMES, Some(&s), &path("upstream.port")),
+            Some(9000i64.to_le_bytes().to_vec())
+        );
+        assert_eq!(resolve(&NAMES, None, &path("upstream.address")), None);
+        assert_eq!(resolve(&NAMES, Some(&s), &path("no.such")), None);
+    }
+}

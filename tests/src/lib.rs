@@ -39,5 +39,6 @@ pub mod app;
 pub mod client;
 pub mod envoy;
 pub mod etcd;
+pub mod harness_host;
 pub mod host;
 pub mod scenarios;

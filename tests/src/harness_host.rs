@@ -1,0 +1,129 @@
+//! [`Host`] for the wasmtime harness (`host-harness`), laid out as `envoy/envoy.yaml` lays out
+//! Envoy: a public listener in front of the pool, a heartbeat listener where only the filter
+//! answers (anything else is the "no route" 404), the filter named `mixmode` with root id and
+//! vm id `mixmode` and `allow_on_headers_stop_iteration`, the peers as an ORIGINAL_DST cluster
+//! `mixmode_peers`, and the spec's extra clusters by name.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use anyhow::Result;
+use host_harness::{Harness, LogLine, RunningHarness};
+
+use crate::envoy::wasm_path;
+use crate::host::{Host, HostSpec, StartError};
+
+mod balancer;
+
+use balancer::RoundRobin;
+
+/// Names shared with envoy.yaml, so logs and properties read the same on both hosts.
+const PLUGIN_NAME: &str = "mixmode";
+const PEERS_CLUSTER: &str = "mixmode_peers";
+
+pub struct HarnessHost {
+    pub harness: RunningHarness,
+    public: SocketAddr,
+    heartbeat: SocketAddr,
+    heartbeat_path: String,
+    /// Round robin over a pool of several servers (the harness forwards a listener to one
+    /// upstream); lives as long as the host.
+    _balancer: Option<RoundRobin>,
+}
+
+impl Host for HarnessHost {
+    const NAME: &'static str = "harness";
+
+    async fn start(spec: HostSpec) -> Result<Self, StartError> {
+        let fail = |message: String, logs: String| StartError {
+            exit_code: None,
+            message,
+            logs,
+        };
+        let wasm = wasm_path().map_err(|e| fail(format!("{e:#}"), String::new()))?;
+        let balancer = match spec.upstreams.len() {
+            0 | 1 => None,
+            _ => Some(
+                RoundRobin::start(spec.upstreams.clone())
+                    .await
+                    .map_err(|e| fail(format!("round robin: {e:#}"), String::new()))?,
+            ),
+        };
+        let mut builder = Harness::builder()
+            .plugin_wasm(wasm)
+            .plugin_config(spec.plugin_config.clone().into_bytes())
+            .name(PLUGIN_NAME)
+            .root_id(PLUGIN_NAME)
+            .vm_id(PLUGIN_NAME)
+            .allow_on_headers_stop_iteration(true)
+            .workers(spec.concurrency.max(1))
+            .original_dst_cluster(PEERS_CLUSTER);
+        builder = match (&balancer, spec.upstreams.first()) {
+            (Some(b), _) => builder.listener("127.0.0.1:0", b.addr()),
+            (None, Some(upstream)) => builder.listener("127.0.0.1:0", *upstream),
+            // Envoy's empty pool answers 503 "no healthy upstream"; nothing here sends traffic
+            // to a host without a pool.
+            (None, None) => builder.listener_without_upstream("127.0.0.1:0"),
+        };
+        builder = builder.listener_without_upstream("127.0.0.1:0");
+        for (name, addr) in &spec.clusters {
+            builder = builder.cluster(name.clone(), *addr);
+        }
+        let harness = builder.start().await.map_err(|e| {
+            // A refused configuration is Envoy's exit: the message and the plugin's own lines.
+            let logs = e.logs().iter().map(envoy_format).collect::<Vec<_>>();
+            fail(e.to_string(), format!("{}\n{e}", logs.join("\n")))
+        })?;
+        let addrs = harness.listener_addrs();
+        let (Some(public), Some(heartbeat)) = (addrs.first().copied(), addrs.get(1).copied())
+        else {
+            return Err(fail(
+                format!("the harness bound {addrs:?}, expected two listeners"),
+                String::new(),
+            ));
+        };
+        Ok(HarnessHost {
+            harness,
+            public,
+            heartbeat,
+            heartbeat_path: spec.heartbeat_path(),
+            _balancer: balancer,
+        })
+    }
+
+    fn public_url(&self) -> String {
+        format!("http://{}", self.public)
+    }
+
+    fn heartbeat_url(&self) -> String {
+        format!("http://{}{}", self.heartbeat, self.heartbeat_path)
+    }
+
+    async fn metrics(&self) -> Result<BTreeMap<String, u64>> {
+        // The same names EnvoyHost reports: Envoy's `wasmcustom.mixmode.*` without the prefix.
+        Ok(self
+            .harness
+            .metrics()
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("mixmode."))
+            .collect())
+    }
+
+    fn logs(&self) -> String {
+        self.harness
+            .log_lines()
+            .iter()
+            .map(envoy_format)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// A plugin log line as Envoy writes it (`[error][wasm] wasm log mixmode mixmode: …`), with the
+/// VM instance in front in place of Envoy's thread id.
+fn envoy_format(l: &LogLine) -> String {
+    format!(
+        "[{}] [{}][wasm] wasm log {PLUGIN_NAME} {PLUGIN_NAME}: {}",
+        l.instance, l.level, l.message
+    )
+}

@@ -3,6 +3,17 @@
 //! answers (anything else is the "no route" 404), the filter named `mixmode` with root id and
 //! vm id `mixmode` and `allow_on_headers_stop_iteration`, the peers as an ORIGINAL_DST cluster
 //! `mixmode_peers`, and the spec's extra clusters by name.
+//!
+//! What envoy.yaml does that this layout cannot (observed on Envoy 1.40 against this layout,
+//! 2026-11-25), so no shared scenario may depend on it:
+//! - The public listener's route that turns the filter off for `/.well-known/mixmode/` and
+//!   answers 404: the harness has no per-route filter configuration, so there a heartbeat sent
+//!   to the public listener is answered by the filter (204, registered).
+//! - Envoy's per-connection buffer limit (1 MiB): a held version error whose body is larger
+//!   becomes Envoy's own 500 `Internal Server Error` (no `x-mixmode`, no attempt counted); the
+//!   harness buffers without limit and rescues it or passes it on `exhausted`.
+//! - With several servers in the pool, `upstream.address` is the round-robin forwarder's
+//!   address, not the failing server's (see `balancer`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

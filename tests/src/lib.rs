@@ -8,6 +8,10 @@
 //! The .wasm is `$MIXMODE_WASM` or `target/wasm32-wasip1/release/mixmode.wasm`;
 //! `MIXMODE_KEEP_ENVOY_DIR=1` keeps each Envoy's rendered config and log.
 //!
+//! The same scenarios on the wasmtime harness ([`harness_host`], no Envoy needed, about 10 s):
+//! `cargo test -p mixmode-tests --test harness`. The full suite, both hosts and the Envoy-only
+//! tests: `cargo test -p mixmode-tests`.
+//!
 //! A pool of two versions behind Envoy, one version error rescued:
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {

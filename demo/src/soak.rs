@@ -15,7 +15,7 @@
 //! fault servers while up and registered under the version they run); other losses (no live
 //! server of that version) are listed apart. Pass: no loss against mixmode, no failure before
 //! a session existed, no crash in Envoy's log (`panicked`, `RuntimeError`, `Uncaught`), no wasm
-//! failure counter above 0, and Envoy's RSS at the end no more than the stated bound above its
+//! VM created after start-up (a reload after a crash would add one), and Envoy's RSS at the end no more than the stated bound above its
 //! RSS after the first deploy.
 
 use std::collections::BTreeMap;
@@ -287,6 +287,15 @@ pub async fn soak(o: &SoakOptions) -> Result<bool> {
         .await
         .context("start Envoy")?;
     let pid = envoy.pid();
+    // A VM that failed and was reloaded (FAIL_RELOAD) shows as one more VM created.
+    let created = |stats: &BTreeMap<String, u64>| {
+        stats
+            .iter()
+            .filter(|(k, _)| k.ends_with(".created"))
+            .map(|(_, v)| *v)
+            .sum::<u64>()
+    };
+    let vms_at_start = created(&envoy.counters("wasm.").await.unwrap_or_default());
     let hb = HeartbeatClient::new(envoy.heartbeat_url(HEARTBEAT_PATH), TOKEN);
     pool.register_all(hb.clone()).await?;
     let store = pool.store().ok_or_else(|| anyhow!("empty pool"))?;
@@ -417,7 +426,8 @@ pub async fn soak(o: &SoakOptions) -> Result<bool> {
     sampler.abort();
     let rss_end = rss_kib(pid);
     let logs = envoy.log_text();
-    let stats = envoy.counters("wasm").await.unwrap_or_default();
+    // Envoy's own wasm statistics (`wasm.envoy.wasm.runtime.v8.*`), not the filter's metrics.
+    let stats = envoy.counters("wasm.").await.unwrap_or_default();
     let metrics = envoy
         .counters("wasmcustom.mixmode.")
         .await
@@ -474,6 +484,7 @@ pub async fn soak(o: &SoakOptions) -> Result<bool> {
         println!("    {t:?}");
     }
     println!("  mixmode counters: {metrics:?}");
+    println!("  Envoy wasm statistics: {stats:?}");
     println!(
         "  Envoy RSS: {rss_first} KiB at start, {} KiB after the first deploy, max {rss_max} KiB, \
          {} KiB at the end (growth {growth_kib} KiB, bound {RSS_BOUND_MIB} MiB)",
@@ -514,6 +525,13 @@ pub async fn soak(o: &SoakOptions) -> Result<bool> {
         if (k.contains("fail") || k.contains("crash")) && *v > 0 {
             fail(format!("{k} = {v}"));
         }
+    }
+    if created(&stats) != vms_at_start {
+        fail(format!(
+            "wasm VMs created during the soak: {} at start, {} at the end (a VM was reloaded)",
+            vms_at_start,
+            created(&stats)
+        ));
     }
     if growth_kib > RSS_BOUND_MIB * 1024 {
         fail(format!(

@@ -306,6 +306,7 @@ pub fn put<S: SharedStore + ?Sized>(
     let skey = slot_key(pool, app, address);
     // The cap is checked before anything is written, so a refused record changes nothing.
     let bucket: Vec<Slot> = read(store, &skey)?;
+    let mut reserved = false;
     if !bucket.iter().any(|e| e.is(pool, app, address)) {
         let mut n = count(store)?;
         if n >= u64::from(limits.max_records) {
@@ -314,8 +315,13 @@ pub fn put<S: SharedStore + ?Sized>(
         if n >= u64::from(limits.max_records) {
             return Err(RegistryError::Full);
         }
+        // Count a new record before its slot exists: a count one too high is corrected by the
+        // sweep at the cap, one too low never is (fuzz finding H2: a failed count write after
+        // the slot write let every retry past the cap).
+        add_count(store, 1)?;
+        reserved = true;
     }
-    let (created, old_version, pending) = modify(store, &skey, |b: &mut Vec<Slot>| {
+    let written = modify(store, &skey, |b: &mut Vec<Slot>| {
         match b.iter_mut().find(|e| e.is(pool, app, address)) {
             Some(e) => {
                 let same = e.version == version;
@@ -348,11 +354,23 @@ pub fn put<S: SharedStore + ?Sized>(
                 (true, (true, None, true))
             }
         }
-    })?;
-    let records = if created {
-        add_count(store, 1)?
-    } else {
-        count(store)?
+    });
+    let (created, old_version, pending) = match written {
+        Ok(w) => w,
+        Err(e) => {
+            if reserved {
+                // Best effort: if this fails too, the count is one high until the next sweep.
+                let _ = add_count(store, -1);
+            }
+            return Err(e);
+        }
+    };
+    let records = match (created, reserved) {
+        (true, true) => count(store)?,
+        (true, false) => add_count(store, 1)?,
+        // Another writer created it between our read and our write: give the reservation back.
+        (false, true) => add_count(store, -1)?,
+        (false, false) => count(store)?,
     };
     if pending {
         index(store, pool, app, version, address)?;

@@ -18,7 +18,7 @@ build: setup
 
 # The rolling-deploy demo: mixmode against Envoy's alternatives, one report.
 demo *ARGS: build
-    cargo run -q --release -p mixmode-demo --bin demo -- {{ARGS}}
+    cargo run -q --profile demo -p mixmode-demo --bin demo -- {{ARGS}}
 
 # Formatting and lints, for the host and the wasm target.
 lint:
@@ -38,7 +38,7 @@ fuzz *ARGS:
 
 # Rolling deploys back and forth under load with injected faults (default 10 minutes).
 soak DURATION="600": build
-    cargo run -q --release -p mixmode-demo --bin demo -- --soak --duration {{DURATION}}
+    cargo run -q --profile demo -p mixmode-demo --bin demo -- --soak --duration {{DURATION}}
 
 # Only the fast plain-Rust unit tests of the filter's core.
 test-core:

@@ -29,9 +29,9 @@ done
 
 echo "bench: building the no-op filter and the upstream" >&2
 cargo build -q --release --target wasm32-wasip1 --manifest-path "$ROOT/bench/noop-filter/Cargo.toml" --target-dir "$TARGET"
-cargo build -q --release -p mixmode-demo --bin bench-upstream --manifest-path "$ROOT/Cargo.toml" --target-dir "$TARGET"
+cargo build -q --profile demo -p mixmode-demo --bin bench-upstream --manifest-path "$ROOT/Cargo.toml" --target-dir "$TARGET"
 NOOP_WASM="$TARGET/wasm32-wasip1/release/noop_filter.wasm"
-UPSTREAM_BIN="$TARGET/release/bench-upstream"
+UPSTREAM_BIN="$TARGET/demo/bench-upstream"
 
 WORK="$(mktemp -d /tmp/mixmode-bench-XXXXXX)"
 PIDS=()

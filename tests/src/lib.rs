@@ -43,6 +43,7 @@ pub mod app;
 pub mod client;
 pub mod envoy;
 pub mod etcd;
+#[cfg(feature = "harness")]
 pub mod harness_host;
 pub mod host;
 pub mod scenarios;

@@ -5,6 +5,7 @@
 
 mod chart;
 mod envoy;
+mod fleet;
 mod pool;
 mod run;
 mod setup;
@@ -27,7 +28,7 @@ use crate::users::Workload;
 const USAGE: &str = "\
 usage: demo [--quick] [--servers N] [--users N] [--seed N] [--duration SECS | --wave-wait SECS]
             [--drain SECS] [--waves 1,4,4,1] [--setups round-robin,retry-409,sticky,mixmode]
-            [--envoy-workers N] [--out DIR] [--no-walkthrough]
+            [--envoy-workers N] [--out DIR] [--no-walkthrough] [--fleet]
        demo --soak [--duration SECS] [--servers N] [--users N] [--envoy-workers N]
 
   --quick        short run for CI (~25 s): shorter warm-up, downtime and waits
@@ -39,6 +40,9 @@ usage: demo [--quick] [--servers N] [--users N] [--seed N] [--duration SECS | --
   --drain        how long a drained server keeps serving before it stops (default 0.75 s,
                  about one session: 4 steps with 20-60 ms think time)
   --out          where the chart and summary go (default demo-out)
+  --fleet        the mixmode setup only, as a fleet: two Envoys in front of the pool, both
+                 mirroring a real etcd (/usr/bin/etcd) where the servers register with leases;
+                 users split between the two Envoys
 Environment: MIXMODE_WASM (the filter; default target/wasm32-wasip1/release/mixmode.wasm),
 ENVOY_BIN (default `envoy` on the PATH).";
 
@@ -47,6 +51,7 @@ struct Args {
     setups: Vec<Setup>,
     out: PathBuf,
     walkthrough: bool,
+    fleet: bool,
 }
 
 fn secs(v: &str) -> Result<Duration> {
@@ -72,6 +77,7 @@ fn parse_args() -> Result<Option<Args>> {
     let mut setups = Setup::ALL.to_vec();
     let mut out = PathBuf::from("demo-out");
     let mut walkthrough = true;
+    let mut fleet = false;
     let mut envoy_workers = 2usize;
     let mut it = argv.iter();
     while let Some(a) = it.next() {
@@ -87,6 +93,7 @@ fn parse_args() -> Result<Option<Args>> {
             }
             "--quick" => {}
             "--no-walkthrough" => walkthrough = false,
+            "--fleet" => fleet = true,
             "--servers" => servers = val()?.parse()?,
             "--users" => users = val()?.parse()?,
             "--seed" => seed = val()?.parse()?,
@@ -175,6 +182,7 @@ fn parse_args() -> Result<Option<Args>> {
         setups,
         out,
         walkthrough,
+        fleet,
     }))
 }
 
@@ -210,6 +218,9 @@ fn parse_job() -> Result<Option<Job>> {
 async fn run(args: Args) -> Result<bool> {
     let started = Instant::now();
     let o = &args.opts;
+    if args.fleet {
+        return run_fleet(&args, started).await;
+    }
     if args.walkthrough {
         walkthrough::walkthrough(o).await?;
     }
@@ -272,6 +283,51 @@ async fn run(args: Args) -> Result<bool> {
         }
     }
     Ok(ok)
+}
+
+async fn run_fleet(args: &Args, started: Instant) -> Result<bool> {
+    let o = &args.opts;
+    let sizes: Vec<String> = o.plan.waves.iter().map(|w| w.len().to_string()).collect();
+    println!("== Rolling deploy, v1 -> v2, on a fleet: two Envoys, one etcd ==");
+    println!(
+        "  {} servers, waves {}, {} users split between the two Envoys, seed {}; about {:.0} s.",
+        o.servers,
+        sizes.join("-"),
+        o.workload.users,
+        o.workload.seed,
+        o.plan.total().as_secs_f64(),
+    );
+    println!(
+        "  The servers register in etcd (lease TTL 2 s); a server revokes its lease before it\n  stops and registers again with its new version after it restarts. Each Envoy mirrors etcd."
+    );
+    let (r, rescues) = fleet::run_fleet(o).await?;
+    println!(
+        "  [{:<13}] done: {} transfers completed, {} lost",
+        fleet::KEY,
+        r.completed,
+        r.failed
+    );
+    println!();
+    println!("{}", table::render(std::slice::from_ref(&r)));
+    for (name, e) in ["A", "B"].iter().zip(&rescues) {
+        println!(
+            "Envoy {name} (pid {}): {} requests rescued (re-dispatched to a peer)",
+            e.pid, e.redispatched
+        );
+    }
+    std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
+    let summary = args.out.join("fleet-summary.json");
+    std::fs::write(&summary, serde_json::to_vec_pretty(&r)?)?;
+    println!("summary: {}", summary.display());
+    println!("total time {:.1} s", started.elapsed().as_secs_f64());
+    if r.lost_with_peer > 0 {
+        eprintln!(
+            "FAIL: the fleet lost {} transfers whose version still had a server ({:?})",
+            r.lost_with_peer, r.failures
+        );
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 async fn interrupted() -> &'static str {

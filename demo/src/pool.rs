@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use mixmode_register::{Config as EtcdConfig, Registration as EtcdRegistration};
 use mixmode_tests::app::{AppConfig, AppServer, HeartbeatClient, Registration, SessionStore};
 use serde::Serialize;
 use tokio::task::JoinHandle;
@@ -20,6 +21,10 @@ use crate::soak::Liveness;
 
 /// How often a registered server sends its heartbeat (the registry forgets it after 15 s).
 const HEARTBEAT_EVERY: Duration = Duration::from_millis(1000);
+
+/// The fleet's servers register in etcd under a 2 s lease: a crashed server is forgotten within
+/// 2 s, a stopped one at once (its lease is revoked).
+const ETCD_TTL_SECS: u64 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -32,11 +37,18 @@ struct Server {
     app: AppServer,
     state: State,
     beat: Option<JoinHandle<()>>,
+    /// Its etcd registration (fleet mode), revoked before it stops.
+    lease: Option<EtcdRegistration>,
 }
 
 pub struct Pool {
     servers: Vec<Server>,
     registry: Option<HeartbeatClient>,
+    /// etcd's URL when the servers register there instead (fleet mode).
+    etcd: Option<String>,
+    /// How long the Envoys may take to see a change in etcd (their poll interval and a margin):
+    /// a registration must reach them before users do, a revocation before the server stops.
+    mirror_lag: Duration,
     /// Envoy's view of the pool: the serving servers, written to this file.
     eds: PathBuf,
     eds_version: u64,
@@ -65,11 +77,14 @@ impl Pool {
                 app,
                 state: State::Serving,
                 beat: None,
+                lease: None,
             });
         }
         let mut pool = Pool {
             servers,
             registry: None,
+            etcd: None,
+            mirror_lag: Duration::ZERO,
             eds,
             eds_version: 0,
             liveness: None,
@@ -113,6 +128,32 @@ impl Pool {
             }
         }
         self.registry = Some(client);
+        Ok(())
+    }
+
+    /// Every server registers in etcd now, the way `mixmode-register` does it (fleet mode).
+    pub async fn register_all_etcd(&mut self, etcd_url: &str, mirror_lag: Duration) -> Result<()> {
+        for s in &mut self.servers {
+            s.lease = Some(register_etcd(etcd_url, &s.app).await?);
+        }
+        self.etcd = Some(etcd_url.to_string());
+        self.mirror_lag = mirror_lag;
+        Ok(())
+    }
+
+    /// Revokes the etcd leases of `wave` and waits until the Envoys' mirrors have dropped them
+    /// (fleet mode; nothing otherwise).
+    async fn deregister_etcd(&mut self, wave: &[usize]) -> Result<()> {
+        let mut any = false;
+        for &i in wave {
+            if let Some(lease) = self.servers.get_mut(i).and_then(|s| s.lease.take()) {
+                lease.stop().await?;
+                any = true;
+            }
+        }
+        if any {
+            tokio::time::sleep(self.mirror_lag).await;
+        }
         Ok(())
     }
 
@@ -167,6 +208,9 @@ impl Pool {
             if let Some(client) = &registry {
                 client.deregister(&Registration::of(&s.app)).await?;
             }
+            if let Some(lease) = s.lease.take() {
+                lease.stop().await?;
+            }
             s.app.stop().await;
             s.state = State::Down;
         }
@@ -175,8 +219,12 @@ impl Pool {
 
     async fn upgrade(&mut self, i: usize, version: &str) -> Result<()> {
         let registry = self.registry.clone();
+        let etcd = self.etcd.clone();
         if let Some(s) = self.servers.get_mut(i) {
             s.app.restart(version).await?;
+            if let Some(url) = &etcd {
+                s.lease = Some(register_etcd(url, &s.app).await?);
+            }
             if let Some(client) = &registry {
                 start_heartbeats(client, s).await?;
                 if let Some(l) = &self.liveness {
@@ -195,9 +243,25 @@ impl Pool {
             if let Some(beat) = s.beat.take() {
                 beat.abort();
             }
+            if let Some(lease) = s.lease.take() {
+                let _ = lease.stop().await;
+            }
             s.app.stop().await;
         }
     }
+}
+
+async fn register_etcd(etcd_url: &str, app: &AppServer) -> Result<EtcdRegistration> {
+    let cfg = EtcdConfig::new(
+        etcd_url,
+        "/mixmode/",
+        "default",
+        "checkout",
+        &app.version(),
+        &app.addr().to_string(),
+        ETCD_TTL_SECS,
+    )?;
+    Ok(EtcdRegistration::start(cfg).await?)
 }
 
 async fn start_heartbeats(client: &HeartbeatClient, s: &mut Server) -> Result<()> {
@@ -326,6 +390,7 @@ pub async fn deploy_to(
         publish(pool, w + 1);
         tokio::time::sleep(plan.drain).await;
         let stop_at = since(Instant::now());
+        pool.deregister_etcd(wave).await?;
         for &i in wave {
             pool.stop(i).await?;
         }
@@ -335,6 +400,10 @@ pub async fn deploy_to(
             pool.upgrade(i, version).await?;
         }
         // Registered before Envoy sends it users: its sessions can be rescued from the first.
+        // An etcd registration reaches the Envoys at their next poll.
+        if pool.etcd.is_some() {
+            tokio::time::sleep(pool.mirror_lag).await;
+        }
         pool.publish()?;
         let up_at = since(Instant::now());
         log(format!(

@@ -172,6 +172,45 @@ pub async fn run_setup(
     pool.shutdown().await;
     drop(envoy);
 
+    Ok(result_of(
+        setup.key(),
+        setup.describe(),
+        Counted {
+            txs,
+            step_us,
+            mismatches,
+            resends,
+            app_requests,
+            mixmode_metrics,
+            waves,
+            duration_s,
+        },
+    ))
+}
+
+/// What a run counted, from the users' side and from Envoy's and the servers'.
+pub struct Counted {
+    pub txs: Vec<Tx>,
+    pub step_us: Vec<u64>,
+    pub mismatches: u64,
+    pub resends: u64,
+    pub app_requests: usize,
+    pub mixmode_metrics: BTreeMap<String, u64>,
+    pub waves: Vec<WaveTimes>,
+    pub duration_s: f64,
+}
+
+pub fn result_of(key: &str, description: &str, c: Counted) -> SetupResult {
+    let Counted {
+        txs,
+        mut step_us,
+        mismatches,
+        resends,
+        app_requests,
+        mixmode_metrics,
+        waves,
+        duration_s,
+    } = c;
     let steps_sent = step_us.len();
     let completed = txs.iter().filter(|t| t.failure.is_none()).count();
     let failed = txs.len() - completed;
@@ -184,9 +223,9 @@ pub async fn run_setup(
         }
     }
     step_us.sort_unstable();
-    Ok(SetupResult {
-        setup: setup.key().to_string(),
-        description: setup.describe().to_string(),
+    SetupResult {
+        setup: key.to_string(),
+        description: description.to_string(),
         completed,
         failed,
         failure_rate: if txs.is_empty() {
@@ -207,7 +246,7 @@ pub async fn run_setup(
         waves,
         duration_s,
         transactions: txs,
-    })
+    }
 }
 
 fn percentile_ms(sorted_us: &[u64], q: f64) -> f64 {

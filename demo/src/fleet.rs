@@ -25,6 +25,10 @@ pub const KEY: &str = "mixmode-fleet";
 /// How often each Envoy reads etcd.
 const POLL_MS: u64 = 500;
 
+/// How long a change in etcd may take to reach both Envoys: one poll and a margin. The deploy
+/// waits this long after revoking a wave's leases and after registering it again.
+pub const MIRROR_LAG: Duration = Duration::from_millis(POLL_MS + 250);
+
 /// One Envoy of the fleet: its PID and the sessions its filter re-dispatched.
 pub struct EnvoyRescues {
     pub pid: u32,
@@ -59,8 +63,7 @@ pub async fn run_fleet(o: &RunOptions) -> Result<(SetupResult, Vec<EnvoyRescues>
     })?;
     let yaml = with_clusters(&yaml, &[("etcd".to_string(), etcd.client_addr())])?;
     // Registered before the Envoys start: their first poll finds the whole pool.
-    pool.register_all_etcd(&etcd.url(), Duration::from_millis(POLL_MS + 250))
-        .await?;
+    pool.register_all_etcd(&etcd.url(), MIRROR_LAG).await?;
     let (a, b) = tokio::join!(
         Envoy::start(&yaml, o.envoy_workers),
         Envoy::start(&yaml, o.envoy_workers)

@@ -295,7 +295,7 @@ async fn run_fleet(args: &Args, started: Instant) -> Result<bool> {
         sizes.join("-"),
         o.workload.users,
         o.workload.seed,
-        o.plan.total().as_secs_f64(),
+        (o.plan.total() + fleet::MIRROR_LAG * 2 * o.plan.waves.len() as u32).as_secs_f64(),
     );
     println!(
         "  The servers register in etcd (lease TTL 2 s); a server revokes its lease before it\n  stops and registers again with its new version after it restarts. Each Envoy mirrors etcd."

@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::envoy::Envoy;
 use crate::pool::{deploy, Pool, PoolView};
-use crate::run::{result_of, Counted, RunOptions, SetupResult, TOKEN};
+use crate::run::{result_of, spawn_progress, Counted, RunOptions, SetupResult, TOKEN};
 use crate::setup::{plugin_config, render_yaml, Render, Setup};
 use crate::users::{run_user, Live};
 
@@ -103,29 +103,7 @@ pub async fn run_fleet(o: &RunOptions) -> Result<(SetupResult, Vec<EnvoyRescues>
         )));
     }
     let view = Arc::new(Mutex::new(PoolView::default()));
-    let progress = {
-        let view = view.clone();
-        let live = live.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let v = view.lock().map(|g| g.clone()).unwrap_or_default();
-                println!(
-                    "  [{KEY:<13}] t={:5.1}s  wave {}  pool v1:{:<2} v2:{:<2} draining:{} down:{}  transfers ok {:>5}  lost {:>4}",
-                    t0.elapsed().as_secs_f64(),
-                    v.wave,
-                    v.v1,
-                    v.v2,
-                    v.draining,
-                    v.down,
-                    live.completed.load(Ordering::Relaxed),
-                    live.failed.load(Ordering::Relaxed),
-                );
-            }
-        })
-    };
+    let progress = spawn_progress(KEY, 13, t0, view.clone(), live.clone());
     let deployed = deploy(&mut pool, &o.plan, t0, view, |m| {
         println!("  [{KEY:<13}] t={:5.1}s  {m}", t0.elapsed().as_secs_f64())
     })

@@ -106,30 +106,7 @@ pub async fn run_setup(
         )));
     }
     let view = Arc::new(Mutex::new(PoolView::default()));
-    let progress = {
-        let view = view.clone();
-        let live = live.clone();
-        let key = setup.key();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let v = view.lock().map(|g| g.clone()).unwrap_or_default();
-                println!(
-                    "  [{key:<11}] t={:5.1}s  wave {}  pool v1:{:<2} v2:{:<2} draining:{} down:{}  transfers ok {:>5}  lost {:>4}",
-                    t0.elapsed().as_secs_f64(),
-                    v.wave,
-                    v.v1,
-                    v.v2,
-                    v.draining,
-                    v.down,
-                    live.completed.load(Ordering::Relaxed),
-                    live.failed.load(Ordering::Relaxed),
-                );
-            }
-        })
-    };
+    let progress = spawn_progress(setup.key(), 11, t0, view.clone(), live.clone());
     let key = setup.key();
     let deployed = deploy(&mut pool, &o.plan, t0, view, |m| {
         println!("  [{key:<11}] t={:5.1}s  {m}", t0.elapsed().as_secs_f64())
@@ -255,4 +232,34 @@ fn percentile_ms(sorted_us: &[u64], q: f64) -> f64 {
     }
     let i = ((sorted_us.len() as f64 - 1.0) * q).round() as usize;
     sorted_us[i.min(sorted_us.len() - 1)] as f64 / 1000.0
+}
+
+/// Prints the pool's state and the transfer counts once a second, under `key` padded to `width`,
+/// until the task is aborted. Shared by the four-setup run and the fleet run.
+pub(crate) fn spawn_progress(
+    key: &'static str,
+    width: usize,
+    t0: Instant,
+    view: Arc<Mutex<PoolView>>,
+    live: Arc<Live>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let v = view.lock().map(|g| g.clone()).unwrap_or_default();
+            println!(
+                "  [{key:<width$}] t={:5.1}s  wave {}  pool v1:{:<2} v2:{:<2} draining:{} down:{}  transfers ok {:>5}  lost {:>4}",
+                t0.elapsed().as_secs_f64(),
+                v.wave,
+                v.v1,
+                v.v2,
+                v.draining,
+                v.down,
+                live.completed.load(Ordering::Relaxed),
+                live.failed.load(Ordering::Relaxed),
+            );
+        }
+    })
 }

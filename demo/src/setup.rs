@@ -251,7 +251,6 @@ fn seq_mut<'v>(v: &'v mut Value, path: &[&str]) -> Result<&'v mut Vec<Value>> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn rendered(setup: Setup) -> String {

@@ -1,8 +1,6 @@
 //! The demo's short mode, end to end on the real Envoy: mixmode completes every transfer of the
 //! rolling deploy while round robin loses some (the workload really mixes versions).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::process::Command;
 
 #[test]

@@ -2,8 +2,6 @@
 //! run only with `MIXMODE_SOAK=1`, so a plain `cargo test` stays short. The soak itself asserts
 //! (and prints) its accounting; this checks its verdict and that the faults really happened.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::process::Command;
 
 #[test]

@@ -1,6 +1,8 @@
 //! Per-request overhead of the harness: a GET on a kept-alive connection, straight to the
 //! upstream, through the harness with a module that exports no callbacks, and through the
 //! harness with a no-op SDK filter (every callback runs and continues).
+// A bench (harness = false) is not compiled with cfg(test), so clippy.toml's test exemptions
+// do not reach it; it panics on a broken setup like a test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../tests/common/mod.rs"]

@@ -1,6 +1,5 @@
 //! The command-line program: serves a filter in front of an upstream, shows metrics at the
 //! admin endpoint and refuses a configuration the plugin refuses.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 use common::*;

@@ -1,7 +1,6 @@
 //! Raw-ABI guests written in WAT: every status the host answers for calls it cannot serve,
 //! and the three ways a module starts (`_initialize`, `_start`, a start section), with the
 //! old `wasi_unstable` module name.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 use common::*;

@@ -1,5 +1,4 @@
 //! The harness runs filters equivalent to the proxy-wasm Rust SDK's examples.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 use common::*;

@@ -2,6 +2,8 @@
 //! ≥ 10,000/s on one worker at 10,000 records; lookup independent of other apps' and versions'
 //! records) and one etcd mirror refresh (issue 8), over the in-memory store, whose `get` copies
 //! the value out as Envoy's shared data does. Figures: bench/registry.md.
+// A bench (harness = false) is not compiled with cfg(test), so clippy.toml's test exemptions
+// do not reach it; it panics on a broken setup like a test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -219,7 +219,6 @@ fn int_field(v: &Value, name: &str) -> Option<i64> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -2,7 +2,6 @@
 //! process, plus what only Envoy has (Prometheus names, the process itself). Needs `envoy` on
 //! the PATH and the built filter (`cargo build -p mixmode --release --target wasm32-wasip1`, or
 //! `MIXMODE_WASM`).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mixmode_tests::app::{AppConfig, AppServer, SessionStore};
 use mixmode_tests::client::Req;

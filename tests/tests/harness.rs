@@ -9,7 +9,6 @@
 //! process owned by its handle, the example's route turning the filter off for the heartbeat
 //! path on the public listener, the public listener's buffer limit (envoy.rs), a restart of
 //! the process (faults.rs), and the fleet tests (fleet.rs, several Envoy processes and etcd).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mixmode_tests::harness_host::HarnessHost;
 

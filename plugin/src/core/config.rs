@@ -381,12 +381,6 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )]
     use super::*;
 
     fn parse(s: &str) -> Result<Config, ConfigError> {

@@ -431,12 +431,6 @@ pub fn apply<S: SharedStore + ?Sized>(
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )]
     use super::*;
     use crate::core::registry::{list, upsert};
     use crate::core::store::MemoryStore;

@@ -214,12 +214,6 @@ pub fn handle<S: SharedStore>(cfg: &Config, req: &Request, store: &mut S, now_ms
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )]
     use super::*;
     use crate::core::registry::MemoryStore;
 

@@ -134,7 +134,6 @@ pub fn note_outcome<S: SharedStore + ?Sized>(
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
     use crate::core::store::MemoryStore;
 

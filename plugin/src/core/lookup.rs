@@ -181,12 +181,6 @@ fn pick_in<S: SharedStore + ?Sized>(
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )]
     use super::*;
     use crate::core::registry::{upsert, Limits};
     use crate::core::store::MemoryStore;

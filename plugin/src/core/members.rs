@@ -189,7 +189,6 @@ pub fn read<S: SharedStore + ?Sized>(store: &mut S, key: &str) -> Result<Members
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::core::store::MemoryStore;
 

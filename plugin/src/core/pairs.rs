@@ -105,7 +105,6 @@ pub fn serialize_pairs(pairs: &[(&[u8], &[u8])]) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
 
     #[test]

@@ -67,7 +67,6 @@ pub fn apply<S: SharedStore + ?Sized>(
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
     use crate::core::registry::list;
     use crate::core::store::MemoryStore;

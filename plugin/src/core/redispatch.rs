@@ -298,12 +298,6 @@ impl Redispatcher {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )]
     use super::*;
     use crate::core::pairs::serialize_pairs;
     use crate::core::registry::{upsert, Limits, MemoryStore};

@@ -913,12 +913,6 @@ pub fn list<S: SharedStore + ?Sized>(
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )]
     use super::*;
     use crate::core::config::Selection;
     use crate::core::lookup::{pick, LookupCache, Query};

@@ -186,7 +186,6 @@ pub async fn run_transfer_with(
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
 
     fn input(v: Value) -> Map<String, Value> {

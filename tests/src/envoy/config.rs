@@ -243,7 +243,6 @@ pub fn example_plugin_config() -> Result<serde_json::Value> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
 
     #[test]

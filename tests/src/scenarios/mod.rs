@@ -1,6 +1,8 @@
 //! The end-to-end scenarios, written once against [`Host`] and run on every host (real Envoy,
 //! wasmtime harness). Each scenario starts its own host and servers, so they run in parallel.
 //! They are test code: a failed expectation panics with what was seen.
+// A library (the hosts' test files instantiate it), so clippy.toml's test exemptions do not
+// reach it: the exemption is stated once here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod bodies;

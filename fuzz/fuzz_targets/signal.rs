@@ -1,7 +1,8 @@
 //! The mismatch decision (design.md §2) on whatever an upstream can send: any status, any header
 //! bytes, in the proxy-wasm ABI's header-map serialization the glue reads them from.
-//! Never panics; a mismatch implies a detect status, a non-empty printable session version, and an
-//! app version that is absent or differs; and everything that meets those rules is a mismatch.
+//! Never panics; a mismatch implies a detect status, a non-empty session version, and an app
+//! version that is absent or differs; everything that meets those rules is a mismatch; only a
+//! session version a server can register (1-128 printable ASCII, no spaces) is looked up.
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -37,18 +38,16 @@ fn expected(d: &Detect, status: u16, session: Option<&[u8]>, app: Option<&[u8]>)
     if !d.statuses.contains(&status) {
         return Verdict::Unrelated;
     }
-    let clean = |raw: &[u8]| -> Option<String> {
-        let t = raw.trim_ascii();
-        let ok = !t.is_empty() && t.len() <= 128 && t.iter().all(|b| (0x21..=0x7e).contains(b));
-        ok.then(|| String::from_utf8_lossy(t).into_owned())
-    };
-    let Some(s) = session.and_then(clean) else {
+    let Some(s) = session.map(|s| s.trim_ascii()).filter(|s| !s.is_empty()) else {
         return Verdict::NotVersionError;
     };
-    match app.map(clean) {
-        None => Verdict::Mismatch { session_version: s },
-        Some(Some(a)) if a != s => Verdict::Mismatch { session_version: s },
-        Some(_) => Verdict::NotVersionError,
+    if app.is_some_and(|a| a.trim_ascii() == s) {
+        return Verdict::NotVersionError;
+    }
+    let registrable =
+        s.len() <= 128 && s.iter().all(|b| (0x21..=0x7e).contains(b));
+    Verdict::Mismatch {
+        session_version: registrable.then(|| String::from_utf8_lossy(s).into_owned()),
     }
 }
 
@@ -56,15 +55,16 @@ fn check(d: &Detect, status: u16, session: Option<&[u8]>, app: Option<&[u8]>) {
     let v = classify(d, status, session, app);
     if let Verdict::Mismatch { session_version } = &v {
         assert!(d.statuses.contains(&status));
-        assert!(!session_version.is_empty());
-        assert!(session_version.len() <= 128);
-        assert!(session_version.bytes().all(|b| (0x21..=0x7e).contains(&b)));
-        assert_eq!(
-            session.and_then(version_text),
-            Some(session_version.as_str())
-        );
+        let raw = session.map(|s| s.trim_ascii()).unwrap_or_default();
+        assert!(!raw.is_empty());
         if let Some(a) = app {
-            assert_ne!(version_text(a), Some(session_version.as_str()));
+            assert_ne!(a.trim_ascii(), raw);
+        }
+        // Only a version a server can register is ever looked up.
+        if let Some(sv) = session_version {
+            assert!(!sv.is_empty() && sv.len() <= 128);
+            assert!(sv.bytes().all(|b| (0x21..=0x7e).contains(&b)));
+            assert_eq!(session.and_then(version_text), Some(sv.as_str()));
         }
     }
     assert_eq!(v, expected(d, status, session, app));

@@ -19,6 +19,9 @@ pub struct HostSpec {
     pub clusters: Vec<(String, SocketAddr)>,
     /// Worker threads (Envoy's `--concurrency`; VM instances in the harness).
     pub concurrency: usize,
+    /// HTTP/1 request trailers reach the filter. Envoy drops them in its codec unless its
+    /// listener sets `enable_trailers`; the harness always passes them on.
+    pub http1_trailers: bool,
 }
 
 impl HostSpec {
@@ -28,6 +31,7 @@ impl HostSpec {
             upstreams,
             clusters: Vec::new(),
             concurrency: 1,
+            http1_trailers: false,
         }
     }
 

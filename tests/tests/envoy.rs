@@ -152,3 +152,40 @@ async fn raised_buffer_limit_holds_large_error_bodies() {
     assert_eq!(r.header("x-mixmode").as_deref(), Some("exhausted"));
     assert!(r.body.as_ref() == big.as_bytes(), "{} bytes", r.body.len());
 }
+
+/// Envoy's HTTP/1 codec drops request trailers unless the listener sets `enable_trailers` (the
+/// example does not): neither the filter nor the server sees them, so such a request is replayed
+/// byte for byte as the server got it. (With trailers let through, it is not replayed at all:
+/// `rescue::chunked_body_replayed_but_not_with_trailers`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_request_trailers_dropped_by_envoy_by_default() {
+    use bytes::Bytes;
+    use mixmode_tests::app::sha256_hex;
+    use mixmode_tests::scenarios::{binary_body, show};
+
+    let store = SessionStore::new();
+    let v1 = AppServer::start(AppConfig::new("v1", "1", &store))
+        .await
+        .unwrap();
+    let v2 = AppServer::start(AppConfig::new("v2", "2", &store))
+        .await
+        .unwrap();
+    let f = Fixture::<EnvoyHost>::start(&store, &[&v1], json!({})).await;
+    f.register(&v2).await;
+    let body = binary_body(50_000);
+    let chunks: Vec<Bytes> = body.chunks(7_001).map(Bytes::copy_from_slice).collect();
+    let r = Req::post(f.url("/echo/chunked-in"), Bytes::new())
+        .chunked(chunks, &[("x-checksum", "abc")])
+        .header("cookie", f.session("2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", show(&r));
+    assert_eq!(r.json().unwrap()["body_sha256"], sha256_hex(&body));
+    for s in [&v1, &v2] {
+        let seen = &s.requests()[0];
+        assert_eq!(seen.body.as_ref(), body.as_slice());
+        assert!(seen.trailers.is_empty(), "{:?}", seen.trailers);
+    }
+    f.expect_counters(&[("redispatch_ok", 1)]).await;
+}

@@ -177,7 +177,7 @@ impl Default for Heartbeat {
     fn default() -> Self {
         Heartbeat {
             path: "/.well-known/mixmode/heartbeat".into(),
-            token: "change-me".into(),
+            token: EXAMPLE_TOKEN.into(),
         }
     }
 }
@@ -220,7 +220,24 @@ fn is_header_name(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
+/// The example's token: anyone who read the README knows it.
+pub const EXAMPLE_TOKEN: &str = "change-me";
+
 impl Config {
+    /// What a valid configuration should still change, one sentence each, naming the field: the
+    /// filter logs them as warnings at configure time.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.heartbeat.token == EXAMPLE_TOKEN {
+            w.push(format!(
+                "heartbeat.token: is the example's {EXAMPLE_TOKEN:?}: anyone who can reach the \
+                 heartbeat listener can register an address that then receives users' requests; \
+                 set a secret token"
+            ));
+        }
+        w
+    }
+
     /// Parses and validates the plugin configuration JSON.
     pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         if bytes.iter().all(|b| b.is_ascii_whitespace()) {
@@ -527,6 +544,18 @@ mod tests {
             error_of(r#"{"app":"a","detect":{"session_version_header":"a b"}}"#)
                 .starts_with("detect.session_version_header:")
         );
+    }
+
+    #[test]
+    fn the_example_token_is_warned_about_by_name() {
+        let default = parse(r#"{"app":"a"}"#).unwrap();
+        let w = default.warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("heartbeat.token: "), "{w:?}");
+        let explicit = parse(r#"{"app":"a","heartbeat":{"token":"change-me"}}"#).unwrap();
+        assert_eq!(explicit.warnings(), w);
+        let secret = parse(r#"{"app":"a","heartbeat":{"token":"6c1f-secret"}}"#).unwrap();
+        assert!(secret.warnings().is_empty());
     }
 
     #[test]

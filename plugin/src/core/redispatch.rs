@@ -3,7 +3,7 @@
 
 use crate::core::config::{Config, Detect, Selection};
 use crate::core::lookup::{pick, LookupCache, Query};
-use crate::core::replay::{is_hop_by_hop, Replay, ReplayState, Request};
+use crate::core::replay::{HopByHop, Replay, ReplayState, Request};
 use crate::core::retry::{Failure, Policy};
 use crate::core::select::mix;
 use crate::core::signal::{self, Verdict};
@@ -175,6 +175,15 @@ pub fn on_response_headers(
         }
         Ok(r) => r,
     };
+    // A version no server can register: as if the registry had no peer of it.
+    let Some(session_version) = session_version else {
+        return (
+            None,
+            Step::new(Action::PassThrough("no-peer"))
+                .count(Counter::MismatchDetected)
+                .count(Counter::NoPeer),
+        );
+    };
     let mut r = Redispatcher {
         policy: Policy::from(&cfg.redispatch),
         request,
@@ -248,7 +257,8 @@ impl Redispatcher {
         self.failed(Failure::Refused, now_ms, peers)
     }
 
-    /// The call's answer: `None` when its stream was reset before any header.
+    /// The call's answer: `None` when the host reports it without headers (a stream reset; see
+    /// `Failure::ResetWhileAnswering` for when Envoy does that).
     pub fn on_call_response(
         &mut self,
         detect: &Detect,
@@ -257,7 +267,7 @@ impl Redispatcher {
         peers: &mut dyn PeerSource,
     ) -> Step {
         let Some(resp) = response else {
-            return self.failed(Failure::TimedOut, now_ms, peers);
+            return self.failed(Failure::ResetWhileAnswering, now_ms, peers);
         };
         if header(&resp.headers, SERVICE_TIME_HEADER).is_none() {
             let why = if resp.status == 504 {
@@ -276,12 +286,17 @@ impl Redispatcher {
         if matches!(verdict, Verdict::Mismatch { .. }) {
             return self.failed(Failure::PeerMismatch, now_ms, peers);
         }
+        let hop = HopByHop::of(
+            resp.headers
+                .iter()
+                .map(|(k, v)| (k.as_slice(), v.as_slice())),
+        );
         let mut headers: Headers = resp
             .headers
             .into_iter()
             .filter(|(k, _)| {
                 !k.starts_with(b":")
-                    && !is_hop_by_hop(k)
+                    && !hop.drops(k)
                     && !k.eq_ignore_ascii_case(b"content-length")
                     && !k.eq_ignore_ascii_case(MIXMODE_HEADER.as_bytes())
             })
@@ -423,6 +438,76 @@ mod tests {
         assert_eq!(headers.last().unwrap().1, b"redispatched");
     }
 
+    /// RFC 9110 §7.6.1: what the peer's own `Connection` header lists does not reach the client.
+    #[test]
+    fn headers_the_peer_names_in_connection_are_dropped() {
+        let c = cfg("");
+        let mut peers = List(vec!["10.0.0.2:80"]);
+        let (sm, _) = start(&c, &replay("GET", &[]), &mut peers);
+        let resp = peer_answer(
+            200,
+            &[
+                ("connection", "x-peer-hop, Keep-Alive"),
+                ("X-Peer-Hop", "internal"),
+                ("x-kept", "1"),
+            ],
+        );
+        let step = sm.unwrap().on_call_response(&c.detect, resp, 1, &mut peers);
+        let Action::Reply { headers, .. } = step.action else {
+            panic!("{step:?}")
+        };
+        let names: Vec<&[u8]> = headers.iter().map(|(k, _)| k.as_slice()).collect();
+        assert_eq!(
+            names,
+            vec![
+                &b"x-envoy-upstream-service-time"[..],
+                b"x-kept",
+                b"x-mixmode"
+            ]
+        );
+    }
+
+    /// A request that ended with trailers is not replayed: its mismatch passes through.
+    #[test]
+    fn a_request_with_trailers_is_not_replayed() {
+        let c = cfg("");
+        let mut peers = List(vec!["10.0.0.2:80"]);
+        let mut r = Replay::new(raw(&[(":method", "POST"), (":path", "/")]), false, 100);
+        r.push_body(b"abc", false);
+        r.push_trailers();
+        let (sm, step) = start(&c, &r, &mut peers);
+        assert!(sm.is_none());
+        assert_eq!(step.action, Action::Continue);
+        assert_eq!(step.counters, vec![MismatchDetected, ReplayUnsupported]);
+    }
+
+    /// design.md §2: a session version with a space is a mismatch; no server can register it, so
+    /// it is answered `no-peer` without a lookup (the list below would offer a peer).
+    #[test]
+    fn an_unregistrable_session_version_is_a_mismatch_without_peer() {
+        let c = cfg("");
+        let mut peers = List(vec!["10.0.0.2:80"]);
+        let facts = ResponseFacts {
+            status: 409,
+            session_version: Some(b"2 beta"),
+            app_version: Some(b"1"),
+        };
+        let (sm, step) =
+            on_response_headers(&c, &replay("GET", &[]), &facts, None, 0, 0, &mut peers);
+        assert!(sm.is_none());
+        assert_eq!(step.action, Action::PassThrough("no-peer"));
+        assert_eq!(step.counters, vec![MismatchDetected, NoPeer]);
+        let empty_app = ResponseFacts {
+            status: 409,
+            session_version: Some(b"2"),
+            app_version: Some(b""),
+        };
+        let (sm, step) =
+            on_response_headers(&c, &replay("GET", &[]), &empty_app, None, 0, 0, &mut peers);
+        assert!(sm.is_some());
+        assert_eq!(dispatched(&step), ("10.0.0.2:80".into(), 1));
+    }
+
     #[test]
     fn never_the_failed_server() {
         let c = cfg("");
@@ -477,7 +562,7 @@ mod tests {
         let mut sm = sm.unwrap();
         let step = sm.on_call_response(&c.detect, envoy_answer(504), 1, &mut peers);
         assert_eq!(step.action, Action::PassThrough("exhausted"));
-        // A reset stream may also have reached the app.
+        // A stream reset reported without headers: the peer had begun answering, its app ran.
         let (sm, _) = start(&c, &replay("PATCH", &[]), &mut peers);
         let step = sm.unwrap().on_call_response(&c.detect, None, 1, &mut peers);
         assert_eq!(step.action, Action::PassThrough("exhausted"));

@@ -15,6 +15,38 @@ pub fn is_hop_by_hop(name: &[u8]) -> bool {
     ) || lower.starts_with(b"proxy-")
 }
 
+/// What a message's own `Connection` header makes hop-by-hop besides the fixed list: the header
+/// names it lists (RFC 9110 §7.6.1), which a proxy removes with it.
+#[derive(Debug, Default)]
+pub struct HopByHop {
+    /// Lower-cased names from every `Connection` value.
+    listed: Vec<Vec<u8>>,
+}
+
+impl HopByHop {
+    /// Reads the `Connection` values among `headers`.
+    pub fn of<'a>(headers: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Self {
+        let mut listed = Vec::new();
+        for (name, value) in headers {
+            if name.eq_ignore_ascii_case(b"connection") {
+                listed.extend(
+                    value
+                        .split(|b| *b == b',')
+                        .map(<[u8]>::trim_ascii)
+                        .filter(|t| !t.is_empty())
+                        .map(<[u8]>::to_ascii_lowercase),
+                );
+            }
+        }
+        HopByHop { listed }
+    }
+
+    /// Whether `name` must not be forwarded.
+    pub fn drops(&self, name: &[u8]) -> bool {
+        is_hop_by_hop(name) || self.listed.iter().any(|l| l.eq_ignore_ascii_case(name))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplayState {
     /// Headers copied, body complete or still arriving.
@@ -112,11 +144,14 @@ impl Replay {
             method: String::new(),
             headers: Vec::new(),
         };
-        for pair in RawPairs::new(&self.raw) {
-            let (name, value) = pair.map_err(|_| ReplayState::Unsupported)?;
+        let pairs: Vec<(&[u8], &[u8])> = RawPairs::new(&self.raw)
+            .collect::<Result<_, ()>>()
+            .map_err(|()| ReplayState::Unsupported)?;
+        let hop = HopByHop::of(pairs.iter().copied());
+        for (name, value) in pairs {
             if name.eq_ignore_ascii_case(ATTEMPT_HEADER.as_bytes())
                 || name.eq_ignore_ascii_case(ORIGINAL_DST_HEADER.as_bytes())
-                || is_hop_by_hop(name)
+                || hop.drops(name)
             {
                 continue;
             }
@@ -139,6 +174,13 @@ impl Replay {
         self.state = ReplayState::Unsupported;
         self.chunks = Vec::new();
         self.body_len = 0;
+    }
+
+    /// The request ended with trailers. A replay cannot carry them (the peer would get the body
+    /// without them), and a replay is byte for byte or not at all: none is made.
+    pub fn push_trailers(&mut self) {
+        self.mark_unsupported();
+        self.body_complete = true;
     }
 
     /// The body copied so far, in one piece.
@@ -233,6 +275,44 @@ mod tests {
             h.iter().filter(|(k, _)| *k == ORIGINAL_DST_HEADER).count(),
             1
         );
+    }
+
+    /// RFC 9110 §7.6.1: the names a `Connection` header lists are hop-by-hop too.
+    #[test]
+    fn headers_named_by_connection_are_not_replayed() {
+        let r = Replay::new(
+            raw(&[
+                (":method", b"GET"),
+                ("Connection", b"X-Hop-A , x-hop-b"),
+                ("connection", b"close"),
+                ("x-hop-a", b"1"),
+                ("X-HOP-B", b"2"),
+                ("x-kept", b"3"),
+            ]),
+            true,
+            10,
+        );
+        let names: Vec<String> = r
+            .request()
+            .unwrap()
+            .headers
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(names, vec![":method", "x-kept"]);
+    }
+
+    /// Trailers cannot be replayed: the request is not replayed at all (byte for byte or not at
+    /// all), and the body copy is freed.
+    #[test]
+    fn a_request_with_trailers_is_unsupported() {
+        let mut r = Replay::new(raw(&[(":method", b"POST")]), false, 100);
+        r.push_body(b"abc", false);
+        r.push_trailers();
+        assert!(r.body_complete);
+        assert!(!r.wants_body());
+        assert!(r.body().is_empty());
+        assert_eq!(r.request().unwrap_err(), ReplayState::Unsupported);
     }
 
     #[test]

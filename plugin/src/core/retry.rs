@@ -9,8 +9,14 @@ pub enum Failure {
     Refused,
     /// Envoy's own 503: the peer could not be reached or reset before answering.
     Unreachable,
-    /// Envoy's own 504, or a reset stream: the peer may have acted on the request.
+    /// Envoy's own 504: the peer may have acted on the request.
     TimedOut,
+    /// The call's stream was reset and Envoy reports it without headers. Envoy answers a peer
+    /// that reset or closed *before* answering with its own 503 (`Unreachable`); a call arrives
+    /// without headers only when the peer had begun answering (its headers reached Envoy, then
+    /// the connection broke), or when the timeout hit while the answer was still arriving. In
+    /// both cases the peer's app ran: it may have acted on the request, as after a timeout.
+    ResetWhileAnswering,
     /// The peer reported a version mismatch too: it refused the request.
     PeerMismatch,
 }
@@ -65,7 +71,7 @@ impl Policy {
         if attempts_made >= self.max_attempts {
             return false;
         }
-        if last == Failure::TimedOut
+        if matches!(last, Failure::TimedOut | Failure::ResetWhileAnswering)
             && !is_idempotent(method)
             && !self.retry_timeouts_for_all_methods
         {
@@ -116,6 +122,9 @@ mod tests {
         assert!(!p().may_try_again(1, 0, 0, "PATCH", Failure::TimedOut));
         assert!(p().may_try_again(1, 0, 0, "PUT", Failure::TimedOut));
         assert!(p().may_try_again(1, 0, 0, "GET", Failure::TimedOut));
+        // A peer whose answer broke off had begun answering: its app ran.
+        assert!(!p().may_try_again(1, 0, 0, "POST", Failure::ResetWhileAnswering));
+        assert!(p().may_try_again(1, 0, 0, "GET", Failure::ResetWhileAnswering));
         // Refusals and unreachable peers never acted on the request.
         assert!(p().may_try_again(1, 0, 0, "POST", Failure::Unreachable));
         assert!(p().may_try_again(1, 0, 0, "POST", Failure::PeerMismatch));

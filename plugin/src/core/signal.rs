@@ -6,10 +6,13 @@ use crate::core::config::{Detect, MAX_NAME_LEN};
 pub enum Verdict {
     /// The status is not one of `detect.statuses`: nothing to look at.
     Unrelated,
-    /// A detect status, but not a version mismatch (missing/empty/invalid header, equal versions).
+    /// A detect status, but not a version mismatch (no or empty session version, equal versions).
     NotVersionError,
-    /// A version mismatch: the session needs a server of `session_version`.
-    Mismatch { session_version: String },
+    /// A version mismatch (§2: a non-empty session version, and an app version that is absent or
+    /// differs). `session_version` is the version to look up, or None when it is not one a
+    /// server can register (1 to 128 printable ASCII characters without spaces, as heartbeats and
+    /// etcd keys require): no peer can have it, so it is never looked up nor logged.
+    Mismatch { session_version: Option<String> },
 }
 
 /// A version value the filter may act on: it becomes part of a registry key and a log line, so an
@@ -29,7 +32,9 @@ pub fn is_detect_status(detect: &Detect, status: u16) -> bool {
     detect.statuses.contains(&status)
 }
 
-/// `session_version` / `app_version` are the raw header values (None when absent).
+/// `session_version` / `app_version` are the raw header values (None when absent). Values are
+/// compared as bytes without the optional whitespace around them (RFC 9110 §5.5), whatever they
+/// hold: an empty or unreadable app version is not the session's version.
 pub fn classify(
     detect: &Detect,
     status: u16,
@@ -39,19 +44,17 @@ pub fn classify(
     if !is_detect_status(detect, status) {
         return Verdict::Unrelated;
     }
-    let Some(session) = session_version.and_then(version_text) else {
+    let Some(session) = session_version
+        .map(<[u8]>::trim_ascii)
+        .filter(|s| !s.is_empty())
+    else {
         return Verdict::NotVersionError;
     };
-    if let Some(app_raw) = app_version {
-        match version_text(app_raw) {
-            Some(app) if app == session => return Verdict::NotVersionError,
-            Some(_) => {}
-            // Present but garbage: we cannot tell the versions differ, so do not act.
-            None => return Verdict::NotVersionError,
-        }
+    if app_version.is_some_and(|app| app.trim_ascii() == session) {
+        return Verdict::NotVersionError;
     }
     Verdict::Mismatch {
-        session_version: session.to_string(),
+        session_version: version_text(session).map(str::to_string),
     }
 }
 
@@ -73,9 +76,14 @@ mod tests {
 
     fn mismatch(v: &str) -> Verdict {
         Verdict::Mismatch {
-            session_version: v.into(),
+            session_version: Some(v.into()),
         }
     }
+
+    /// A mismatch whose session version no server can register.
+    const UNREGISTRABLE: Verdict = Verdict::Mismatch {
+        session_version: None,
+    };
 
     #[test]
     fn differing_versions_are_a_mismatch() {
@@ -122,35 +130,44 @@ mod tests {
             classify(&d(), 409, Some(b" 2 "), Some(b"2")),
             Verdict::NotVersionError
         );
-    }
-
-    #[test]
-    fn oversized_or_non_printable_versions_are_not_acted_on() {
-        let long = vec![b'a'; 129];
         assert_eq!(
-            classify(&d(), 409, Some(&long), Some(b"1")),
+            classify(&d(), 409, Some(b"2 beta"), Some(b"2 beta")),
             Verdict::NotVersionError
         );
+    }
+
+    /// design.md §2: an app version that is present and differs makes a mismatch, also when it
+    /// is empty or unreadable (it is not the session's version).
+    #[test]
+    fn an_empty_or_unreadable_app_version_differs() {
+        assert_eq!(classify(&d(), 409, Some(b"2"), Some(b"")), mismatch("2"));
+        assert_eq!(classify(&d(), 409, Some(b"2"), Some(b"  ")), mismatch("2"));
+        assert_eq!(
+            classify(&d(), 409, Some(b"2"), Some(b"\xff")),
+            mismatch("2")
+        );
+    }
+
+    /// design.md §2: a present, non-empty session version is a mismatch whatever it holds; one
+    /// that no server can register is never looked up (no peer can have it).
+    #[test]
+    fn any_non_empty_session_version_is_a_mismatch() {
+        assert_eq!(
+            classify(&d(), 409, Some(b"2 beta"), Some(b"1")),
+            UNREGISTRABLE
+        );
+        assert_eq!(classify(&d(), 409, Some(b"2 beta"), None), UNREGISTRABLE);
+        let long = vec![b'a'; 129];
+        assert_eq!(classify(&d(), 409, Some(&long), Some(b"1")), UNREGISTRABLE);
         let ok = vec![b'a'; 128];
         assert_eq!(
             classify(&d(), 409, Some(&ok), Some(b"1")),
             mismatch(&"a".repeat(128))
         );
-        assert_eq!(
-            classify(&d(), 409, Some(b"2\x01"), None),
-            Verdict::NotVersionError
-        );
+        assert_eq!(classify(&d(), 409, Some(b"2\x01"), None), UNREGISTRABLE);
         assert_eq!(
             classify(&d(), 409, Some("é".as_bytes()), None),
-            Verdict::NotVersionError
-        );
-        assert_eq!(
-            classify(&d(), 409, Some(b"2 beta"), None),
-            Verdict::NotVersionError
-        );
-        assert_eq!(
-            classify(&d(), 409, Some(b"2"), Some(b"\xff")),
-            Verdict::NotVersionError
+            UNREGISTRABLE
         );
     }
 

@@ -174,10 +174,9 @@ pub fn get_header(map_type: u32, name: &str) -> Option<Vec<u8>> {
     let status = unsafe {
         proxy_get_header_map_value(map_type, name.as_ptr(), name.len(), &mut data, &mut size)
     };
-    if status != OK || data.is_null() {
-        return None;
-    }
-    Some(owned(data, size))
+    // A present header with an empty value comes back OK with no buffer: it is not absent
+    // (design.md §2 tells an empty `x-app-version` from a missing one).
+    (status == OK).then(|| owned(data, size))
 }
 
 pub fn replace_header(map_type: u32, name: &str, value: &[u8]) -> bool {

@@ -386,7 +386,7 @@ impl HttpContext for MixHttp {
         // Trailers end the stream: no body callback with end_of_stream comes.
         match &mut self.mode {
             Mode::Proxy { replay, .. } => {
-                replay.push_body(&[], true);
+                replay.push_trailers();
                 Action::Continue
             }
             Mode::Heartbeat(call) => {

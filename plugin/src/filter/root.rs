@@ -59,6 +59,9 @@ impl RootContext for Root {
                 return false;
             }
         };
+        for w in config.warnings() {
+            abi::log(abi::level::WARN, &format!("mixmode: {w}"));
+        }
         let metrics = Metrics::define();
         if let Ok(n) = registry::count(&mut HostStore) {
             metrics.set_records(n);

@@ -47,6 +47,10 @@ pub enum Mode {
     CloseMidBody,
     /// Every connection gets bytes that are not HTTP, then is closed (headers not recorded).
     Garbage,
+    /// Reads the request (head and `content-length` body), records it, then sends a `200` head
+    /// promising 100 bytes, 7 of them, and closes: an answer that broke off after it began (the
+    /// headers are on the wire before the close, unlike `CloseMidBody`).
+    BreakOffAnswer,
     /// Every app request gets this fixed answer (any status and headers, e.g. a signal with
     /// other header names).
     Respond(Canned),
@@ -282,6 +286,10 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     conns.spawn(answer_garbage(stream, shared));
                     continue;
                 }
+                if *lock(&shared.mode) == Mode::BreakOffAnswer {
+                    conns.spawn(break_off_answer(stream, shared));
+                    continue;
+                }
                 conns.spawn(async move {
                     let service = service_fn(move |req| handle(shared.clone(), req));
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -317,6 +325,50 @@ async fn answer_garbage(mut stream: tokio::net::TcpStream, shared: Arc<Shared>) 
     let _ = stream
         .write_all(b"SSH-2.0-OpenSSH_9.6\r\nthis is not HTTP\r\n\r\n")
         .await;
+    let _ = stream.shutdown().await;
+}
+
+/// Reads a request, records it, begins a `200` answer and closes in its body.
+async fn break_off_answer(mut stream: tokio::net::TcpStream, shared: Arc<Shared>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let (head_end, body_len) = loop {
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..i]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            break (i + 4, len);
+        }
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    };
+    while got.len() < head_end + body_len {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let line = String::from_utf8_lossy(&got[..head_end]).into_owned();
+    let mut words = line.split_whitespace();
+    lock(&shared.requests).push(RecordedRequest {
+        method: words.next().unwrap_or("?").to_string(),
+        path: words.next().unwrap_or("?").to_string(),
+        headers: Vec::new(),
+        body: Bytes::copy_from_slice(got.get(head_end..).unwrap_or_default()),
+        trailers: Vec::new(),
+    });
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 100\r\nx-served-by: {}\r\n\r\npartial",
+        shared.name
+    );
+    let _ = stream.write_all(answer.as_bytes()).await;
+    let _ = stream.flush().await;
     let _ = stream.shutdown().await;
 }
 
@@ -426,7 +478,9 @@ async fn answer(shared: &Shared, req: &RecordedRequest) -> Response<RespBody> {
         }
         Mode::Slow(d) => tokio::time::sleep(d).await,
         // Connections of a garbage server never get here (see accept_loop).
-        Mode::Garbage => return respond(shared, 500, "text/plain", "garbage"),
+        Mode::Garbage | Mode::BreakOffAnswer => {
+            return respond(shared, 500, "text/plain", "not reached")
+        }
         Mode::Respond(canned) => {
             let body = match canned.trickle {
                 None => full(canned.body),

@@ -143,6 +143,39 @@ pub fn with_public_buffer_limit(yaml: &str, bytes: u32) -> Result<String> {
     serde_norway::to_string(&doc).context("write YAML")
 }
 
+/// Lets HTTP/1 request trailers through the public listener (`http_protocol_options.
+/// enable_trailers`; Envoy drops them in its codec by default, before any filter sees them).
+pub fn with_http1_trailers(yaml: &str) -> Result<String> {
+    let mut doc: Value = serde_norway::from_str(yaml).context("parse envoy.yaml")?;
+    let listeners = at(&mut doc, &["static_resources", "listeners"])?
+        .as_sequence_mut()
+        .ok_or_else(|| anyhow!("static_resources.listeners is not a list"))?;
+    let public = listeners
+        .iter_mut()
+        .find(|l| l.get("name").and_then(Value::as_str) == Some(PUBLIC_LISTENER))
+        .ok_or_else(|| anyhow!("no listener {PUBLIC_LISTENER:?}"))?;
+    let chains = public
+        .get_mut("filter_chains")
+        .and_then(Value::as_sequence_mut)
+        .ok_or_else(|| anyhow!("listener without filter_chains"))?;
+    for chain in chains {
+        let filters = chain
+            .get_mut("filters")
+            .and_then(Value::as_sequence_mut)
+            .ok_or_else(|| anyhow!("filter chain without filters"))?;
+        for f in filters {
+            if let Some(hcm) = f.get_mut("typed_config") {
+                set(
+                    hcm,
+                    "http_protocol_options",
+                    serde_norway::from_str("{enable_trailers: true}")?,
+                );
+            }
+        }
+    }
+    serde_norway::to_string(&doc).context("write YAML")
+}
+
 /// Sets the .wasm path and plugin configuration of every wasm filter of a listener.
 fn patch_wasm_filters(listener: &mut Value, patch: &Patch<'_>) -> Result<usize> {
     let mut n = 0;

@@ -25,6 +25,7 @@ impl Host for EnvoyHost {
         opts.plugin_config = spec.plugin_config.clone();
         opts.concurrency = spec.concurrency;
         opts.extra_clusters = spec.clusters.clone();
+        opts.http1_trailers = spec.http1_trailers;
         let envoy = Envoy::start(&opts).await?;
         Ok(EnvoyHost {
             envoy,

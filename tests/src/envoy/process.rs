@@ -14,8 +14,8 @@ use anyhow::{anyhow, Result};
 use tempfile::TempDir;
 
 use super::config::{
-    render, with_clusters, with_public_buffer_limit, Patch, ENVOY_YAML, HEARTBEAT_LISTENER,
-    PUBLIC_LISTENER,
+    render, with_clusters, with_http1_trailers, with_public_buffer_limit, Patch, ENVOY_YAML,
+    HEARTBEAT_LISTENER, PUBLIC_LISTENER,
 };
 use crate::client::Req;
 pub use crate::host::StartError;
@@ -40,6 +40,8 @@ pub struct EnvoyOptions {
     pub extra_clusters: Vec<(String, SocketAddr)>,
     /// The public listener's `per_connection_buffer_limit_bytes` (Envoy's default: 1 MiB).
     pub public_buffer_limit: Option<u32>,
+    /// Let HTTP/1 request trailers through the public listener (Envoy drops them by default).
+    pub http1_trailers: bool,
 }
 
 impl EnvoyOptions {
@@ -60,6 +62,7 @@ impl EnvoyOptions {
             ready_timeout: Duration::from_secs(60),
             extra_clusters: Vec::new(),
             public_buffer_limit: None,
+            http1_trailers: false,
         }
     }
 }
@@ -127,6 +130,13 @@ impl Envoy {
         .and_then(|y| match opts.public_buffer_limit {
             Some(bytes) => with_public_buffer_limit(&y, bytes),
             None => Ok(y),
+        })
+        .and_then(|y| {
+            if opts.http1_trailers {
+                with_http1_trailers(&y)
+            } else {
+                Ok(y)
+            }
         })
         .map_err(|e| fail(format!("{e:#}")))?;
         let config_path = dir.path().join("envoy.yaml");

@@ -67,3 +67,55 @@ fn names(logs: &str, field: &str) -> bool {
         .filter(|l| !l.contains("\"app\"") && !l.contains("mixmode_peers"))
         .any(|l| l.contains(field))
 }
+
+/// The example's heartbeat token `change-me` (also the default when `heartbeat.token` is not
+/// set) is accepted, so the example and the demo keep working, but the filter warns at start
+/// with a line naming `heartbeat.token`. A configuration with its own token gets no warning.
+pub async fn example_token_warned_at_start<H: Host>() {
+    use crate::app::{HeartbeatClient, Registration};
+    use crate::scenarios::dead_address;
+
+    for (token, warned) in [
+        (Some("change-me"), true),
+        (None, true),
+        (Some("own-6c1f"), false),
+    ] {
+        let mut config = plugin_config(json!({}));
+        match token {
+            Some(t) => config["heartbeat"]["token"] = json!(t),
+            None => {
+                config.as_object_mut().unwrap().remove("heartbeat");
+            }
+        }
+        let host = match H::start(HostSpec::new(&config, vec![])).await {
+            Ok(h) => h,
+            Err(e) => panic!("{}: {config} refused: {e}", H::NAME),
+        };
+        // Configuration happens before the host serves: the line is there once it is up.
+        let logs = host.logs();
+        let warning = logs
+            .lines()
+            .find(|l| l.contains("heartbeat.token") && l.contains("change-me"));
+        assert_eq!(
+            warning.is_some(),
+            warned,
+            "{}: token {token:?}: warning {warning:?}; log:\n{logs}",
+            H::NAME
+        );
+        if let Some(line) = warning {
+            assert!(
+                line.contains("[warning]") || line.contains("[warn]"),
+                "{line}"
+            );
+        }
+        // The token still works.
+        let hb = HeartbeatClient::new(host.heartbeat_url(), token.unwrap_or("change-me"));
+        let reg = Registration {
+            app: "checkout".into(),
+            version: "2".into(),
+            address: dead_address().to_string(),
+            pool: None,
+        };
+        hb.register(&reg).await.unwrap();
+    }
+}

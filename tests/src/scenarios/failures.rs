@@ -290,6 +290,58 @@ pub async fn peer_closing_mid_body_is_skipped<H: Host>() {
         .await;
 }
 
+/// A POST whose peer broke off its answer (headers sent, then the connection closed) is not
+/// sent to another peer: that peer's app ran and may have acted, as after a timeout (design §3).
+/// Envoy reports such a call without headers. A peer that fails *before* answering is
+/// unreachable and a POST moves on (`peer_answering_garbage_is_skipped`); a GET always moves on
+/// (`peer_closing_mid_body_is_skipped`).
+pub async fn post_not_resent_after_a_peer_broke_off_its_answer<H: Host>() {
+    let store = SessionStore::new();
+    let v1 = server(&store, "v1", "1").await;
+    let v2 = server(&store, "v2", "2").await;
+    let broken = server(&store, "broken", "2").await;
+    broken.set_mode(Mode::BreakOffAnswer);
+    let f = Fixture::<H>::start(
+        &store,
+        &[&v1],
+        json!({"redispatch": {"selection": "freshest"}}),
+    )
+    .await;
+    f.register(&v2).await;
+    // Registered later: the freshest, tried first.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    f.register(&broken).await;
+
+    let r = Req::post(f.url("/echo"), "amount=100")
+        .header("cookie", f.session("2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status,
+        409,
+        "{}; broken peer saw {} requests; {:?}",
+        show(&r),
+        broken.request_count(),
+        f.host.metrics().await.unwrap()
+    );
+    assert_eq!(r.header("x-mixmode").as_deref(), Some("exhausted"));
+    let seen = broken.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].body.as_ref(),
+        b"amount=100",
+        "the broken peer's app ran"
+    );
+    assert_eq!(v2.request_count(), 0, "the POST was sent a second time");
+    f.expect_counters(&[
+        ("mismatch_detected", 1),
+        ("attempt_failed", 1),
+        ("exhausted", 1),
+    ])
+    .await;
+}
+
 /// A peer that answers bytes that are not HTTP is a failed attempt; the next peer answers.
 pub async fn peer_answering_garbage_is_skipped<H: Host>() {
     let store = SessionStore::new();

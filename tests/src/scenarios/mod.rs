@@ -90,11 +90,24 @@ impl<H: Host> Fixture<H> {
         overrides: Value,
         concurrency: usize,
     ) -> Self {
+        Self::start_tuned(store, pool, overrides, |spec| {
+            spec.concurrency = concurrency
+        })
+        .await
+    }
+
+    /// `start` with what `tune` changes in the host's spec.
+    pub async fn start_tuned(
+        store: &SessionStore,
+        pool: &[&AppServer],
+        overrides: Value,
+        tune: impl FnOnce(&mut HostSpec),
+    ) -> Self {
         let mut spec = HostSpec::new(
             &plugin_config(overrides),
             pool.iter().map(|s| s.addr()).collect(),
         );
-        spec.concurrency = concurrency;
+        tune(&mut spec);
         let host = match H::start(spec).await {
             Ok(h) => h,
             Err(e) => panic!("{} did not start: {e}", H::NAME),
@@ -230,9 +243,10 @@ macro_rules! all_scenarios {
             rescue::transfers_complete_across_a_mixed_pool,
             rescue::client_cannot_choose_the_peer,
             rescue::methods_and_query_replayed,
-            rescue::chunked_body_with_trailers_replayed,
+            rescue::chunked_body_replayed_but_not_with_trailers,
             rescue::one_mib_body_replayed_by_default,
             rescue::hop_by_hop_headers_dropped,
+            rescue::headers_named_in_connection_dropped,
             rescue::random_selection_uses_every_peer,
             rescue::keep_alive_connection_survives_every_outcome,
             bodies::expect_100_continue_post_rescued,
@@ -241,7 +255,7 @@ macro_rules! all_scenarios {
             bodies::mismatch_body_still_streaming,
             signal::app_version_header_optional_session_version_required,
             signal::configured_statuses_and_header_names,
-            signal::odd_version_headers_pass_through,
+            signal::odd_version_headers_follow_section_2,
             signal::peer_app_errors_are_final,
             signal::attempts_bounded_by_count_and_deadline,
             failures::non_version_errors_pass_unchanged,
@@ -253,6 +267,7 @@ macro_rules! all_scenarios {
             failures::retry_timeouts_for_all_methods_moves_post_on,
             failures::failing_server_is_never_a_candidate,
             failures::peer_closing_mid_body_is_skipped,
+            failures::post_not_resent_after_a_peer_broke_off_its_answer,
             failures::peer_answering_garbage_is_skipped,
             failures::peer_dying_after_its_heartbeat_is_skipped,
             failures::attempt_header_is_never_redispatched,
@@ -269,6 +284,7 @@ macro_rules! all_scenarios {
             registry::pull_poll_registers_and_follows_versions,
             registry::cross_pool_peers_when_enabled,
             config::invalid_plugin_config_refused_naming_the_field,
+            config::example_token_warned_at_start,
         );
     };
 }

@@ -9,8 +9,9 @@ use crate::app::{Canned, Mode, SessionStore};
 use crate::client::Req;
 use crate::host::Host;
 
-/// `x-app-version` is optional: a 409 with only `x-session-version` is a mismatch. An empty
-/// `x-session-version` is not.
+/// `x-app-version` is optional: a 409 with only `x-session-version` is a mismatch, and so is one
+/// whose `x-app-version` is present but empty (design §2: it differs from the session's). An
+/// empty `x-session-version` is not a mismatch.
 pub async fn app_version_header_optional_session_version_required<H: Host>() {
     let store = SessionStore::new();
     let v1 = server(&store, "v1", "1").await;
@@ -29,6 +30,15 @@ pub async fn app_version_header_optional_session_version_required<H: Host>() {
 
     v1.set_mode(Mode::Respond(Canned::new(
         409,
+        &[("x-session-version", "2"), ("x-app-version", "")],
+        "empty app version",
+    )));
+    let r = Req::get(f.url("/echo")).send().await.unwrap();
+    assert_eq!(r.status, 200, "{}", show(&r));
+    assert_eq!(r.header("x-mixmode").as_deref(), Some("redispatched"));
+
+    v1.set_mode(Mode::Respond(Canned::new(
+        409,
         &[("x-session-version", ""), ("x-app-version", "1")],
         "empty",
     )));
@@ -40,25 +50,28 @@ pub async fn app_version_header_optional_session_version_required<H: Host>() {
         show(&r)
     );
     assert_eq!(r.header("x-mixmode"), None);
-    assert_eq!(v2.request_count(), 1);
+    assert_eq!(v2.request_count(), 2);
     f.expect_counters(&[
-        ("redispatch_ok", 1),
-        ("mismatch_detected", 1),
+        ("redispatch_ok", 2),
+        ("mismatch_detected", 2),
         ("not_version_error", 1),
     ])
     .await;
 }
 
-/// Version headers no server should send (non-ASCII bytes, 8 KiB long) are not a version
-/// signal: the answer passes unchanged, nothing is dispatched, and the filter keeps working.
-pub async fn odd_version_headers_pass_through<H: Host>() {
+/// Version headers no server should send follow design §2 too: a present, non-empty session
+/// version that differs from the app version is a mismatch whatever it holds. One that no server
+/// can register (non-ASCII bytes, 8 KiB long, a space) has no peer: the original answer goes out
+/// with `x-mixmode: no-peer`, nothing is dispatched, and the value is never logged. An unreadable
+/// `x-app-version` is not the session's version: that mismatch is rescued.
+pub async fn odd_version_headers_follow_section_2<H: Host>() {
     let store = SessionStore::new();
     let v1 = server(&store, "v1", "1").await;
     let v2 = server(&store, "v2", "2").await;
     let f = Fixture::<H>::start(&store, &[&v1], json!({})).await;
     f.register(&v2).await;
     let long = "2".repeat(8 << 10);
-    let odd = [
+    let unregistrable = [
         Canned::new(409, &[("x-app-version", "1")], "latin-1")
             .with_header_bytes("x-session-version", b"2\xe9"),
         Canned::new(
@@ -66,17 +79,32 @@ pub async fn odd_version_headers_pass_through<H: Host>() {
             &[("x-app-version", "1"), ("x-session-version", &long)],
             "long",
         ),
-        Canned::new(409, &[("x-session-version", "2")], "app garbled")
-            .with_header_bytes("x-app-version", b"\xff"),
+        Canned::new(
+            409,
+            &[("x-app-version", "1"), ("x-session-version", "2 beta")],
+            "space",
+        ),
     ];
-    for canned in odd {
+    for canned in unregistrable {
         let body = canned.body.clone();
         v1.set_mode(Mode::Respond(canned));
         let r = Req::get(f.url("/echo")).send().await.unwrap();
         assert_eq!((r.status, r.text()), (409, body.clone()), "{}", show(&r));
-        assert_eq!(r.header("x-mixmode"), None, "{body}: {}", show(&r));
+        assert_eq!(
+            r.header("x-mixmode").as_deref(),
+            Some("no-peer"),
+            "{body}: {}",
+            show(&r)
+        );
     }
     assert_eq!(v2.request_count(), 0);
+    v1.set_mode(Mode::Respond(
+        Canned::new(409, &[("x-session-version", "2")], "app garbled")
+            .with_header_bytes("x-app-version", b"\xff"),
+    ));
+    let r = Req::get(f.url("/echo")).send().await.unwrap();
+    assert_eq!(r.status, 200, "{}", show(&r));
+    assert_eq!(r.header("x-mixmode").as_deref(), Some("redispatched"));
     // Still working: a real mismatch is rescued.
     v1.set_mode(Mode::Normal);
     let r = Req::get(f.url("/echo"))
@@ -85,10 +113,17 @@ pub async fn odd_version_headers_pass_through<H: Host>() {
         .await
         .unwrap();
     assert_eq!(r.status, 200, "{}", show(&r));
+    assert_eq!(v2.request_count(), 2);
+    assert!(
+        !f.host.logs().contains(&long[..256]),
+        "{}: the long version was logged",
+        H::NAME
+    );
     f.expect_counters(&[
-        ("redispatch_ok", 1),
-        ("mismatch_detected", 1),
-        ("not_version_error", 3),
+        ("redispatch_ok", 2),
+        ("mismatch_detected", 5),
+        ("no_peer", 3),
+        ("not_version_error", 0),
     ])
     .await;
 }

@@ -1,6 +1,8 @@
 //! The end-to-end scenarios, written once against [`Host`] and run on every host (real Envoy,
 //! wasmtime harness). Each scenario starts its own host and servers, so they run in parallel.
-//! They are test code: a failed expectation panics with what was seen.
+//! They are test code: a failed expectation panics with what was seen. A scenario that is not
+//! run on both hosts (here in `all_scenarios!`, or in both hosts' `scenario_tests!` lists) fails
+//! tests/tests/scenario_lists.rs, unless its doc says `Envoy only: <reason>`.
 // A library (the hosts' test files instantiate it), so clippy.toml's test exemptions do not
 // reach it: the exemption is stated once here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

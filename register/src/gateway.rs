@@ -1,6 +1,7 @@
-//! The few calls of etcd's JSON gateway (`/v3/...` on the client port) a registration needs.
-//! One short HTTP/1.1 connection per call: calls are seconds apart, and a fresh connection
-//! notices at once that etcd has restarted on the same port.
+//! The calls of etcd's JSON gateway (`/v3/...` on the client port) a registration needs, and the
+//! few more the tests read etcd with (ranges, deletes, lease TTLs, `/metrics`): mixmode's one
+//! etcd client. One short HTTP/1.1 connection per call: calls are seconds apart, and a fresh
+//! connection notices at once that etcd has restarted on the same port.
 
 use std::fmt;
 use std::time::Duration;
@@ -9,15 +10,27 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Bytes;
-use hyper::{header, Request};
+use hyper::{header, Method, Request};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 
 use crate::config::Endpoint;
 
-/// etcd's answers to these calls are a few hundred bytes; anything far larger is not etcd.
+/// etcd's answers to a registration's calls are a few hundred bytes; anything far larger is not
+/// etcd.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// A range, or `/metrics`, grows with what etcd holds.
+const MAX_LISTING_BYTES: usize = 64 * 1024 * 1024;
+
+/// One key as a range returns it, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Kv {
+    pub key: String,
+    pub value: String,
+    /// 0 when the key has no lease.
+    pub lease: i64,
+}
 
 /// gRPC status code etcd returns (as `"code"` in the JSON error) for an unknown lease.
 const GRPC_NOT_FOUND: i64 = 5;
@@ -132,12 +145,82 @@ impl Gateway {
             .map(drop)
     }
 
+    /// Every key under `prefix`, sorted (a `Range` call).
+    pub async fn range_prefix(&self, prefix: &str) -> Result<Vec<Kv>, GatewayError> {
+        let answer = self
+            .call_limited(
+                "/v3/kv/range",
+                json!({ "key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix.as_bytes())) }),
+                MAX_LISTING_BYTES,
+            )
+            .await?;
+        let text = |kv: &Value, name: &str| -> Result<String, GatewayError> {
+            let raw = kv.get(name).and_then(Value::as_str).unwrap_or("");
+            B64.decode(raw)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .map_err(|_| GatewayError::BadAnswer(format!("bad base64 in {name}: {raw:?}")))
+        };
+        // An empty range has no "kvs" at all.
+        answer
+            .get("kvs")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|kv| {
+                Ok(Kv {
+                    key: text(kv, "key")?,
+                    value: text(kv, "value")?,
+                    lease: int_field(kv, "lease").unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes one key; returns how many were deleted (0 or 1).
+    pub async fn delete(&self, key: &str) -> Result<u64, GatewayError> {
+        let answer = self
+            .call("/v3/kv/deleterange", json!({ "key": B64.encode(key) }))
+            .await?;
+        Ok(int_field(&answer, "deleted")
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(0))
+    }
+
+    /// Remaining seconds of a lease; `None` once etcd no longer knows it.
+    pub async fn lease_ttl(&self, lease: i64) -> Result<Option<i64>, GatewayError> {
+        let answer = self
+            .call("/v3/lease/timetolive", json!({ "ID": lease.to_string() }))
+            .await?;
+        // An unknown lease answers TTL -1.
+        Ok(int_field(&answer, "TTL").filter(|t| *t >= 0))
+    }
+
+    /// A GET of one of etcd's own endpoints (`/health`, `/metrics`): its status and body.
+    pub async fn get(&self, path: &str) -> Result<(u16, Bytes), GatewayError> {
+        tokio::time::timeout(
+            self.timeout,
+            self.send(Method::GET, path, None, MAX_LISTING_BYTES),
+        )
+        .await
+        .map_err(|_| GatewayError::Unreachable(format!("no answer within {:?}", self.timeout)))?
+    }
+
     async fn call(&self, path: &str, body: Value) -> Result<Value, GatewayError> {
-        let (status, bytes) = tokio::time::timeout(self.timeout, self.post(path, body))
-            .await
-            .map_err(|_| {
-                GatewayError::Unreachable(format!("no answer within {:?}", self.timeout))
-            })??;
+        self.call_limited(path, body, MAX_ANSWER_BYTES).await
+    }
+
+    async fn call_limited(
+        &self,
+        path: &str,
+        body: Value,
+        max_bytes: usize,
+    ) -> Result<Value, GatewayError> {
+        let (status, bytes) = tokio::time::timeout(
+            self.timeout,
+            self.send(Method::POST, path, Some(body), max_bytes),
+        )
+        .await
+        .map_err(|_| GatewayError::Unreachable(format!("no answer within {:?}", self.timeout)))??;
         // The streaming endpoints answer one JSON message per line; we send one request.
         let first_line = bytes
             .split(|b| *b == b'\n')
@@ -161,7 +244,13 @@ impl Gateway {
         }
     }
 
-    async fn post(&self, path: &str, body: Value) -> Result<(u16, Bytes), GatewayError> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        max_bytes: usize,
+    ) -> Result<(u16, Bytes), GatewayError> {
         let unreachable = |e: &dyn fmt::Display| GatewayError::Unreachable(e.to_string());
         let stream = TcpStream::connect((self.endpoint.host.as_str(), self.endpoint.port))
             .await
@@ -170,10 +259,14 @@ impl Gateway {
             .await
             .map_err(|e| unreachable(&e))?;
         let driver = tokio::spawn(conn);
-        let request = Request::post(path)
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
             .header(header::HOST, self.endpoint.authority())
             .header(header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
+            .body(Full::new(Bytes::from(
+                body.map(|b| b.to_string()).unwrap_or_default(),
+            )))
             .map_err(|e| GatewayError::BadAnswer(format!("building request: {e}")))?;
         let result = async {
             let response = sender
@@ -181,7 +274,7 @@ impl Gateway {
                 .await
                 .map_err(|e| unreachable(&e))?;
             let status = response.status().as_u16();
-            let bytes = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+            let bytes = Limited::new(response.into_body(), max_bytes)
                 .collect()
                 .await
                 .map_err(|e| unreachable(&*e))?
@@ -209,6 +302,21 @@ fn classify_error(status: u16, error: &Value) -> GatewayError {
     }
 }
 
+/// The end of a prefix range: the prefix with its last byte incremented (etcd's convention; the
+/// filter's mirror computes its range with `mixmode::core::etcd::request_body`, in the wasm
+/// core, which has no dependency to share this with).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if let Some(next) = last.checked_add(1) {
+            end.push(next);
+            return end;
+        }
+    }
+    // All 0xff (or empty): "\0" means every key from `key` on.
+    vec![0]
+}
+
 /// etcd's gateway sends 64-bit integers as JSON strings; accept plain numbers as well.
 fn int_field(v: &Value, name: &str) -> Option<i64> {
     match v.get(name)? {
@@ -228,6 +336,13 @@ mod tests {
         assert_eq!(int_field(&v, "ID"), Some(2324035596579524614));
         assert_eq!(int_field(&v, "TTL"), Some(2));
         assert_eq!(int_field(&v, "x"), None);
+    }
+
+    #[test]
+    fn prefix_end_increments_the_last_byte() {
+        assert_eq!(prefix_end(b"/mixmode/"), b"/mixmode0".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff"), vec![0]);
     }
 
     #[test]

@@ -24,5 +24,5 @@ pub use config::{
     Config, ConfigError, Endpoint, DEFAULT_ETCD, DEFAULT_POOL, DEFAULT_PREFIX, DEFAULT_TTL_SECS,
     MAX_TTL_SECS, MIN_TTL_SECS,
 };
-pub use gateway::{Gateway, GatewayError};
+pub use gateway::{Gateway, GatewayError, Kv};
 pub use registration::{Registration, Status};

@@ -1,8 +1,9 @@
 //! A real etcd for tests and the demo: one member on free loopback ports with a temporary data
 //! directory, stoppable and restartable on the same ports and data (so leases and keys survive,
-//! as in production), killed by PID on drop.
+//! as in production), killed by PID on drop. It is read and written through
+//! `mixmode_register::Gateway`, the etcd client servers register with.
 //!
-//! Uses only tokio, hyper, hyper-util, http-body-util, tempfile and serde_json.
+//! Uses only tokio, tempfile, serde_json and mixmode-register (register/tests include this file).
 
 use std::fmt;
 use std::fs::File;
@@ -11,12 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt as _, Full};
-use hyper::body::Bytes;
-use hyper::{header, Method, Request};
-use hyper_util::rt::TokioIo;
+pub use mixmode_register::Kv;
+use mixmode_register::{Endpoint, Gateway, GatewayError};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 
 /// How long a start may take: a fresh member elects itself in about a second; on a busy
 /// 2-core machine a restart replaying its WAL has been seen to take a few.
@@ -39,13 +37,10 @@ fn err(msg: impl Into<String>) -> EtcdError {
     EtcdError(msg.into())
 }
 
-/// One key as etcd's range returns it, decoded.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Kv {
-    pub key: String,
-    pub value: String,
-    /// 0 when the key has no lease.
-    pub lease: i64,
+impl From<GatewayError> for EtcdError {
+    fn from(e: GatewayError) -> Self {
+        EtcdError(e.to_string())
+    }
 }
 
 pub struct Etcd {
@@ -187,7 +182,7 @@ impl Etcd {
     /// `/metrics`: gateway calls are counted there as their gRPC method. Counters restart at
     /// 0 when etcd restarts.
     pub async fn started_total(&self, method: &str) -> Result<u64, EtcdError> {
-        let (status, body) = self.http(Method::GET, "/metrics", None).await?;
+        let (status, body) = self.gateway().get("/metrics").await?;
         if status != 200 {
             return Err(err(format!("/metrics answered {status}")));
         }
@@ -213,60 +208,31 @@ impl Etcd {
     /// All keys under `prefix`, sorted. This is itself a Range call: it adds 1 to
     /// [`Etcd::range_count`].
     pub async fn range_prefix(&self, prefix: &str) -> Result<Vec<Kv>, EtcdError> {
-        let answer = self
-            .call(
-                "/v3/kv/range",
-                json!({ "key": b64(prefix.as_bytes()), "range_end": b64(&prefix_end(prefix)) }),
-            )
-            .await?;
-        let mut out = Vec::new();
-        // An empty range has no "kvs" at all.
-        for kv in answer
-            .get("kvs")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let text = |name: &str| -> Result<String, EtcdError> {
-                let raw = kv.get(name).and_then(Value::as_str).unwrap_or("");
-                unb64(raw)
-                    .map(|b| String::from_utf8_lossy(&b).into_owned())
-                    .ok_or_else(|| err(format!("bad base64 in {name}: {raw:?}")))
-            };
-            out.push(Kv {
-                key: text("key")?,
-                value: text("value")?,
-                lease: int_field(kv, "lease").unwrap_or(0),
-            });
-        }
-        Ok(out)
+        Ok(self.gateway().range_prefix(prefix).await?)
     }
 
     /// Puts a key without a lease (e.g. a record of another pool, or garbage).
     pub async fn put(&self, key: &str, value: &str) -> Result<(), EtcdError> {
-        self.call(
-            "/v3/kv/put",
-            json!({ "key": b64(key.as_bytes()), "value": b64(value.as_bytes()) }),
-        )
-        .await
-        .map(drop)
+        Ok(self.gateway().put(key, value, 0).await?)
     }
 
     /// Deletes one key; returns how many were deleted (0 or 1).
     pub async fn delete(&self, key: &str) -> Result<u64, EtcdError> {
-        let answer = self
-            .call("/v3/kv/deleterange", json!({ "key": b64(key.as_bytes()) }))
-            .await?;
-        Ok(int_field(&answer, "deleted").unwrap_or(0) as u64)
+        Ok(self.gateway().delete(key).await?)
     }
 
     /// Remaining seconds of a lease; `None` once etcd no longer knows it.
     pub async fn lease_ttl(&self, lease: i64) -> Result<Option<i64>, EtcdError> {
-        let answer = self
-            .call("/v3/lease/timetolive", json!({ "ID": lease.to_string() }))
-            .await?;
-        // An unknown lease answers TTL -1.
-        Ok(int_field(&answer, "TTL").filter(|t| *t >= 0))
+        Ok(self.gateway().lease_ttl(lease).await?)
+    }
+
+    /// The client this etcd is read and written with.
+    pub fn gateway(&self) -> Gateway {
+        let endpoint = Endpoint {
+            host: "127.0.0.1".to_string(),
+            port: self.client_port,
+        };
+        Gateway::new(endpoint, CALL_TIMEOUT)
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -313,7 +279,7 @@ impl Etcd {
                     tail(&self.log(), 20)
                 )));
             }
-            if let Ok((200, body)) = self.http(Method::GET, "/health", None).await {
+            if let Ok((200, body)) = self.gateway().get("/health").await {
                 let health: Option<Value> = serde_json::from_slice(&body).ok();
                 if health.as_ref().and_then(|h| h.get("health")) == Some(&json!("true")) {
                     return Ok(());
@@ -328,63 +294,6 @@ impl Etcd {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-
-    async fn call(&self, path: &str, body: Value) -> Result<Value, EtcdError> {
-        let (status, bytes) = self.http(Method::POST, path, Some(body)).await?;
-        if status != 200 {
-            return Err(err(format!(
-                "{path} answered {status}: {}",
-                String::from_utf8_lossy(&bytes)
-            )));
-        }
-        serde_json::from_slice(&bytes).map_err(|e| err(format!("{path}: {e}")))
-    }
-
-    async fn http(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<(u16, Bytes), EtcdError> {
-        let addr = self.client_addr();
-        let work = async move {
-            let stream = TcpStream::connect(addr)
-                .await
-                .map_err(|e| err(format!("connect {addr}: {e}")))?;
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| err(format!("handshake: {e}")))?;
-            let driver = tokio::spawn(conn);
-            let body = body.map(|b| b.to_string()).unwrap_or_default();
-            let request = Request::builder()
-                .method(method)
-                .uri(path)
-                .header(header::HOST, addr.to_string())
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Full::new(Bytes::from(body)))
-                .map_err(|e| err(format!("request: {e}")))?;
-            let result = async {
-                let response = sender
-                    .send_request(request)
-                    .await
-                    .map_err(|e| err(format!("{path}: {e}")))?;
-                let status = response.status().as_u16();
-                let bytes = response
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| err(format!("{path}: {e}")))?
-                    .to_bytes();
-                Ok((status, bytes))
-            }
-            .await;
-            driver.abort();
-            result
-        };
-        tokio::time::timeout(CALL_TIMEOUT, work)
-            .await
-            .map_err(|_| err(format!("{path}: no answer within {CALL_TIMEOUT:?}")))?
     }
 }
 
@@ -409,93 +318,4 @@ fn free_ports() -> Result<(u16, u16), EtcdError> {
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-fn int_field(v: &Value, name: &str) -> Option<i64> {
-    match v.get(name)? {
-        Value::String(s) => s.parse().ok(),
-        Value::Number(n) => n.as_i64(),
-        _ => None,
-    }
-}
-
-/// The end of a prefix range: the prefix with its last byte incremented (etcd's convention).
-fn prefix_end(prefix: &str) -> Vec<u8> {
-    let mut end = prefix.as_bytes().to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    // All 0xff (or empty): "\0" means every key from `key` on.
-    vec![0]
-}
-
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Standard base64 with padding, as etcd's gateway expects; the tests crate has no base64
-/// dependency and needs only this.
-fn b64(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(B64[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-fn unb64(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in text.bytes().filter(|c| *c != b'=') {
-        let v = B64.iter().position(|x| *x == c)? as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base64_round_trip() {
-        for s in [
-            "",
-            "a",
-            "ab",
-            "abc",
-            "/mixmode/p/a/1/127.0.0.1:80",
-            "\u{ff}é",
-        ] {
-            let e = b64(s.as_bytes());
-            assert_eq!(unb64(&e).as_deref(), Some(s.as_bytes()), "{s:?} -> {e}");
-        }
-        assert_eq!(b64(b"a"), "YQ==");
-        assert_eq!(b64(b"/m/"), "L20v");
-    }
-
-    #[test]
-    fn prefix_end_increments_last_byte() {
-        assert_eq!(prefix_end("/mixmode/"), b"/mixmode0".to_vec());
-    }
 }

@@ -20,11 +20,12 @@ build: setup
 demo *ARGS: build
     cargo run -q --profile demo -p mixmode-demo --bin demo -- {{ARGS}}
 
-# Formatting and lints, for the host and the wasm target.
+# Formatting and lints, for the host and the wasm target; docs/ references and metric lists.
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     cargo clippy -p mixmode --target wasm32-wasip1 -- -D warnings
+    cargo test -q -p mixmode --test docs
 
 # Everything CI runs: lints, unit tests, harness and real-Envoy suites, etcd, demo --quick, the
 # 60 s soak, and a bounded fuzz run (10 s per target).

@@ -46,4 +46,7 @@ pub mod etcd;
 #[cfg(feature = "harness")]
 pub mod harness_host;
 pub mod host;
+/// The filter's metric names, the file the filter itself compiles.
+#[path = "../../plugin/src/filter/metric_names.rs"]
+pub mod metric_names;
 pub mod scenarios;

@@ -1,7 +1,9 @@
-//! The metrics of design.md §6, defined once per VM in the root context.
+//! The metrics of design.md §6, defined once per VM in the root context (names:
+//! `metric_names.rs`).
 
 use crate::core::redispatch::Counter;
 use crate::filter::abi;
+use crate::filter::metric_names::*;
 
 #[derive(Default)]
 pub struct Metrics {
@@ -21,24 +23,27 @@ pub struct Metrics {
 }
 
 fn counter(name: &str) -> Option<u32> {
-    abi::define_metric(abi::METRIC_COUNTER, name)
+    abi::define_metric(abi::METRIC_COUNTER, &format!("{PREFIX}{name}"))
 }
 
 impl Metrics {
     pub fn define() -> Self {
         Metrics {
-            mismatch_detected: counter("mixmode.mismatch_detected"),
-            redispatch_ok: counter("mixmode.redispatch_ok"),
-            attempt_failed: counter("mixmode.attempt_failed"),
-            exhausted: counter("mixmode.exhausted"),
-            no_peer: counter("mixmode.no_peer"),
-            not_version_error: counter("mixmode.not_version_error"),
-            replay_too_large: counter("mixmode.replay_too_large"),
-            replay_unsupported: counter("mixmode.replay_unsupported"),
-            heartbeat_accepted: counter("mixmode.heartbeat_accepted"),
-            heartbeat_rejected: counter("mixmode.heartbeat_rejected"),
-            registry_sync_failed: counter("mixmode.registry_sync_failed"),
-            registry_records: abi::define_metric(abi::METRIC_GAUGE, "mixmode.registry_records"),
+            mismatch_detected: counter(MISMATCH_DETECTED),
+            redispatch_ok: counter(REDISPATCH_OK),
+            attempt_failed: counter(ATTEMPT_FAILED),
+            exhausted: counter(EXHAUSTED),
+            no_peer: counter(NO_PEER),
+            not_version_error: counter(NOT_VERSION_ERROR),
+            replay_too_large: counter(REPLAY_TOO_LARGE),
+            replay_unsupported: counter(REPLAY_UNSUPPORTED),
+            heartbeat_accepted: counter(HEARTBEAT_ACCEPTED),
+            heartbeat_rejected: counter(HEARTBEAT_REJECTED),
+            registry_sync_failed: counter(REGISTRY_SYNC_FAILED),
+            registry_records: abi::define_metric(
+                abi::METRIC_GAUGE,
+                &format!("{PREFIX}{REGISTRY_RECORDS}"),
+            ),
         }
     }
 

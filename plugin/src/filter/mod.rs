@@ -3,6 +3,7 @@
 
 mod abi;
 mod http;
+mod metric_names;
 mod metrics;
 mod poller;
 mod root;

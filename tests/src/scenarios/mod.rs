@@ -26,20 +26,7 @@ use crate::host::{Host, HostSpec};
 /// The heartbeat token every scenario configures.
 pub const TOKEN: &str = "test-token-6c1f";
 
-/// The counters of design §6.
-pub const COUNTERS: &[&str] = &[
-    "mismatch_detected",
-    "redispatch_ok",
-    "attempt_failed",
-    "exhausted",
-    "no_peer",
-    "not_version_error",
-    "replay_too_large",
-    "replay_unsupported",
-    "heartbeat_accepted",
-    "heartbeat_rejected",
-    "registry_sync_failed",
-];
+pub use crate::metric_names::{COUNTERS, GAUGES};
 
 /// Counters whose value a scenario always knows: when it does not list one, it must be 0.
 /// (`mismatch_detected`, `not_version_error` and `heartbeat_accepted` are checked where listed.)
@@ -156,7 +143,7 @@ impl<H: Host> Fixture<H> {
         let mut wrong = Vec::new();
         for (name, want) in expected {
             assert!(
-                COUNTERS.contains(name) || *name == "registry_records",
+                COUNTERS.contains(name) || GAUGES.contains(name),
                 "unknown metric {name}"
             );
             if get(name) != *want {

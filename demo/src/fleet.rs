@@ -16,8 +16,8 @@ use serde_json::json;
 
 use crate::envoy::Envoy;
 use crate::pool::{deploy, Pool, PoolView};
-use crate::run::{result_of, spawn_progress, Counted, RunOptions, SetupResult, TOKEN};
-use crate::setup::{plugin_config, render_yaml, Render, Setup};
+use crate::run::{result_of, spawn_progress, Counted, RunOptions, SetupResult};
+use crate::setup::{plugin_config, render_yaml, Render, Setup, TOKEN};
 use crate::users::{run_user, Live};
 
 pub const KEY: &str = "mixmode-fleet";

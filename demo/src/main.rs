@@ -6,6 +6,7 @@
 mod chart;
 mod envoy;
 mod fleet;
+mod liveness;
 mod pool;
 mod run;
 mod setup;

@@ -16,8 +16,8 @@ use mixmode_tests::app::{AppConfig, AppServer, HeartbeatClient, Registration, Se
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
+use crate::liveness::Liveness;
 use crate::setup::write_eds;
-use crate::soak::Liveness;
 
 /// How often a registered server sends its heartbeat (the registry forgets it after 15 s).
 const HEARTBEAT_EVERY: Duration = Duration::from_millis(1000);

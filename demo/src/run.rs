@@ -13,11 +13,8 @@ use serde::Serialize;
 
 use crate::envoy::Envoy;
 use crate::pool::{deploy, Plan, Pool, PoolView, WaveTimes};
-use crate::setup::{plugin_config, render_yaml, Render, Setup};
+use crate::setup::{plugin_config, render_yaml, Render, Setup, HEARTBEAT_PATH, TOKEN};
 use crate::users::{run_user, Live, Tx, Workload};
-
-pub const TOKEN: &str = "demo-heartbeat-token";
-pub const HEARTBEAT_PATH: &str = "/.well-known/mixmode/heartbeat";
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {

@@ -66,6 +66,10 @@ pub struct Render<'a> {
 }
 
 /// The mixmode plugin configuration of the demo: the example's defaults with a token of its own.
+/// The heartbeat token and path every demo Envoy is configured with.
+pub const TOKEN: &str = "demo-heartbeat-token";
+pub const HEARTBEAT_PATH: &str = "/.well-known/mixmode/heartbeat";
+
 pub fn plugin_config(token: &str) -> Result<serde_json::Value> {
     let mut cfg = mixmode_tests::envoy::example_plugin_config()?;
     cfg["heartbeat"]["token"] = serde_json::Value::from(token);

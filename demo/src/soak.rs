@@ -19,7 +19,6 @@
 //! RSS after the first deploy.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,9 +28,9 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use mixmode_tests::app::{AppConfig, AppServer, HeartbeatClient, Mode, Registration, SessionStore};
 
 use crate::envoy::Envoy;
+use crate::liveness::Liveness;
 use crate::pool::{deploy_to, wave_sizes, waves_of, Plan, Pool, PoolView};
-use crate::run::{HEARTBEAT_PATH, TOKEN};
-use crate::setup::{plugin_config, render_yaml, Render, Setup};
+use crate::setup::{plugin_config, render_yaml, Render, Setup, HEARTBEAT_PATH, TOKEN};
 use crate::users::{run_user, Live, Workload};
 
 /// How much Envoy's resident memory may grow from the end of the first deploy to the end.
@@ -47,63 +46,6 @@ pub struct SoakOptions {
     pub seed: u64,
     pub wasm: PathBuf,
     pub envoy_workers: usize,
-}
-
-/// When each server was registered and answering as which version, in seconds since `t0`.
-#[derive(Clone)]
-pub struct Liveness {
-    t0: Instant,
-    spans: Arc<Mutex<Vec<Span>>>,
-}
-
-#[derive(Debug, Clone)]
-struct Span {
-    addr: SocketAddr,
-    version: String,
-    from: f64,
-    to: Option<f64>,
-}
-
-impl Liveness {
-    pub fn new(t0: Instant) -> Self {
-        Liveness {
-            t0,
-            spans: Arc::new(Mutex::new(Vec::new())),
-        }
-    }
-
-    fn now(&self) -> f64 {
-        self.t0.elapsed().as_secs_f64()
-    }
-
-    pub fn up(&self, addr: SocketAddr, version: &str) {
-        let now = self.now();
-        if let Ok(mut s) = self.spans.lock() {
-            s.push(Span {
-                addr,
-                version: version.to_string(),
-                from: now,
-                to: None,
-            });
-        }
-    }
-
-    pub fn down(&self, addr: SocketAddr) {
-        let now = self.now();
-        if let Ok(mut s) = self.spans.lock() {
-            for span in s.iter_mut().filter(|s| s.addr == addr && s.to.is_none()) {
-                span.to = Some(now);
-            }
-        }
-    }
-
-    /// Whether some server of `version` was live during all of `[from, to]`.
-    fn live(&self, version: &str, from: f64, to: f64) -> bool {
-        self.spans.lock().is_ok_and(|s| {
-            s.iter()
-                .any(|s| s.version == version && s.from <= from && s.to.is_none_or(|end| end >= to))
-        })
-    }
 }
 
 const USAGE: &str = "\

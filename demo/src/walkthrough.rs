@@ -10,8 +10,8 @@ use mixmode_tests::client::{Req, Resp};
 use serde_json::{json, Value};
 
 use crate::envoy::Envoy;
-use crate::run::{RunOptions, HEARTBEAT_PATH, TOKEN};
-use crate::setup::{plugin_config, render_yaml, write_eds, Render, Setup};
+use crate::run::RunOptions;
+use crate::setup::{plugin_config, render_yaml, write_eds, Render, Setup, HEARTBEAT_PATH, TOKEN};
 
 fn show_headers(r: &Resp, names: &[&str]) {
     for n in names {

@@ -19,7 +19,7 @@ mod config;
 mod gateway;
 mod registration;
 
-pub use args::{parse_args, Command, USAGE};
+pub use args::Args;
 pub use config::{
     Config, ConfigError, Endpoint, DEFAULT_ETCD, DEFAULT_POOL, DEFAULT_PREFIX, DEFAULT_TTL_SECS,
     MAX_TTL_SECS, MIN_TTL_SECS,

@@ -4,23 +4,28 @@ use std::os::unix::process::ExitStatusExt as _;
 use std::process::{ExitCode, ExitStatus};
 use std::time::Duration;
 
-use mixmode_register::{parse_args, Command, Config, Registration, Status, USAGE};
+use clap::{CommandFactory as _, Parser as _};
+use mixmode_register::{Args, Config, Registration, Status};
 use tokio::net::TcpStream;
 use tokio::process::Child;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 fn main() -> ExitCode {
-    let (config, command) = match parse_args(std::env::args().skip(1)) {
-        Ok(Command::Run { config, command }) => (config, command),
-        Ok(Command::Help) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
+    // Bad flags exit 2 with clap's message and the usage; --help and --version exit 0.
+    let args = Args::parse();
+    let usage = Args::command().render_usage();
+    if args.command.is_empty() && std::env::args().last().as_deref() == Some("--") {
+        eprintln!("mixmode-register: -- must be followed by a command\n\n{usage}");
+        return ExitCode::from(2);
+    }
+    let config = match args.config() {
+        Ok(c) => c,
         Err(e) => {
-            eprintln!("mixmode-register: {e}\n\n{USAGE}");
+            eprintln!("mixmode-register: {e}\n\n{usage}");
             return ExitCode::from(2);
         }
     };
+    let command = args.command;
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

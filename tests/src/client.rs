@@ -1,5 +1,10 @@
-//! A minimal HTTP/1.1 client: one connection per request, so that concurrent requests spread
-//! over Envoy's workers, and raw access to every response header (duplicates kept).
+//! A minimal HTTP client: one connection per request, so that concurrent requests spread over
+//! Envoy's workers, and raw access to every response header (duplicates kept).
+//!
+//! The URL's scheme chooses the protocol: `http://` is HTTP/1.1; `h2c://` is HTTP/2 over
+//! cleartext with prior knowledge (the connection starts with the HTTP/2 preface, which Envoy's
+//! `codec_type: AUTO` recognises: what a gRPC client or a TLS-terminating edge speaks inward).
+//! A host whose `public_url` is `h2c://…` makes every scenario speak HTTP/2 to it.
 
 use std::time::Duration;
 
@@ -127,24 +132,40 @@ impl Req {
     }
 
     async fn send_inner(self) -> Result<Resp> {
-        let (authority, _) = split_url(&self.url)?;
-        let mut conn = Conn::open(authority).await?;
+        let mut conn = Conn::open_url(&self.url).await?;
         conn.exchange(self).await
     }
 
-    /// Turns this into a hyper request for `authority`.
+    /// Turns this into a hyper request. HTTP/1.1 carries the authority in `host`; HTTP/2 in
+    /// `:authority`, which hyper takes from an absolute URI, so there a `host` header given by
+    /// the test becomes the URI's authority (as a browser's h2 stack does).
     fn into_request(self) -> Result<Request<BoxBody<Bytes, Infallible>>> {
-        let (authority, path) = split_url(&self.url)?;
-        let mut builder = Request::builder().method(self.method).uri(path);
-        let mut has_host = false;
+        let (proto, authority, path) = split_url(&self.url)?;
+        let host = self
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("host"))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+        let mut builder = Request::builder().method(self.method);
+        builder = match proto {
+            Proto::Http1 => builder.uri(path),
+            Proto::H2c => builder
+                .uri(format!(
+                    "http://{}{path}",
+                    host.as_deref().unwrap_or(authority)
+                ))
+                .version(hyper::Version::HTTP_2),
+        };
         for (name, value) in &self.headers {
-            has_host |= name.eq_ignore_ascii_case("host");
+            if proto == Proto::H2c && name.eq_ignore_ascii_case("host") {
+                continue;
+            }
             builder = builder.header(
                 HeaderName::from_bytes(name.as_bytes())?,
                 HeaderValue::from_bytes(value)?,
             );
         }
-        if !has_host {
+        if proto == Proto::Http1 && host.is_none() {
             builder = builder.header("host", authority);
         }
         let body: BoxBody<Bytes, Infallible> = match self.chunked {
@@ -168,25 +189,112 @@ impl Req {
     }
 }
 
-/// One kept-alive HTTP/1.1 connection for several requests in a row (as a browser does).
+type ReqBody = BoxBody<Bytes, Infallible>;
+
+/// The protocol a URL's scheme asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// `http://`
+    Http1,
+    /// `h2c://`: HTTP/2 with prior knowledge, no TLS.
+    H2c,
+}
+
+enum Sender {
+    Http1(hyper::client::conn::http1::SendRequest<ReqBody>),
+    Http2(hyper::client::conn::http2::SendRequest<ReqBody>),
+}
+
+/// One kept-alive connection for several requests in a row (as a browser does). On HTTP/2,
+/// [`Conn::send_concurrent`] sends many requests at once, each on its own stream.
 pub struct Conn {
-    sender: hyper::client::conn::http1::SendRequest<BoxBody<Bytes, Infallible>>,
+    sender: Sender,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Conn {
-    /// Connects to `authority` ("ip:port").
+    /// Connects to `authority` ("ip:port") with HTTP/1.1.
     pub async fn open(authority: &str) -> Result<Conn> {
+        Self::open_proto(authority, Proto::Http1).await
+    }
+
+    /// Connects to the authority of `url`, with the protocol its scheme names.
+    pub async fn open_url(url: &str) -> Result<Conn> {
+        let (proto, authority, _) = split_url(url)?;
+        Self::open_proto(authority, proto).await
+    }
+
+    async fn open_proto(authority: &str, proto: Proto) -> Result<Conn> {
         let stream = TcpStream::connect(authority)
             .await
             .with_context(|| format!("connect {authority}"))?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .context("HTTP/1 handshake")?;
-        let task = tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let io = TokioIo::new(stream);
+        let (sender, task) = match proto {
+            Proto::Http1 => {
+                let (sender, conn) = hyper::client::conn::http1::handshake(io)
+                    .await
+                    .context("HTTP/1 handshake")?;
+                let task = tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                (Sender::Http1(sender), task)
+            }
+            Proto::H2c => {
+                let (sender, conn) =
+                    hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .handshake(io)
+                        .await
+                        .context("HTTP/2 handshake")?;
+                let task = tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                (Sender::Http2(sender), task)
+            }
+        };
         Ok(Conn { sender, task })
+    }
+
+    pub fn proto(&self) -> Proto {
+        match self.sender {
+            Sender::Http1(_) => Proto::Http1,
+            Sender::Http2(_) => Proto::H2c,
+        }
+    }
+
+    /// Sends every request at once on this HTTP/2 connection, one stream each, and returns
+    /// the answers in the order of `reqs`. (HTTP/1.1 cannot multiplex: an error there.)
+    pub async fn send_concurrent(&self, reqs: Vec<Req>) -> Result<Vec<Result<Resp>>> {
+        let Sender::Http2(sender) = &self.sender else {
+            return Err(anyhow!("concurrent streams need an HTTP/2 connection"));
+        };
+        let mut set = tokio::task::JoinSet::new();
+        for (i, req) in reqs.into_iter().enumerate() {
+            let mut sender = sender.clone();
+            set.spawn(async move {
+                let timeout = req.timeout;
+                let r = tokio::time::timeout(timeout, async {
+                    let req = req.into_request()?;
+                    sender.ready().await.context("connection not usable")?;
+                    read(sender.send_request(req).await.context("send request")?).await
+                })
+                .await
+                .map_err(|_| anyhow!("no answer within {timeout:?}"))
+                .and_then(|r| r);
+                (i, r)
+            });
+        }
+        let mut out: Vec<Option<Result<Resp>>> = Vec::new();
+        out.resize_with(set.len(), || None);
+        while let Some(joined) = set.join_next().await {
+            let (i, r) = joined.context("request task")?;
+            if let Some(slot) = out.get_mut(i) {
+                *slot = Some(r);
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(anyhow!("request lost"))))
+            .collect())
     }
 
     /// Sends `req` on this connection (its URL gives path and Host only) and reads the answer.
@@ -199,38 +307,47 @@ impl Conn {
 
     /// Whether the server closed the connection.
     pub fn is_closed(&self) -> bool {
-        self.sender.is_closed()
+        match &self.sender {
+            Sender::Http1(s) => s.is_closed(),
+            Sender::Http2(s) => s.is_closed(),
+        }
     }
 
     async fn exchange(&mut self, req: Req) -> Result<Resp> {
         let req = req.into_request()?;
-        self.sender
-            .ready()
-            .await
-            .context("connection not reusable")?;
-        let resp = self
-            .sender
-            .send_request(req)
-            .await
-            .context("send request")?;
-        let status = resp.status().as_u16();
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
-            .collect();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .context("read response body")?
-            .to_bytes();
-        Ok(Resp {
-            status,
-            headers,
-            body,
-        })
+        let resp = match &mut self.sender {
+            Sender::Http1(s) => {
+                s.ready().await.context("connection not reusable")?;
+                s.send_request(req).await.context("send request")?
+            }
+            Sender::Http2(s) => {
+                s.ready().await.context("connection not reusable")?;
+                s.send_request(req).await.context("send request")?
+            }
+        };
+        read(resp).await
     }
+}
+
+/// Status, every header in order, the whole body.
+async fn read(resp: hyper::Response<hyper::body::Incoming>) -> Result<Resp> {
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+        .collect();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .context("read response body")?
+        .to_bytes();
+    Ok(Resp {
+        status,
+        headers,
+        body,
+    })
 }
 
 impl Drop for Conn {
@@ -239,14 +356,18 @@ impl Drop for Conn {
     }
 }
 
-/// "http://host:port/path?q" -> ("host:port", "/path?q").
-fn split_url(url: &str) -> Result<(&str, &str)> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow!("only http:// URLs: {url}"))?;
+/// "http://host:port/path?q" -> (Http1, "host:port", "/path?q"); "h2c://…" -> H2c.
+fn split_url(url: &str) -> Result<(Proto, &str, &str)> {
+    let (proto, rest) = if let Some(rest) = url.strip_prefix("http://") {
+        (Proto::Http1, rest)
+    } else if let Some(rest) = url.strip_prefix("h2c://") {
+        (Proto::H2c, rest)
+    } else {
+        return Err(anyhow!("only http:// and h2c:// URLs: {url}"));
+    };
     Ok(match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
+        Some(i) => (proto, &rest[..i], &rest[i..]),
+        None => (proto, rest, "/"),
     })
 }
 

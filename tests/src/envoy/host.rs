@@ -58,3 +58,44 @@ impl Host for EnvoyHost {
         Ok(Some(stats.into_values().collect()))
     }
 }
+
+/// The real Envoy, spoken to over HTTP/2: its `public_url` is `h2c://…`, so every request a
+/// scenario sends to the public listener is HTTP/2 with prior knowledge (heartbeats and
+/// requests straight to the app servers stay HTTP/1.1). Envoy's example listener needs no
+/// change for it: `codec_type` AUTO recognises the HTTP/2 preface.
+pub struct EnvoyH2Host(pub EnvoyHost);
+
+impl std::ops::Deref for EnvoyH2Host {
+    type Target = EnvoyHost;
+    fn deref(&self) -> &EnvoyHost {
+        &self.0
+    }
+}
+
+impl Host for EnvoyH2Host {
+    const NAME: &'static str = "envoy-h2";
+
+    async fn start(spec: HostSpec) -> Result<Self, StartError> {
+        EnvoyHost::start(spec).await.map(EnvoyH2Host)
+    }
+
+    fn public_url(&self) -> String {
+        self.0.public_url().replacen("http://", "h2c://", 1)
+    }
+
+    fn heartbeat_url(&self) -> String {
+        self.0.heartbeat_url()
+    }
+
+    async fn metrics(&self) -> Result<BTreeMap<String, u64>> {
+        self.0.metrics().await
+    }
+
+    fn logs(&self) -> String {
+        self.0.logs()
+    }
+
+    async fn heartbeat_connections_per_worker(&self) -> Result<Option<Vec<u64>>> {
+        self.0.heartbeat_connections_per_worker().await
+    }
+}

@@ -6,5 +6,7 @@ pub mod host;
 pub mod process;
 
 pub use config::{example_plugin_config, ENVOY_YAML};
-pub use host::EnvoyHost;
-pub use process::{wasm_path, Envoy, EnvoyOptions, StartError};
+pub use host::{EnvoyH2Host, EnvoyHost};
+pub use process::{
+    envoy_bin, envoy_version, wasm_path, Envoy, EnvoyOptions, LdsOutcome, StartError,
+};

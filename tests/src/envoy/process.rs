@@ -14,8 +14,8 @@ use anyhow::{anyhow, Result};
 use tempfile::TempDir;
 
 use super::config::{
-    render, with_clusters, with_http1_trailers, with_public_buffer_limit, Patch, ENVOY_YAML,
-    HEARTBEAT_LISTENER, PUBLIC_LISTENER,
+    lds_with_plugin_config, render, to_file_lds, with_clusters, with_http1_trailers,
+    with_public_buffer_limit, Patch, ENVOY_YAML, HEARTBEAT_LISTENER, PUBLIC_LISTENER,
 };
 use crate::client::Req;
 pub use crate::host::StartError;
@@ -42,6 +42,12 @@ pub struct EnvoyOptions {
     pub public_buffer_limit: Option<u32>,
     /// Let HTTP/1 request trailers through the public listener (Envoy drops them by default).
     pub http1_trailers: bool,
+    /// Serve the listeners from a watched LDS file instead of `static_resources`, so that
+    /// [`Envoy::push_plugin_config`] can change the plugin configuration without a restart.
+    pub file_lds: bool,
+    /// Envoy's `--drain-time-s` (how long old listeners serve their connections after an
+    /// update); Envoy's default when `None`.
+    pub drain_time_s: Option<u32>,
 }
 
 impl EnvoyOptions {
@@ -63,6 +69,8 @@ impl EnvoyOptions {
             extra_clusters: Vec::new(),
             public_buffer_limit: None,
             http1_trailers: false,
+            file_lds: false,
+            drain_time_s: None,
         }
     }
 }
@@ -84,11 +92,31 @@ pub fn wasm_path() -> Result<PathBuf> {
     Ok(path.canonicalize().unwrap_or(path))
 }
 
-/// The `envoy` binary: `$ENVOY_BIN`, else `envoy` on the PATH.
-fn envoy_bin() -> PathBuf {
+/// The `envoy` binary: `$ENVOY_BIN` (e.g. one of the versions `scripts/envoy-versions.sh`
+/// installs), else `envoy` on the PATH.
+pub fn envoy_bin() -> PathBuf {
     std::env::var_os("ENVOY_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("envoy"))
+}
+
+/// The version of the Envoy the tests start (`envoy --version` of [`envoy_bin`]), e.g.
+/// `(1, 36, 4)`; `None` when it cannot be read. Tests use it only where a version is known to
+/// behave differently (docs/envoy-versions.md).
+pub fn envoy_version() -> Option<(u32, u32, u32)> {
+    static VERSION: std::sync::OnceLock<Option<(u32, u32, u32)>> = std::sync::OnceLock::new();
+    *VERSION.get_or_init(|| {
+        let out = Command::new(envoy_bin()).arg("--version").output().ok()?;
+        parse_version(&String::from_utf8_lossy(&out.stdout))
+    })
+}
+
+/// "envoy  version: <sha>/1.36.4/Clean/RELEASE/BoringSSL" -> (1, 36, 4).
+fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
+    let after = text.split("version:").nth(1)?;
+    let mut parts = after.trim().split('/').nth(1)?.split('.');
+    let mut next = || parts.next()?.parse().ok();
+    Some((next()?, next()?, next()?))
 }
 
 /// A running Envoy. Dropping it kills the process.
@@ -99,6 +127,17 @@ pub struct Envoy {
     admin: SocketAddr,
     public: SocketAddr,
     heartbeat: SocketAddr,
+    /// With `file_lds`: the watched LDS file and the text last written to it.
+    lds: Option<(PathBuf, String)>,
+}
+
+/// What Envoy did with an LDS update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LdsOutcome {
+    /// Accepted (`listener_manager.lds.update_success` rose) and no listener is still warming.
+    Applied,
+    /// Refused (`listener_manager.lds.update_rejected` rose): the previous listeners serve on.
+    Rejected,
 }
 
 static INSTANCE: AtomicU32 = AtomicU32::new(0);
@@ -142,6 +181,15 @@ impl Envoy {
         let config_path = dir.path().join("envoy.yaml");
         let admin_path = dir.path().join("admin-address");
         let log_path = dir.path().join("envoy.log");
+        let (yaml, lds) = if opts.file_lds {
+            let lds_path = dir.path().join("lds.yaml");
+            let (bootstrap, lds) =
+                to_file_lds(&yaml, &lds_path).map_err(|e| fail(format!("{e:#}")))?;
+            std::fs::write(&lds_path, &lds).map_err(|e| fail(format!("write LDS: {e}")))?;
+            (bootstrap, Some((lds_path, lds)))
+        } else {
+            (yaml, None)
+        };
         std::fs::write(&config_path, yaml).map_err(|e| fail(format!("write config: {e}")))?;
         let log = File::create(&log_path).map_err(|e| fail(format!("log file: {e}")))?;
         let log2 = log
@@ -150,7 +198,11 @@ impl Envoy {
         // Unique per process and instance, so parallel Envoys never share hot-restart state.
         let base_id =
             (std::process::id() % 100_000) * 1000 + INSTANCE.fetch_add(1, Ordering::Relaxed) % 1000;
-        let child = Command::new(envoy_bin())
+        let mut cmd = Command::new(envoy_bin());
+        if let Some(secs) = opts.drain_time_s {
+            cmd.args(["--drain-time-s", &secs.to_string()]);
+        }
+        let child = cmd
             .arg("-c")
             .arg(&config_path)
             .args(["--concurrency", &opts.concurrency.to_string()])
@@ -176,6 +228,7 @@ impl Envoy {
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),
             public: SocketAddr::from(([127, 0, 0, 1], 0)),
             heartbeat: SocketAddr::from(([127, 0, 0, 1], 0)),
+            lds,
         };
         match envoy.wait_ready(&admin_path, opts.ready_timeout).await {
             Ok(()) => Ok(envoy),
@@ -311,6 +364,44 @@ impl Envoy {
             .collect())
     }
 
+    /// Pushes a new plugin configuration (JSON text, valid or not) to every mixmode filter
+    /// through the watched LDS file (written aside, then renamed over it: Envoy reacts to the
+    /// move), and waits until Envoy has applied or refused it. Needs `file_lds`.
+    pub async fn push_plugin_config(&mut self, plugin_config: &str) -> Result<LdsOutcome> {
+        let Some((path, text)) = &self.lds else {
+            return Err(anyhow!("Envoy was started without file_lds"));
+        };
+        let path = path.clone();
+        let new_text = lds_with_plugin_config(text, plugin_config)?;
+        let counters =
+            "^listener_manager\\.(lds\\.update_(success|rejected)|total_listeners_warming)$";
+        let before = self.stats(counters).await?;
+        let tmp = path.with_extension("yaml.new");
+        std::fs::write(&tmp, &new_text)?;
+        std::fs::rename(&tmp, &path)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let rose = |now: &BTreeMap<String, u64>, name: &str| {
+            let key = format!("listener_manager.lds.{name}");
+            now.get(&key).copied().unwrap_or(0) > before.get(&key).copied().unwrap_or(0)
+        };
+        loop {
+            let now = self.stats(counters).await?;
+            if rose(&now, "update_rejected") {
+                return Ok(LdsOutcome::Rejected);
+            }
+            if rose(&now, "update_success")
+                && now.get("listener_manager.total_listeners_warming") == Some(&0)
+            {
+                self.lds = Some((path, new_text));
+                return Ok(LdsOutcome::Applied);
+            }
+            if Instant::now() > deadline {
+                return Err(anyhow!("LDS update neither applied nor rejected: {now:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Kills Envoy now and returns its exit status.
     pub fn kill(&mut self) -> Result<std::process::ExitStatus> {
         if let Some(status) = self.child.try_wait()? {
@@ -361,4 +452,18 @@ fn url_escape(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::parse_version;
+
+    #[test]
+    fn reads_the_version_after_the_path() {
+        let text = "\n/root/.cache/mixmode/envoy/1.36.4/bin/envoy  version: \
+                    bad8280de85c25b147a90c1d9b8a8c67a13e7134/1.36.4/Clean/RELEASE/BoringSSL\n";
+        assert_eq!(parse_version(text), Some((1, 36, 4)));
+        assert_eq!(parse_version("no version here"), None);
+    }
 }

@@ -410,12 +410,9 @@ pub async fn keep_alive_connection_survives_every_outcome<H: Host>() {
     )
     .await;
     f.register(&v2).await;
-    let authority = f
-        .host
-        .public_url()
-        .trim_start_matches("http://")
-        .to_string();
-    let mut conn = crate::client::Conn::open(&authority).await.unwrap();
+    let mut conn = crate::client::Conn::open_url(&f.host.public_url())
+        .await
+        .unwrap();
     let v2_session = f.session("2");
     let v1_session = f.session("1");
 

@@ -9,6 +9,8 @@
 # Exit status: non-zero when any version failed a test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Packages built without the V8 runtime (docs/envoy-versions.md): mixmode cannot load there.
+NO_V8=(1.38.3)
 read -r -a TESTS <<<"${MIXMODE_MATRIX_TESTS:-envoy envoy_h2 envoy_reconfig faults}"
 test_args=()
 for t in "${TESTS[@]}"; do test_args+=(--test "$t"); done
@@ -28,15 +30,22 @@ for line in "${installed[@]}"; do
   version="${line%% *}"
   bin="${line#* }"
   log="$logs/$version.log"
-  echo "envoy-matrix: Envoy $version ($bin): ${TESTS[*]}" >&2
   start=$SECONDS
   status=ok
-  ENVOY_BIN="$bin" cargo test -q -p mixmode-tests "${test_args[@]}" -- --color never >"$log" 2>&1 || status=FAILED
+  if [[ " ${NO_V8[*]} " == *" $version "* ]]; then
+    # Nothing can load: only the test that pins this (Envoy refuses, naming the runtime).
+    echo "envoy-matrix: Envoy $version ($bin) has no V8: only the test that checks its refusal" >&2
+    ENVOY_BIN="$bin" cargo test -q -p mixmode-tests --test envoy v8_runtime_present -- --color never >"$log" 2>&1 || status=FAILED
+    [ "$status" = ok ] && status="no-V8"
+  else
+    echo "envoy-matrix: Envoy $version ($bin): ${TESTS[*]}" >&2
+    ENVOY_BIN="$bin" cargo test -q -p mixmode-tests "${test_args[@]}" -- --color never >"$log" 2>&1 || status=FAILED
+  fi
   secs=$((SECONDS - start))
   passed="$(grep -o '[0-9]* passed' "$log" | awk '{s += $1} END {print s + 0}')"
   nfail="$(grep -o '[0-9]* failed' "$log" | awk '{s += $1} END {print s + 0}')"
   line="$(printf '%-8s %-6s %4s passed %3s failed %5ss' "$version" "$status" "$passed" "$nfail" "$secs")"
-  if [ "$status" != ok ]; then
+  if [ "$status" = FAILED ]; then
     failed=1
     names="$(grep -E '^    [a-z_0-9]+$' "$log" | sort -u | tr -d ' ' | paste -sd, - || true)"
     line+="  (${names:-see $log})"

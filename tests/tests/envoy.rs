@@ -17,7 +17,7 @@ mixmode_tests::all_scenarios!(EnvoyHost);
 /// `/stats/prometheus` exposes every metric the filter defines (`metric_names`, the filter's own
 /// list) as `mixmode_<name>`, typed counter or gauge, with the value `/stats` shows (design §3a).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prometheus_exposes_every_mixmode_metric() {
+async fn prometheus_names_the_metrics_mixmode() {
     let store = SessionStore::new();
     let v1 = AppServer::start(AppConfig::new("v1", "1", &store))
         .await

@@ -2,6 +2,7 @@
 //! public listener; the example envoy.yaml unchanged), plus what only HTTP/2 has: many
 //! concurrent streams on one connection. Envoy only for now: the harness's HTTP/2 front end
 //! does not exist yet (then `all_scenarios!` runs on it too).
+#![cfg(test)]
 
 use mixmode_tests::app::{sha256_hex, SessionStore};
 use mixmode_tests::client::{Conn, Proto, Req};

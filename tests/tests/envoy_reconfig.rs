@@ -3,6 +3,7 @@
 //! plane would. What an operator must be able to count on: the registry survives (it lives in
 //! shared data, keyed by `vm_id`), new requests get the new settings, requests in flight finish,
 //! no wasm VM fails, and a bad configuration is refused while the last good one keeps serving.
+#![cfg(test)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -79,6 +79,8 @@ pub struct Redispatch {
     pub attempt_timeout_ms: u32,
     pub selection: Selection,
     pub max_replay_body_bytes: usize,
+    /// The replay copies one VM holds at once (design.md §10); see `core::budget`.
+    pub max_buffered_bytes: usize,
     pub retry_timeouts_for_all_methods: bool,
 }
 
@@ -91,6 +93,7 @@ impl Default for Redispatch {
             attempt_timeout_ms: 5_000,
             selection: Selection::Random,
             max_replay_body_bytes: 1024 * 1024,
+            max_buffered_bytes: 64 * 1024 * 1024,
             retry_timeouts_for_all_methods: false,
         }
     }
@@ -220,6 +223,9 @@ fn is_header_name(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
+/// Above this a budget cannot hold: the VM's whole linear memory is 4 GiB on wasm32.
+pub const MAX_BUFFERED_BYTES: usize = 1 << 31;
+
 /// The example's token: anyone who read the README knows it.
 pub const EXAMPLE_TOKEN: &str = "change-me";
 
@@ -311,6 +317,24 @@ impl Config {
         // Envoy reads a call timeout of 0 as "no timeout at all".
         if r.attempt_timeout_ms == 0 {
             return Err(err("redispatch.attempt_timeout_ms", "must be at least 1"));
+        }
+        if r.max_buffered_bytes < r.max_replay_body_bytes {
+            return Err(err(
+                "redispatch.max_buffered_bytes",
+                format!(
+                    "must be at least redispatch.max_replay_body_bytes ({}): a body that size \
+                     could never be kept",
+                    r.max_replay_body_bytes
+                ),
+            ));
+        }
+        if r.max_buffered_bytes > MAX_BUFFERED_BYTES {
+            return Err(err(
+                "redispatch.max_buffered_bytes",
+                format!(
+                    "must be at most {MAX_BUFFERED_BYTES} (half of wasm32's 4 GiB address space)"
+                ),
+            ));
         }
 
         let g = &mut self.registry;
@@ -421,6 +445,7 @@ mod tests {
         assert_eq!(c.redispatch.attempt_timeout_ms, 5_000);
         assert_eq!(c.redispatch.selection, Selection::Random);
         assert_eq!(c.redispatch.max_replay_body_bytes, 1_048_576);
+        assert_eq!(c.redispatch.max_buffered_bytes, 67_108_864);
         assert!(!c.redispatch.retry_timeouts_for_all_methods);
         assert_eq!(c.registry.stale_after_ms, 15_000);
         assert_eq!(c.registry.max_records, 10_000);
@@ -544,6 +569,34 @@ mod tests {
             error_of(r#"{"app":"a","detect":{"session_version_header":"a b"}}"#)
                 .starts_with("detect.session_version_header:")
         );
+    }
+
+    #[test]
+    fn the_replay_budget_is_validated_naming_the_field() {
+        let c = parse(r#"{"app":"a","redispatch":{"max_buffered_bytes":2097152}}"#).unwrap();
+        assert_eq!(c.redispatch.max_buffered_bytes, 2 << 20);
+        let e = error_of(r#"{"app":"a","redispatch":{"max_buffered_bytes":1000}}"#);
+        assert!(
+            e.starts_with("redispatch.max_buffered_bytes: must be at least redispatch.max_replay_body_bytes (1048576)"),
+            "{e}"
+        );
+        let e = error_of(r#"{"app":"a","redispatch":{"max_buffered_bytes":0}}"#);
+        assert!(e.starts_with("redispatch.max_buffered_bytes: "), "{e}");
+        let e = error_of(r#"{"app":"a","redispatch":{"max_buffered_bytes":"64M"}}"#);
+        assert!(
+            e.starts_with("redispatch.max_buffered_bytes: invalid type"),
+            "{e}"
+        );
+        let e = error_of(r#"{"app":"a","redispatch":{"max_buffered_bytes":-1}}"#);
+        assert!(e.starts_with("redispatch.max_buffered_bytes: "), "{e}");
+        let e = error_of(r#"{"app":"a","redispatch":{"max_buffered_bytes":4294967296}}"#);
+        assert!(
+            e.starts_with("redispatch.max_buffered_bytes: must be at most"),
+            "{e}"
+        );
+        let small =
+            r#"{"app":"a","redispatch":{"max_buffered_bytes":10,"max_replay_body_bytes":10}}"#;
+        assert_eq!(parse(small).unwrap().redispatch.max_buffered_bytes, 10);
     }
 
     #[test]

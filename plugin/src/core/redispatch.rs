@@ -481,6 +481,28 @@ mod tests {
         assert_eq!(step.counters, vec![MismatchDetected, ReplayUnsupported]);
     }
 
+    /// design.md §10: a request whose copy did not fit the VM's replay budget is counted
+    /// `replay_too_large` at its mismatch, and passes through.
+    #[test]
+    fn a_request_past_the_replay_budget_is_too_large() {
+        use crate::core::budget::{Budget, Hold};
+        let c = cfg("");
+        let mut peers = List(vec!["10.0.0.2:80"]);
+        let budget = std::rc::Rc::new(Budget::default());
+        let headers = raw(&[(":method", "POST"), (":path", "/")]);
+        let mut first =
+            Replay::budgeted(headers.clone(), false, 100, Hold::new(budget.clone(), 150));
+        first.push_body(&[1; 100], true);
+        let mut second = Replay::budgeted(headers, false, 100, Hold::new(budget.clone(), 150));
+        second.push_body(&[2; 100], true);
+        let (sm, step) = start(&c, &second, &mut peers);
+        assert!(sm.is_none());
+        assert_eq!(step.action, Action::Continue);
+        assert_eq!(step.counters, vec![MismatchDetected, ReplayTooLarge]);
+        let (sm, _) = start(&c, &first, &mut peers);
+        assert!(sm.is_some());
+    }
+
     /// design.md §2: a session version with a space is a mismatch; no server can register it, so
     /// it is answered `no-peer` without a lookup (the list below would offer a peer).
     #[test]

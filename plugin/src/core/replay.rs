@@ -1,6 +1,7 @@
 //! The copy of the request a replay needs, taken on the way in (design.md §3, §3a: the request
 //! is gone in the response phase).
 
+use crate::core::budget::Hold;
 use crate::core::pairs::{find_raw, RawPairs};
 
 pub const ATTEMPT_HEADER: &str = "x-mixmode-attempt";
@@ -78,61 +79,86 @@ impl Request {
 }
 
 /// The request as it came in: the host's serialized header map, kept as is (the happy path
-/// pays for one host call and no decoding), and a copy of the body.
-#[derive(Debug, Clone)]
+/// pays for one host call and no decoding), and a copy of the body, charged to the VM's replay
+/// budget (`core::budget`) before it is allocated.
+#[derive(Debug)]
 pub struct Replay {
     raw: Vec<u8>,
+    /// The request carried the loop guard; set when `raw` is let go (past the budget).
+    attempt: bool,
     state: ReplayState,
-    /// The body as the host handed it out, chunk by chunk: kept as is (no second copy, no
-    /// regrowth), joined only when a replay needs it.
-    chunks: Vec<Vec<u8>>,
-    body_len: usize,
+    /// One buffer, whatever the framing: allocated once at the announced `content-length`, or
+    /// grown by half when none was announced, and trimmed to the body at its end. (A buffer per
+    /// chunk cost 1.44x the body with 64-byte HTTP/2 DATA frames.)
+    body: Vec<u8>,
     pub body_complete: bool,
     max_body: usize,
+    /// The announced body length, when within `max_body`.
+    announced: Option<usize>,
+    hold: Hold,
 }
 
+/// The smallest buffer grown for a body of unknown length.
+const MIN_BUFFER: usize = 4096;
+
 impl Replay {
-    /// `raw`: the request headers in the ABI's map serialization; `end_of_stream`: no body.
+    /// `raw`: the request headers in the ABI's map serialization; `end_of_stream`: no body. A
+    /// replay of its own, outside any budget.
     pub fn new(raw: Vec<u8>, end_of_stream: bool, max_body: usize) -> Self {
-        // A body announced larger than the limit is never copied at all.
-        let announced_too_large = !end_of_stream
-            && find_raw(&raw, b"content-length")
+        Self::budgeted(raw, end_of_stream, max_body, Hold::unlimited())
+    }
+
+    /// `new` charging `hold`: a copy that would take the VM past its budget is not kept (the
+    /// request then counts as too large to replay).
+    pub fn budgeted(raw: Vec<u8>, end_of_stream: bool, max_body: usize, hold: Hold) -> Self {
+        let announced = if end_of_stream {
+            None
+        } else {
+            find_raw(&raw, b"content-length")
                 .and_then(|v| std::str::from_utf8(v).ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
-                .is_some_and(|n| n > u64::try_from(max_body).unwrap_or(u64::MAX));
-        Replay {
+        };
+        let mut r = Replay {
             raw,
-            state: if announced_too_large {
-                ReplayState::TooLarge
-            } else {
-                ReplayState::Ready
-            },
-            chunks: Vec::new(),
-            body_len: 0,
+            attempt: false,
+            state: ReplayState::Ready,
+            body: Vec::new(),
             body_complete: end_of_stream,
             max_body,
+            announced: None,
+            hold,
+        };
+        match announced.map(usize::try_from) {
+            // A body announced larger than the limit is never copied at all.
+            Some(Ok(n)) if n <= max_body => r.announced = Some(n),
+            Some(_) => r.state = ReplayState::TooLarge,
+            None => {}
         }
+        if !r.hold.grow_to(r.raw.capacity()) {
+            r.over_budget();
+        }
+        r
     }
 
     /// The host could not give the request headers: a mismatch passes through.
     pub fn unavailable() -> Self {
-        Replay {
-            raw: Vec::new(),
-            state: ReplayState::Unsupported,
-            chunks: Vec::new(),
-            body_len: 0,
-            body_complete: true,
-            max_body: 0,
-        }
+        let mut r = Self::new(Vec::new(), true, 0);
+        r.state = ReplayState::Unsupported;
+        r
     }
 
     /// The request came from a re-dispatch (loop guard).
     pub fn is_attempt(&self) -> bool {
-        find_raw(&self.raw, ATTEMPT_HEADER.as_bytes()).is_some()
+        self.attempt || find_raw(&self.raw, ATTEMPT_HEADER.as_bytes()).is_some()
     }
 
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         find_raw(&self.raw, name.as_bytes())
+    }
+
+    /// Bytes this copy holds against the budget.
+    pub fn held(&self) -> usize {
+        self.hold.held()
     }
 
     /// The replayable request, or why there is none.
@@ -169,11 +195,23 @@ impl Replay {
         Ok(r)
     }
 
+    /// Lets the body copy go (keeping the headers), in `state`.
+    fn drop_body(&mut self, state: ReplayState) {
+        self.state = state;
+        self.body = Vec::new();
+        self.hold.shrink_to(self.raw.capacity());
+    }
+
+    /// The copy does not fit the budget: nothing is kept, not even the headers.
+    fn over_budget(&mut self) {
+        self.attempt = self.is_attempt();
+        self.raw = Vec::new();
+        self.drop_body(ReplayState::TooLarge);
+    }
+
     /// The host could not give a body chunk: the copy would not be byte for byte.
     pub fn mark_unsupported(&mut self) {
-        self.state = ReplayState::Unsupported;
-        self.chunks = Vec::new();
-        self.body_len = 0;
+        self.drop_body(ReplayState::Unsupported);
     }
 
     /// The request ended with trailers. A replay cannot carry them (the peer would get the body
@@ -183,16 +221,16 @@ impl Replay {
         self.body_complete = true;
     }
 
-    /// The body copied so far, in one piece.
-    pub fn body(&mut self) -> &[u8] {
-        if self.chunks.len() > 1 {
-            let mut all = Vec::with_capacity(self.body_len);
-            for c in self.chunks.drain(..) {
-                all.extend_from_slice(&c);
-            }
-            self.chunks.push(all);
-        }
-        self.chunks.first().map_or(&[], Vec::as_slice)
+    /// Nothing will be replayed any more (the response was decided): every byte goes back.
+    pub fn discard(&mut self) {
+        self.attempt = self.is_attempt();
+        self.raw = Vec::new();
+        self.drop_body(ReplayState::Unsupported);
+    }
+
+    /// The body copied so far.
+    pub fn body(&self) -> &[u8] {
+        &self.body
     }
 
     /// Whether body chunks are still worth reading.
@@ -200,33 +238,67 @@ impl Replay {
         self.state == ReplayState::Ready && !self.body_complete
     }
 
-    /// Appends one body chunk; `end` marks the end of the body (also the trailers).
+    /// Appends one body chunk; `end` marks the end of the body.
     pub fn push_body(&mut self, chunk: &[u8], end: bool) {
-        self.push_chunk(chunk.to_vec(), end);
-    }
-
-    /// `push_body` for a chunk the host handed out: kept without copying it.
-    pub fn push_chunk(&mut self, chunk: Vec<u8>, end: bool) {
-        if self.state == ReplayState::Ready {
-            let len = self.body_len.saturating_add(chunk.len());
-            if len > self.max_body {
-                self.state = ReplayState::TooLarge;
-                self.chunks = Vec::new();
-                self.body_len = 0;
-            } else if !chunk.is_empty() {
-                self.body_len = len;
-                self.chunks.push(chunk);
+        if self.state == ReplayState::Ready && !chunk.is_empty() {
+            match self.body.len().checked_add(chunk.len()) {
+                Some(len) if len <= self.max_body => {
+                    if self.make_room(len) {
+                        self.body.extend_from_slice(chunk);
+                    } else {
+                        self.over_budget();
+                    }
+                }
+                _ => self.drop_body(ReplayState::TooLarge),
             }
         }
         if end {
             self.body_complete = true;
+            // A buffer grown past the body gives the rest back (once, at the end).
+            if self.body.capacity() > self.body.len() {
+                self.body.shrink_to_fit();
+                self.hold
+                    .shrink_to(self.raw.capacity().saturating_add(self.body.capacity()));
+            }
         }
+    }
+
+    /// Makes the buffer hold `len` bytes, charging the budget first; false if it would not fit.
+    fn make_room(&mut self, len: usize) -> bool {
+        let cap = self.body.capacity();
+        if len <= cap {
+            return true;
+        }
+        let target = match self.announced {
+            Some(n) if n >= len => n,
+            _ => len
+                .max(cap.saturating_add(cap / 2))
+                .max(MIN_BUFFER)
+                .min(self.max_body),
+        };
+        let Some(total) = self.raw.capacity().checked_add(target) else {
+            return false;
+        };
+        if !self.hold.grow_to(total) {
+            return false;
+        }
+        if self
+            .body
+            .try_reserve_exact(target.saturating_sub(self.body.len()))
+            .is_err()
+        {
+            return false;
+        }
+        // What the allocator gave, should it be more than asked.
+        self.hold
+            .force_to(self.raw.capacity().saturating_add(self.body.capacity()));
+        true
     }
 
     /// How much of a chunk to read: up to one byte past the limit, so "too large" is still seen.
     pub fn read_limit(&self) -> usize {
         self.max_body
-            .saturating_sub(self.body_len)
+            .saturating_sub(self.body.len())
             .saturating_add(1)
     }
 }
@@ -315,6 +387,146 @@ mod tests {
         assert_eq!(r.request().unwrap_err(), ReplayState::Unsupported);
     }
 
+    use crate::core::budget::Budget;
+    use std::rc::Rc;
+
+    fn post(content_length: Option<usize>) -> Vec<u8> {
+        let len = content_length.map(|n| n.to_string());
+        let mut h: Vec<(&str, &[u8])> = vec![(":method", b"POST"), (":path", b"/up")];
+        if let Some(l) = &len {
+            h.push(("content-length", l.as_bytes()));
+        }
+        raw(&h)
+    }
+
+    fn budgeted(b: &Rc<Budget>, limit: usize, cl: Option<usize>, max_body: usize) -> Replay {
+        Replay::budgeted(post(cl), false, max_body, Hold::new(b.clone(), limit))
+    }
+
+    /// The copy costs the body's size whatever the framing: 1 MiB in 64-byte chunks (HTTP/2's
+    /// smallest DATA frames) is one buffer of 1 MiB, allocated once when the length was
+    /// announced, grown by half and trimmed at the end when it was not. The budget always holds
+    /// exactly what is allocated.
+    #[test]
+    fn the_copy_costs_the_body_whatever_the_framing() {
+        let body: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+        for announced in [Some(body.len()), None] {
+            let b = Rc::new(Budget::default());
+            let mut r = budgeted(&b, usize::MAX, announced, 1 << 20);
+            let headers = r.held();
+            let mut peak = 0;
+            for (i, c) in body.chunks(64).enumerate() {
+                r.push_body(c, (i + 1) * 64 == body.len());
+                peak = peak.max(r.held());
+                assert_eq!(b.used(), r.held());
+            }
+            assert_eq!(r.body(), body.as_slice(), "{announced:?}");
+            assert_eq!(r.held(), headers + body.len(), "{announced:?}");
+            match announced {
+                Some(_) => assert_eq!(peak, headers + body.len()),
+                // Grown by half at most, never past max_replay_body_bytes.
+                None => assert!(peak <= headers + body.len(), "{peak}"),
+            }
+            drop(r);
+            assert_eq!(b.used(), 0);
+        }
+        // Unknown length, a body of 100 kB: the buffer never exceeds 1.5x what arrived.
+        let b = Rc::new(Budget::default());
+        let mut r = budgeted(&b, usize::MAX, None, 1 << 20);
+        let headers = r.held();
+        let mut got = 0;
+        for _ in 0..1600 {
+            r.push_body(&[7; 64], false);
+            got += 64;
+            assert!(
+                r.held() - headers <= (got * 3 / 2).max(4096),
+                "{got}: {}",
+                r.held()
+            );
+        }
+        r.push_body(&[], true);
+        assert_eq!(r.held(), headers + got);
+    }
+
+    /// Every way a request ends gives its bytes back: completion then the context's deletion, a
+    /// reset mid-body (the context is deleted), a body past the limit, trailers, the response
+    /// decided (`discard`).
+    #[test]
+    fn every_exit_gives_the_bytes_back() {
+        let b = Rc::new(Budget::default());
+        let mut done = budgeted(&b, 1 << 20, Some(10), 100);
+        done.push_body(b"0123456789", true);
+        assert!(done.request().is_ok());
+        let mut reset = budgeted(&b, 1 << 20, None, 100);
+        reset.push_body(b"01234", false);
+        let mut big = budgeted(&b, 1 << 20, None, 100);
+        big.push_body(&[1; 60], false);
+        let mut trailers = budgeted(&b, 1 << 20, Some(5), 100);
+        trailers.push_body(b"01234", false);
+        let mut decided = budgeted(&b, 1 << 20, Some(5), 100);
+        decided.push_body(b"01234", true);
+        let all = done.held() + reset.held() + big.held() + trailers.held() + decided.held();
+        assert_eq!(b.used(), all);
+
+        big.push_body(&[1; 60], false);
+        assert_eq!(big.request().unwrap_err(), ReplayState::TooLarge);
+        assert_eq!(big.held(), post(None).len(), "the body's bytes went back");
+        trailers.push_trailers();
+        assert_eq!(trailers.held(), post(Some(5)).len());
+        decided.discard();
+        assert_eq!(decided.held(), 0);
+        assert_eq!(
+            b.used(),
+            done.held() + reset.held() + big.held() + trailers.held()
+        );
+        drop(reset);
+        drop(done);
+        drop(big);
+        drop(trailers);
+        drop(decided);
+        assert_eq!(b.used(), 0);
+    }
+
+    /// A copy that would take the VM past its budget is not kept: not its body, nor its
+    /// headers (the loop guard is remembered); the others are untouched; once they end, the
+    /// bytes are there again.
+    #[test]
+    fn a_copy_past_the_budget_is_not_kept() {
+        let b = Rc::new(Budget::default());
+        let h = post(Some(600)).len();
+        let limit = 2 * (h + 600);
+        let mut one = budgeted(&b, limit, Some(600), 1000);
+        one.push_body(&[1; 600], true);
+        let mut two = budgeted(&b, limit, Some(600), 1000);
+        two.push_body(&[2; 300], false);
+        assert_eq!(b.used(), limit);
+        // Announced: refused at its first chunk.
+        let mut three = budgeted(&b, limit, Some(600), 1000);
+        three.push_body(&[3; 1], false);
+        assert_eq!(three.request().unwrap_err(), ReplayState::TooLarge);
+        assert_eq!(three.held(), 0);
+        assert!(!three.wants_body());
+        // Not even the headers fit: nothing kept, the loop guard still known.
+        let guard = Replay::budgeted(
+            raw(&[(":method", b"GET"), ("x-mixmode-attempt", b"1")]),
+            true,
+            1000,
+            Hold::new(b.clone(), limit),
+        );
+        assert!(guard.is_attempt());
+        assert_eq!(guard.request().unwrap_err(), ReplayState::TooLarge);
+        assert_eq!((guard.held(), b.used()), (0, limit));
+        // The first two are whole.
+        two.push_body(&[2; 300], true);
+        assert_eq!(one.body(), [1; 600].as_slice());
+        assert_eq!(two.body(), [2; 600].as_slice());
+        drop(one);
+        let mut four = budgeted(&b, limit, Some(600), 1000);
+        four.push_body(&[4; 600], true);
+        assert!(four.request().is_ok());
+        assert_eq!(b.used(), limit);
+    }
+
     #[test]
     fn attempt_header_marks_a_replayed_request() {
         let r = Replay::new(
@@ -389,8 +601,8 @@ mod tests {
             6,
         );
         assert!(r.wants_body());
-        r.push_chunk(b"abc".to_vec(), false);
-        r.push_chunk(b"def".to_vec(), true);
+        r.push_body(b"abc", false);
+        r.push_body(b"def", true);
         assert_eq!(r.body(), b"abcdef");
         assert!(r.request().is_ok());
     }

@@ -1,6 +1,7 @@
 //! The HTTP context: saves the replay copy on the way in, answers heartbeats, and carries out the
 //! re-dispatch decided by `core::redispatch`.
 
+use crate::core::budget::Hold;
 use crate::core::heartbeat::{self, Outcome, MAX_BODY};
 use crate::core::pairs::find_raw;
 use crate::core::redispatch::{
@@ -35,6 +36,8 @@ enum Mode {
         decided: bool,
         /// The original response is held while attempts run.
         holding: bool,
+        /// A dispatched attempt awaits its answer (the copy is still needed).
+        in_flight: bool,
     },
     Heartbeat(HeartbeatCall),
 }
@@ -148,9 +151,25 @@ impl MixHttp {
     /// Carries out `step`; `held` is true when the response is paused (callback phase). Returns
     /// what `on_http_response_headers` should return.
     fn execute(&mut self, shared: &Shared, step: Step, held: bool) -> Action {
+        if let Mode::Proxy { in_flight, .. } = &mut self.mode {
+            *in_flight = false;
+        }
         let action = self.carry_out(shared, step, held);
-        if let Mode::Proxy { holding, .. } = &mut self.mode {
+        if let Mode::Proxy {
+            holding,
+            in_flight,
+            replay,
+            redispatch,
+            ..
+        } = &mut self.mode
+        {
             *holding = action == Action::Pause;
+            // Decided (a reply sent, the original let through): the copy's bytes go back to the
+            // VM's budget now, not when Envoy deletes the context.
+            if !*in_flight {
+                replay.discard();
+                *redispatch = None;
+            }
         }
         action
     }
@@ -216,7 +235,10 @@ impl MixHttp {
                     timeout_ms,
                 } => {
                     let Mode::Proxy {
-                        replay, redispatch, ..
+                        replay,
+                        redispatch,
+                        in_flight,
+                        ..
                     } = &mut self.mode
                     else {
                         return Action::Continue;
@@ -237,6 +259,7 @@ impl MixHttp {
                     );
                     match result {
                         Ok(_) => {
+                            *in_flight = true;
                             abi::log(
                                 abi::level::DEBUG,
                                 &format!("mixmode: attempt {attempt} -> {peer}"),
@@ -331,7 +354,12 @@ impl HttpContext for MixHttp {
             return Action::Pause;
         }
         let replay = match raw {
-            Some(r) => Replay::new(r, end_of_stream, cfg.redispatch.max_replay_body_bytes),
+            Some(r) => Replay::budgeted(
+                r,
+                end_of_stream,
+                cfg.redispatch.max_replay_body_bytes,
+                Hold::new(shared.budget.clone(), cfg.redispatch.max_buffered_bytes),
+            ),
             None => Replay::unavailable(),
         };
         self.mode = Mode::Proxy {
@@ -339,6 +367,7 @@ impl HttpContext for MixHttp {
             redispatch: None,
             decided: false,
             holding: false,
+            in_flight: false,
         };
         Action::Continue
     }
@@ -353,7 +382,8 @@ impl HttpContext for MixHttp {
                     // Returning Continue, `body_size` is this chunk's size.
                     let want = body_size.min(replay.read_limit());
                     match abi::get_buffer(buffer::REQUEST_BODY, 0, want) {
-                        Some(chunk) => replay.push_chunk(chunk, end_of_stream),
+                        // The host's buffer goes right after the copy: one buffer per request.
+                        Some(chunk) => replay.push_body(&chunk, end_of_stream),
                         None => replay.mark_unsupported(),
                     }
                 } else if end_of_stream {

@@ -1,5 +1,6 @@
 //! The root context: configuration, metrics, the per-VM registry cache.
 
+use crate::core::budget::Budget;
 use crate::core::config::Config;
 use crate::core::lookup::LookupCache;
 use crate::core::registry;
@@ -18,6 +19,13 @@ pub struct Shared {
     pub config: Config,
     pub metrics: Metrics,
     pub cache: RefCell<LookupCache>,
+    /// The VM's replay budget, shared by every configuration in the VM.
+    pub budget: Rc<Budget>,
+}
+
+thread_local! {
+    /// One per VM (a VM is one thread): every root context of the VM charges the same bytes.
+    static BUDGET: Rc<Budget> = Rc::new(Budget::default());
 }
 
 #[derive(Default)]
@@ -91,6 +99,7 @@ impl RootContext for Root {
             config,
             metrics,
             cache: RefCell::new(LookupCache::default()),
+            budget: BUDGET.with(Rc::clone),
         }));
         true
     }

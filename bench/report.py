@@ -93,7 +93,7 @@ for case, cname in CASES:
         cname, fmt(*m), 100 * half_width(*m), TARGET[case], v.upper()))
 out.append("")
 out.append("The floor filter (`bench/noop-filter` with configuration `floor`) makes only the raw ABI "
-           "calls a filter that can replay a request cannot avoid (design §3a): all request headers in "
+           "calls a filter that can replay a request cannot avoid (docs/envoy-facts.md#request-phase): all request headers in "
            "one call, a copy of each body chunk, the response `:status`. no-op → floor is the price of "
            "being able to replay at all; floor → mixmode is what mixmode's own logic adds.")
 out.append("")

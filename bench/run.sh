@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The cost of mixmode, side by side in one run (issues 5 and 16): plain Envoy, Envoy + a no-op
+# The cost of mixmode, side by side in one run: plain Envoy, Envoy + a no-op
 # wasm filter, Envoy + the "floor" filter (only the copy any replaying filter must take), Envoy +
 # mixmode; GET and POST with 1 KiB and 64 KiB bodies; then a rescued request against a direct
 # one; then Envoy's other wasm runtimes. Writes bench/results/<date>.md.

@@ -15,9 +15,9 @@ import sys
 from collections import defaultdict
 
 CASES = [("get", "GET /"), ("post1k", "POST 1 KiB"), ("post64k", "POST 64 KiB")]
-# mixmode / no-op wasm, judged by Envoy's CPU per request (issue 5).
+# mixmode / no-op wasm, judged by Envoy's CPU per request.
 TARGET = {"get": 0.97, "post1k": 0.95, "post64k": 0.95}
-# An interval is "resolved" when it is this tight around its median (issue 16: ±3%).
+# An interval is "resolved" when it is this tight around its median (±3%).
 RESOLUTION = 0.03
 RESAMPLES = 4000
 

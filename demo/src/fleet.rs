@@ -1,5 +1,5 @@
 //! `--fleet`: the mixmode rolling deploy with two Envoys in front of one pool, both mirroring
-//! one real etcd where the servers register with leases (issue 8), the way a fleet runs it:
+//! one real etcd where the servers register with leases, the way a fleet runs it:
 //! no heartbeats pushed to an Envoy, a revoked lease before a server stops, a new registration
 //! with the new version after it restarts. The users are split between the two Envoys, so a
 //! session started through one is often continued through the other.

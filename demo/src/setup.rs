@@ -1,7 +1,7 @@
 //! The four ways to run the pool during a deploy, each an Envoy configuration derived from
 //! `envoy/envoy.yaml` (the file users copy): only what the setup is about changes.
 //!
-//! Every setup gets the same pool mechanics so the comparison is fair (design §9): the pool's
+//! Every setup gets the same pool mechanics so the comparison is fair (docs/design.md#rolling-deploys-a-fair-comparison): the pool's
 //! members come from a file the deploy rewrites (the drain lever: a draining server leaves the
 //! load balancer while it keeps serving), and a raised retry circuit breaker (Envoy's default
 //! of 3 concurrent retries overflows during a rollout and turns retries into 503s).

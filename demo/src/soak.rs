@@ -1,5 +1,5 @@
 //! `demo --soak`: rolling deploys back and forth (v1 -> v2 -> v1 ...) under steady load, with
-//! faults injected on the peers mixmode re-dispatches to, for a configurable time (issue 6).
+//! faults injected on the peers mixmode re-dispatches to, for a configurable time.
 //!
 //! Faults, on servers that are registered with mixmode but not in Envoy's pool (so that a loss
 //! can only come from a rescue):

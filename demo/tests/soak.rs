@@ -1,4 +1,4 @@
-//! The soak of issue 6, CI-sized (`demo --soak --duration 60`, about 65 s plus Envoy's start):
+//! The soak, CI-sized (`demo --soak --duration 60`, about 65 s plus Envoy's start):
 //! run only with `MIXMODE_SOAK=1`, so a plain `cargo test` stays short. The soak itself asserts
 //! (and prints) its accounting; this checks its verdict and that the faults really happened.
 

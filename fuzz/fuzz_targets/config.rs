@@ -1,5 +1,5 @@
 //! Plugin configuration: any bytes Envoy could hand `on_configure`.
-//! Never panics; a configuration that parses satisfies every documented bound (design.md §5), and
+//! Never panics; a configuration that parses satisfies every documented bound (docs/design.md#configuration), and
 //! writing it back out as JSON parses again to the very same configuration.
 #![no_main]
 
@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 use mixmode::core::config::{is_token_text, Config, Selection};
 use serde_json::{json, Value};
 
-/// Every field the parser keeps, written back as the JSON of design.md §5.
+/// Every field the parser keeps, written back as the JSON of docs/design.md#configuration.
 fn to_json(c: &Config) -> Value {
     let d = &c.detect;
     let r = &c.redispatch;

@@ -1,4 +1,4 @@
-//! The push heartbeat API (design.md §4) over an in-memory store with Envoy's CAS rules: sequences
+//! The push heartbeat API (docs/design.md#heartbeat-api) over an in-memory store with Envoy's CAS rules: sequences
 //! of requests with any method, authorization and body, and shared-data calls that may fail.
 //! Never panics; a 4xx answer other than 429 leaves the store byte-for-byte unchanged; a 429 and a
 //! 5xx change nothing a reader sees except what the core guarantees (see `check_failed`); an
@@ -452,7 +452,7 @@ fuzz_target!(|input: Input| {
         }
         if !(200..300).contains(&a.status) {
             if a.status == 429 || a.status >= 500 {
-                // At the cap the registry first drops stale records (design.md §4: "dropped at
+                // At the cap the registry first drops stale records (docs/design.md#the-registry: "dropped at
                 // the next write"); a 503 is a host-side failure part-way (fuzz finding H1).
                 let me = target(&cfg, &body).filter(|_| method == "POST" || method == "DELETE");
                 let extra: Vec<_> = me
@@ -486,7 +486,7 @@ fuzz_target!(|input: Input| {
                 let v: Value = serde_json::from_str(&a.body).unwrap_or_default();
                 let records = v.get("records").and_then(Value::as_array);
                 assert!(records.is_some(), "{}", a.body);
-                // design.md §4: the store holds at most max_records records.
+                // docs/design.md#the-registry: the store holds at most max_records records.
                 assert!(
                     tolerate_known() || records.map_or(0, Vec::len) <= limits.max_records as usize,
                     "more records listed than max_records: {}",

@@ -1,4 +1,4 @@
-//! The registry in shared data (design.md §4): sequences of compare-and-swap updates while other
+//! The registry in shared data (docs/design.md#the-registry): sequences of compare-and-swap updates while other
 //! workers write between this worker's read and its write, and stored values replaced by any bytes
 //! (another build of the filter, a torn write, garbage).
 //! Only the registry's public operations are used, never its key layout, so the target survives a

@@ -1,4 +1,4 @@
-//! The mismatch decision (design.md §2) on whatever an upstream can send: any status, any header
+//! The mismatch decision (docs/design.md#the-mismatch-signal) on whatever an upstream can send: any status, any header
 //! bytes, in the proxy-wasm ABI's header-map serialization the glue reads them from.
 //! Never panics; a mismatch implies a detect status, a non-empty session version, and an app
 //! version that is absent or differs; everything that meets those rules is a mismatch; only a

@@ -1,6 +1,6 @@
-//! The registry's cost at fleet scale (issue 4 targets: lookup < 50 µs and heartbeat ingest
+//! The registry's cost at fleet scale (targets: lookup < 50 µs and heartbeat ingest
 //! ≥ 10,000/s on one worker at 10,000 records; lookup independent of other apps' and versions'
-//! records) and one etcd mirror refresh (issue 8), over the in-memory store, whose `get` copies
+//! records) and one etcd mirror refresh (docs/design.md#etcd-mirror), over the in-memory store, whose `get` copies
 //! the value out as Envoy's shared data does. Figures: bench/registry.md.
 // A bench (harness = false) is not compiled with cfg(test), so clippy.toml's test exemptions
 // do not reach it; it panics on a broken setup like a test.

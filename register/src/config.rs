@@ -123,7 +123,7 @@ impl Config {
         })
     }
 
-    /// `<prefix><pool>/<app>/<version>/<ip:port>` (design.md §4).
+    /// `<prefix><pool>/<app>/<version>/<ip:port>` (docs/design.md#the-registry).
     pub fn key(&self) -> String {
         format!(
             "{}{}/{}/{}/{}",

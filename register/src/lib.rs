@@ -1,4 +1,4 @@
-//! Registers one app server in etcd for mixmode's etcd registry (design.md §4 "etcd"):
+//! Registers one app server in etcd for mixmode's etcd registry (docs/design.md#etcd-mirror):
 //! a key `<prefix><pool>/<app>/<version>/<ip:port>` holding the record as JSON, attached to a
 //! lease that is kept alive every TTL/3 and revoked at shutdown. Talks to etcd's JSON gateway
 //! over plain HTTP/1.1, so it needs no gRPC stack.

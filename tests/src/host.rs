@@ -82,7 +82,7 @@ pub trait Host: Sized + Send + Sync + 'static {
     /// Full URL of the heartbeat path on the internal listener.
     fn heartbeat_url(&self) -> String;
 
-    /// The filter's metrics by design §6 name (`mixmode.redispatch_ok`, ...). A metric the
+    /// The filter's metrics by docs/design.md#metrics name (`mixmode.redispatch_ok`, ...). A metric the
     /// filter never defined is absent.
     fn metrics(&self) -> impl Future<Output = Result<BTreeMap<String, u64>>> + Send;
 

@@ -15,7 +15,7 @@ use serde_json::json;
 mixmode_tests::all_scenarios!(EnvoyHost);
 
 /// `/stats/prometheus` exposes every metric the filter defines (`metric_names`, the filter's own
-/// list) as `mixmode_<name>`, typed counter or gauge, with the value `/stats` shows (design §3a).
+/// list) as `mixmode_<name>`, typed counter or gauge, with the value `/stats` shows (docs/envoy-facts.md#shared-data-ticks-metrics).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_names_the_metrics_mixmode() {
     let store = SessionStore::new();

@@ -1,4 +1,4 @@
-//! mixmode's configuration changed while Envoy runs (design §13): the listeners come from a
+//! mixmode's configuration changed while Envoy runs (docs/envoy-versions.md): the listeners come from a
 //! watched LDS file (`dynamic_resources`, no control plane), and a test rewrites it as a control
 //! plane would. What an operator must be able to count on: the registry survives (it lives in
 //! shared data, keyed by `vm_id`), new requests get the new settings, requests in flight finish,

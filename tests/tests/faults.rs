@@ -1,4 +1,4 @@
-//! Faults and hostile input on the real Envoy 1.40 (issue 6; the matrix is tests/FAULTS.md):
+//! Faults and hostile input on the real Envoy 1.40 (the matrix is tests/FAULTS.md):
 //! the scenarios of `mixmode_tests::scenarios::faults`, plus what only a real Envoy process can
 //! show (a restart). Needs `envoy` on the PATH and the built filter, as tests/tests/envoy.rs.
 

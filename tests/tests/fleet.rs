@@ -1,4 +1,4 @@
-//! The registry at fleet scale on the real Envoy 1.40 (issues 4 and 8): pull heartbeats, one
+//! The registry at fleet scale on the real Envoy 1.40: pull heartbeats, one
 //! poller per Envoy process whatever its workers, concurrent push heartbeats, and a fleet of two
 //! Envoys mirroring one real etcd. Needs `envoy` on the PATH, the built filter, and etcd 3.4
 //! (`/usr/bin/etcd`, Debian's `etcd-server`).
@@ -297,7 +297,7 @@ async fn register(etcd: &Etcd, pool: &str, s: &AppServer, version: &str) -> Etcd
 }
 
 /// Two Envoys (`--concurrency 2` each) in front of one pool, both mirroring one real etcd where
-/// the servers register with leases (issue 8).
+/// the servers register with leases.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_fleet_of_two_envoys() {
     let mut etcd = Etcd::start().await.unwrap();

@@ -1,6 +1,6 @@
 //! Two baselines for mixmode's happy path, one .wasm, chosen by the plugin configuration:
 //! - `{}` (or anything else): **no-op**. Every callback keeps the SDK's default (Continue).
-//! - `floor`: the least any filter that can replay a request must do (design §3a: request data is
+//! - `floor`: the least any filter that can replay a request must do (docs/envoy-facts.md#request-phase: request data is
 //!   gone by the response phase, so the copy is taken on the way in, on every request): one raw
 //!   read of all request headers, a copy of each body chunk, one read of the response `:status`.
 //!   The same raw ABI calls mixmode makes, and nothing else.

@@ -1,4 +1,4 @@
-//! The replay budget of design.md §10: the replay copies one VM holds at once stay within
+//! The replay budget of docs/design.md#registry-invariants: the replay copies one VM holds at once stay within
 //! `redispatch.max_buffered_bytes`. A copy is charged before it is allocated, and its bytes come
 //! back when its [`Hold`] shrinks or is dropped, so every way a request ends (completion, a reset
 //! and the context's deletion, a local reply, a decision that nothing will be replayed) returns

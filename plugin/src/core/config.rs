@@ -1,4 +1,4 @@
-//! Plugin configuration (design.md §5): every default, validation with the full field path.
+//! Plugin configuration (docs/design.md#configuration): every default, validation with the full field path.
 
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -79,7 +79,7 @@ pub struct Redispatch {
     pub attempt_timeout_ms: u32,
     pub selection: Selection,
     pub max_replay_body_bytes: usize,
-    /// The replay copies one VM holds at once (design.md §10); see `core::budget`.
+    /// The replay copies one VM holds at once (docs/design.md#registry-invariants); see `core::budget`.
     pub max_buffered_bytes: usize,
     pub retry_timeouts_for_all_methods: bool,
 }
@@ -140,7 +140,7 @@ impl Default for Registry {
     }
 }
 
-/// Pull heartbeats (issue 4): parsed and validated now so the schema is stable.
+/// Pull heartbeats (docs/design.md#pull-polls).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Poll {
@@ -155,7 +155,7 @@ pub struct Poll {
     pub cluster: String,
 }
 
-/// etcd mirror (issue 8): parsed and validated now so the schema is stable.
+/// The etcd mirror (docs/design.md#etcd-mirror).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Etcd {

@@ -1,4 +1,4 @@
-//! The push heartbeat API (design.md §4): POST/DELETE/GET answered by the filter itself.
+//! The push heartbeat API (docs/design.md#heartbeat-api): POST/DELETE/GET answered by the filter itself.
 
 use crate::core::config::{is_token_text, Config};
 use crate::core::registry::{self, Limits, RegistryError, SharedStore};

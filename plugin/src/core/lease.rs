@@ -1,4 +1,4 @@
-//! One poller per Envoy process, whatever the number of workers (design.md §3a: `on_tick` fires
+//! One poller per Envoy process, whatever the number of workers (docs/envoy-facts.md#shared-data-ticks-metrics: `on_tick` fires
 //! on the main thread and on every worker, each in its own VM, all sharing one shared data).
 //!
 //! Each periodic job has a lease in shared data: `{owner, expires, next_due}`. A VM's tick runs
@@ -9,7 +9,7 @@
 //! rate stays one per interval even though ticks jitter.
 //!
 //! A VM's id comes from a CAS counter in shared data: ids drawn from a clock-seeded RNG collided
-//! between two workers (design.md §3a).
+//! between two workers (docs/envoy-facts.md#shared-data-ticks-metrics).
 
 use crate::core::store::{decode, modify, RegistryError, SharedStore, StoreError, CREATE_CAS};
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,4 @@
-//! Pull heartbeats (design.md §4 "Pull"): the proxy asks each target `GET <poll.path>` and an
+//! Pull heartbeats (docs/design.md#pull-polls): the proxy asks each target `GET <poll.path>` and an
 //! answer `{"app": …, "version": …}` refreshes that address's record in the filter's pool.
 
 use crate::core::config::{is_token_text, Config, Poll};

@@ -1,4 +1,4 @@
-//! The re-dispatch state machine (design.md §3), sans IO: the glue feeds it events and carries
+//! The re-dispatch state machine (docs/design.md#re-dispatch), sans IO: the glue feeds it events and carries
 //! out the actions it returns.
 
 use crate::core::config::{Config, Detect, Selection};
@@ -481,7 +481,7 @@ mod tests {
         assert_eq!(step.counters, vec![MismatchDetected, ReplayUnsupported]);
     }
 
-    /// design.md §10: a request whose copy did not fit the VM's replay budget is counted
+    /// docs/design.md#registry-invariants: a request whose copy did not fit the VM's replay budget is counted
     /// `replay_too_large` at its mismatch, and passes through.
     #[test]
     fn a_request_past_the_replay_budget_is_too_large() {
@@ -503,7 +503,7 @@ mod tests {
         assert!(sm.is_some());
     }
 
-    /// design.md §2: a session version with a space is a mismatch; no server can register it, so
+    /// docs/design.md#the-mismatch-signal: a session version with a space is a mismatch; no server can register it, so
     /// it is answered `no-peer` without a lookup (the list below would offer a peer).
     #[test]
     fn an_unregistrable_session_version_is_a_mismatch_without_peer() {

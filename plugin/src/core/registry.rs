@@ -1,5 +1,5 @@
-//! The registry of peers in proxy-wasm shared data (design.md §4), laid out for a fleet
-//! (issue 4): a lookup reads one `(pool, app, version)`, a heartbeat writes its own slot.
+//! The registry of peers in proxy-wasm shared data (docs/design.md#the-registry), laid out for a fleet:
+//! a lookup reads one `(pool, app, version)`, a heartbeat writes its own slot.
 //!
 //! Key layout (one store per `vm_id`; the ABI has no delete, so the number of keys is bounded by
 //! what exists, never by how often it changes):
@@ -38,7 +38,7 @@ pub const APPS_KEY: &str = "mixmode/v2/apps";
 pub const COUNT_KEY: &str = "mixmode/v2/count";
 pub const MIRROR_SEEN_KEY: &str = "mixmode/v2/etcd/seen";
 
-/// One record (design.md §4), identified by `(pool, app, address)`.
+/// One record (docs/design.md#the-registry), identified by `(pool, app, address)`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Slot {
     pub pool: String,
@@ -291,7 +291,7 @@ pub fn upsert<S: SharedStore + ?Sized>(
 }
 
 /// Creates or refreshes a record. A refresh of an unchanged version writes its bucket only; a
-/// version change moves it between members lists at once (design.md §4).
+/// version change moves it between members lists at once (docs/design.md#the-registry).
 #[allow(clippy::too_many_arguments)]
 pub fn put<S: SharedStore + ?Sized>(
     store: &mut S,

@@ -1,4 +1,4 @@
-//! The copy of the request a replay needs, taken on the way in (design.md §3, §3a: the request
+//! The copy of the request a replay needs, taken on the way in (docs/design.md#re-dispatch, docs/envoy-facts.md#request-phase: the request
 //! is gone in the response phase).
 
 use crate::core::budget::Hold;

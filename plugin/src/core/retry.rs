@@ -1,4 +1,4 @@
-//! The retry policy of design.md §3: attempt count, deadline, timeout safety.
+//! The retry policy of docs/design.md#re-dispatch: attempt count, deadline, timeout safety.
 
 use crate::core::config::Redispatch;
 

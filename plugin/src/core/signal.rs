@@ -1,4 +1,4 @@
-//! The mismatch signal of design.md §2: decided on the response headers alone.
+//! The mismatch signal of docs/design.md#the-mismatch-signal: decided on the response headers alone.
 
 use crate::core::config::{Detect, MAX_NAME_LEN};
 
@@ -136,7 +136,7 @@ mod tests {
         );
     }
 
-    /// design.md §2: an app version that is present and differs makes a mismatch, also when it
+    /// docs/design.md#the-mismatch-signal: an app version that is present and differs makes a mismatch, also when it
     /// is empty or unreadable (it is not the session's version).
     #[test]
     fn an_empty_or_unreadable_app_version_differs() {
@@ -148,7 +148,7 @@ mod tests {
         );
     }
 
-    /// design.md §2: a present, non-empty session version is a mismatch whatever it holds; one
+    /// docs/design.md#the-mismatch-signal: a present, non-empty session version is a mismatch whatever it holds; one
     /// that no server can register is never looked up (no peer can have it).
     #[test]
     fn any_non_empty_session_version_is_a_mismatch() {

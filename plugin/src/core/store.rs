@@ -30,7 +30,7 @@ pub enum RegistryError {
 }
 
 /// The CAS used to create a key that was absent. Envoy writes unconditionally with CAS 0; with
-/// CAS `u32::MAX` it writes to an absent key and refuses an existing one (design.md §3a): two
+/// CAS `u32::MAX` it writes to an absent key and refuses an existing one (docs/envoy-facts.md#shared-data-ticks-metrics): two
 /// workers creating the same key cannot overwrite each other.
 pub const CREATE_CAS: u32 = u32::MAX;
 

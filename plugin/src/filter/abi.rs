@@ -1,5 +1,5 @@
 //! Raw proxy-wasm ABI 0.2.1 calls whose status can be an error. The SDK's own wrappers `panic!`
-//! on any status they did not expect and on non-UTF-8 values (design.md §3a); these return
+//! on any status they did not expect and on non-UTF-8 values (docs/envoy-facts.md#sdk-and-failure); these return
 //! `None`/`false` instead and read values as bytes. Statuses are taken as plain `u32` so an
 //! unknown status is just another error.
 
@@ -175,7 +175,7 @@ pub fn get_header(map_type: u32, name: &str) -> Option<Vec<u8>> {
         proxy_get_header_map_value(map_type, name.as_ptr(), name.len(), &mut data, &mut size)
     };
     // A present header with an empty value comes back OK with no buffer: it is not absent
-    // (design.md §2 tells an empty `x-app-version` from a missing one).
+    // (docs/design.md#the-mismatch-signal tells an empty `x-app-version` from a missing one).
     (status == OK).then(|| owned(data, size))
 }
 

@@ -295,7 +295,7 @@ impl Context for MixHttp {
         let Some(shared) = self.shared.clone() else {
             return;
         };
-        // A reset stream has no headers to read (design.md §3a).
+        // A reset stream has no headers to read (docs/envoy-facts.md#response-phase-and-calls).
         let response = if num_headers == 0 {
             None
         } else {
@@ -330,7 +330,7 @@ impl HttpContext for MixHttp {
             return Action::Continue;
         };
         let cfg = &shared.config;
-        // One host call for everything a replay needs (design.md §3a: later it is gone); it is
+        // One host call for everything a replay needs (docs/envoy-facts.md#request-phase: later it is gone); it is
         // decoded only if a mismatch needs it.
         let raw = abi::get_pairs_raw(map::REQUEST_HEADERS);
         let path = raw

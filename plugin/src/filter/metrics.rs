@@ -1,4 +1,4 @@
-//! The metrics of design.md §6, defined once per VM in the root context (names:
+//! The metrics of docs/design.md#metrics, defined once per VM in the root context (names:
 //! `metric_names.rs`).
 
 use crate::core::redispatch::Counter;

@@ -172,7 +172,7 @@ impl Poller {
         let Some(what) = self.pending.remove(&token) else {
             return false;
         };
-        // A reset call has no headers (design.md §3a).
+        // A reset call has no headers (docs/envoy-facts.md#response-phase-and-calls).
         let status = if num_headers == 0 {
             None
         } else {

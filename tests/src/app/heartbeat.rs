@@ -1,4 +1,4 @@
-//! What a server uses to tell the proxy it exists (design §4, push): `POST` / `DELETE` JSON to
+//! What a server uses to tell the proxy it exists (docs/design.md#heartbeat-api, push): `POST` / `DELETE` JSON to
 //! the heartbeat listener with a Bearer token, and `GET` for the listing.
 
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! Mock app servers: the reference patent's money-transfer app, one version per server,
 //! sessions in a store shared by the pool. A server asked to load a session written by another
-//! version answers the mismatch signal of design §2 (`409`, `x-session-version`,
+//! version answers the mismatch signal of docs/design.md#the-mismatch-signal (`409`, `x-session-version`,
 //! `x-app-version`, plus the envelope's class and size).
 //!
 //! Routes: `POST /transfer/{recipient,date,amount,confirm}` (JSON bodies, `session` cookie);

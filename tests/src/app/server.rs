@@ -534,7 +534,7 @@ async fn answer(shared: &Shared, req: &RecordedRequest) -> Response<RespBody> {
     respond(shared, 404, "text/plain", "not found")
 }
 
-/// The signal of design §2: the session was written by another version.
+/// The signal of docs/design.md#the-mismatch-signal: the session was written by another version.
 fn mismatch(shared: &Shared, id: &str, version: &str, info: &EnvelopeInfo) -> Response<RespBody> {
     let body = format!(
         "session {id} was written by version {} ({}, {} bytes); this server runs version {version}\n",

@@ -323,7 +323,7 @@ fn set(v: &mut Value, key: &str, value: Value) {
     }
 }
 
-/// The plugin configuration written in `envoy.yaml` (design §5 defaults).
+/// The plugin configuration written in `envoy.yaml` (docs/design.md#configuration defaults).
 pub fn example_plugin_config() -> Result<serde_json::Value> {
     let doc: Value = serde_norway::from_str(ENVOY_YAML)?;
     let listeners = doc

@@ -1,5 +1,5 @@
 //! Starts a real Envoy on the patched example configuration and owns its process: the child
-//! stays ours (an Envoy whose parent shell exits gets SIGTERM, design §3a) and is killed by PID
+//! stays ours (an Envoy whose parent shell exits gets SIGTERM, docs/envoy-facts.md#operations) and is killed by PID
 //! when the handle drops.
 
 use std::collections::BTreeMap;
@@ -354,7 +354,7 @@ impl Envoy {
             .collect())
     }
 
-    /// The filter's metrics, named as design §6 names them (`mixmode.redispatch_ok`, ...).
+    /// The filter's metrics, named as docs/design.md#metrics names them (`mixmode.redispatch_ok`, ...).
     pub async fn mixmode_metrics(&self) -> Result<BTreeMap<String, u64>> {
         Ok(self
             .stats("^wasmcustom\\.mixmode\\.")

@@ -291,7 +291,7 @@ pub async fn peer_closing_mid_body_is_skipped<H: Host>() {
 }
 
 /// A POST whose peer broke off its answer (headers sent, then the connection closed) is not
-/// sent to another peer: that peer's app ran and may have acted, as after a timeout (design §3).
+/// sent to another peer: that peer's app ran and may have acted, as after a timeout (docs/design.md#re-dispatch).
 /// Envoy reports such a call without headers. A peer that fails *before* answering is
 /// unreachable and a POST moves on (`peer_answering_garbage_is_skipped`); a GET always moves on
 /// (`peer_closing_mid_body_is_skipped`).

@@ -1,4 +1,4 @@
-//! Faults and hostile input (issue 6), each checked by what the user or the operator sees. The
+//! Faults and hostile input, each checked by what the user or the operator sees. The
 //! single faults (one dead, slow, garbage or truncating peer; the deadline; a mismatch whose body
 //! still streams; most bad heartbeats) have their own scenarios in `failures`, `signal`, `bodies`
 //! and `registry`; these are the combinations and what those leave out.
@@ -13,7 +13,7 @@ use crate::app::{Mode, Registration, SessionStore};
 use crate::client::{Req, Resp};
 use crate::host::Host;
 
-/// What a filter that crashed leaves in the host's log (design §3a).
+/// What a filter that crashed leaves in the host's log (docs/envoy-facts.md#sdk-and-failure).
 pub fn assert_no_crash(logs: &str) {
     for needle in ["panicked", "RuntimeError", "Uncaught"] {
         let hit: Vec<&str> = logs.lines().filter(|l| l.contains(needle)).collect();

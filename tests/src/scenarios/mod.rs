@@ -42,7 +42,7 @@ const ZERO_UNLESS_LISTED: &[&str] = &[
 ];
 
 /// The plugin configuration of a scenario: only `app` and the token, plus `overrides` merged in
-/// (so the defaults of design §5 are what is tested unless a scenario says otherwise).
+/// (so the defaults of docs/design.md#configuration are what is tested unless a scenario says otherwise).
 pub fn plugin_config(overrides: Value) -> Value {
     let mut cfg = json!({"app": "checkout", "heartbeat": {"token": TOKEN}});
     merge(&mut cfg, overrides);

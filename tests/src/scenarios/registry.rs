@@ -484,7 +484,7 @@ pub async fn restarted_server_moves_to_new_version<H: Host>() {
     .await;
 }
 
-/// Pull (design §4): with `registry.poll`, the proxy asks each target for its version: a
+/// Pull (docs/design.md#pull-polls): with `registry.poll`, the proxy asks each target for its version: a
 /// server is registered without sending heartbeats, follows its version across a restart,
 /// and goes stale once it stops answering. One poller per proxy, not one per worker.
 pub async fn pull_poll_registers_and_follows_versions<H: Host>() {

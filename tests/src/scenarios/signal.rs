@@ -1,4 +1,4 @@
-//! The mismatch signal of design §2, edge by edge, and a peer's own answers.
+//! The mismatch signal of docs/design.md#the-mismatch-signal, edge by edge, and a peer's own answers.
 
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use crate::client::Req;
 use crate::host::Host;
 
 /// `x-app-version` is optional: a 409 with only `x-session-version` is a mismatch, and so is one
-/// whose `x-app-version` is present but empty (design §2: it differs from the session's). An
+/// whose `x-app-version` is present but empty (docs/design.md#the-mismatch-signal: it differs from the session's). An
 /// empty `x-session-version` is not a mismatch.
 pub async fn app_version_header_optional_session_version_required<H: Host>() {
     let store = SessionStore::new();
@@ -59,7 +59,7 @@ pub async fn app_version_header_optional_session_version_required<H: Host>() {
     .await;
 }
 
-/// Version headers no server should send follow design §2 too: a present, non-empty session
+/// Version headers no server should send follow docs/design.md#the-mismatch-signal too: a present, non-empty session
 /// version that differs from the app version is a mismatch whatever it holds. One that no server
 /// can register (non-ASCII bytes, 8 KiB long, a space) has no peer: the original answer goes out
 /// with `x-mixmode: no-peer`, nothing is dispatched, and the value is never logged. An unreadable

@@ -11,7 +11,7 @@ use libfuzzer_sys::fuzz_target;
 use mixmode::core::config::{Config, Selection};
 use mixmode::core::heartbeat::{handle, Outcome, Request, MAX_BODY};
 use mixmode::core::lookup::{pick, LookupCache, Query};
-use mixmode::core::registry::{self, Limits, MemoryStore, SharedStore, StoreError};
+use mixmode::core::registry::{self, MemoryStore, RecordId, Scope, SharedStore, StoreError};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -220,12 +220,12 @@ struct View {
 
 fn view(
     store: &mut MemoryStore,
-    limits: &Limits,
+    scope: &Scope,
     now: u64,
     extra: &[(String, String, String)],
 ) -> View {
     let records =
-        registry::list(store, limits, now).unwrap_or_else(|e| panic!("listing failed: {e:?}"));
+        registry::list(store, scope, now).unwrap_or_else(|e| panic!("listing failed: {e:?}"));
     let mut sets: BTreeSet<(String, String, String)> = extra.iter().cloned().collect();
     let mut listed = BTreeMap::new();
     for r in records {
@@ -243,10 +243,9 @@ fn view(
             cross_pool: false,
             selection: Selection::Random,
             now_ms: now,
-            stale_after_ms: limits.stale_after_ms,
         };
         // Excluding each found peer in turn enumerates every choosable one.
-        while let Ok(Some(a)) = pick(store, &mut cache, &q, &found, found.len() as u64) {
+        while let Ok(Some(a)) = pick(store, scope, &mut cache, &q, &found, found.len() as u64) {
             assert!(!found.contains(&a), "a lookup chose an excluded peer");
             found.push(a);
             if found.len() > 64 {
@@ -288,11 +287,17 @@ fn check_failed(
     before: &View,
     after: &View,
     now: u64,
-    limits: &Limits,
+    scope: &Scope,
 ) {
+    let limits = &scope.limits;
     let is_me = |id: &Id| me.is_some_and(|(m, _)| m == id);
     let healed = |old_store: &mut MemoryStore, id: &Id, version: &str| {
-        let slot = registry::find(old_store, &id.0, &id.1, &id.2)
+        let rid = RecordId {
+            pool: &id.0,
+            app: &id.1,
+            address: &id.2,
+        };
+        let slot = registry::find(old_store, scope, &rid)
             .ok()
             .flatten();
         slot.is_some_and(|s| {
@@ -400,10 +405,8 @@ fn check_answer_shape(status: u16, body: &str, outcome: Outcome) {
 
 fuzz_target!(|input: Input| {
     let cfg = config(input.max_records, input.stale_after_ms);
-    let limits = Limits {
-        stale_after_ms: cfg.registry.stale_after_ms,
-        max_records: cfg.registry.max_records,
-    };
+    let scope = Scope::of(&cfg);
+    let limits = scope.limits;
     let mut store = FaultyStore {
         inner: MemoryStore::default(),
         calls: 0,
@@ -461,15 +464,15 @@ fuzz_target!(|input: Input| {
                     .collect();
                 let mut old = MemoryStore::default();
                 old.map = before;
-                let was = view(&mut old, &limits, now, &extra);
-                let is = view(&mut store.inner, &limits, now, &extra);
+                let was = view(&mut old, &scope, now, &extra);
+                let is = view(&mut store.inner, &scope, now, &extra);
                 if a.status == 429 {
                     // The request's record is new (that is why it was refused): never shown.
                     if let Some((id, _)) = &me {
                         assert!(!is.listed.contains_key(id), "a 429 listed its record");
                     }
                 }
-                check_failed(method, me.as_ref(), &mut old, &was, &is, now, &limits);
+                check_failed(method, me.as_ref(), &mut old, &was, &is, now, &scope);
                 continue;
             }
             assert!(
@@ -512,7 +515,7 @@ fuzz_target!(|input: Input| {
                 else {
                     continue;
                 };
-                let Ok(listed) = registry::list(&mut store.inner, &limits, now) else {
+                let Ok(listed) = registry::list(&mut store.inner, &scope, now) else {
                     panic!("listing after an accepted heartbeat failed");
                 };
                 let app = name(app, "checkout", "billing");
@@ -549,7 +552,7 @@ fuzz_target!(|input: Input| {
                     assert_eq!(mine.first().map(|r| r.last_seen_ms), Some(now));
                     // And a lookup can choose it (after a 503 too: H1).
                     let set = [(pool.clone(), app.clone(), version.clone())];
-                    let v = view(&mut store.inner, &limits, now, &set);
+                    let v = view(&mut store.inner, &scope, now, &set);
                     assert!(
                         v.choosable.contains(&(
                             pool.clone(),

@@ -4,19 +4,17 @@
 //! Only the registry's public operations are used, never its key layout, so the target survives a
 //! change of layout. Never panics and never wedges: garbage reads as empty and is overwritten, an
 //! accepted upsert is listed afterwards (after garbage in an index: once a full prune cycle ran). On an uncorrupted store the operators' listing always
-//! equals a plain model of the records (pool, app, address) -> (version, last_seen), and the cap
-//! holds.
+//! equals a plain model of the records (pool, app, address) -> (version, last_seen), and
+//! design.md §10 holds after every operation: the stored count equals the records stored and
+//! stays within the cap, and (corrupted or not) the keys stay within the scope's bound.
 #![no_main]
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use mixmode::core::registry::{
-    self, Limits, MemoryStore, PruneCursor, RegistryError, SharedStore, StoreError, APPS_KEY,
-    BUCKETS, BUCKETS_PER_PRUNE, COUNT_KEY,
+    self, Ident, Limits, MemoryStore, PruneCursor, RecordId, RegistryError, Scope, SharedStore,
+    StoreError, GLOBAL_KEYS,
 };
-
-/// What the filter's tick passes as the prune's budget (plugin/src/filter/poller.rs).
-const PRUNE_BUDGET: usize = 2000;
 use std::collections::BTreeMap;
 
 /// `MIXMODE_FUZZ_TOLERATE_KNOWN=1` (run.sh --tolerate-known) stops reporting finding R1 of
@@ -110,27 +108,36 @@ type Model = BTreeMap<(String, String, String), (String, u64)>;
 /// A store where other workers' writes land between this worker's read and its write.
 struct Racing {
     inner: MemoryStore,
-    limits: Limits,
+    scope: Scope,
     now: u64,
     pending: Vec<(Names, u8, bool)>,
     model: Model,
 }
 
+fn ident<'a>(n: &Names, address: &'a str) -> Ident<'a> {
+    Ident {
+        pool: n.pool(),
+        app: n.app(),
+        version: n.version(),
+        address,
+    }
+}
+
 fn apply(
     store: &mut MemoryStore,
     model: &mut Model,
-    limits: &Limits,
+    scope: &Scope,
     now: u64,
     (n, a, remove): (Names, u8, bool),
 ) {
     let address = addr(false, a);
     let key = (n.pool().to_string(), n.app().to_string(), address.clone());
     if remove {
-        let r = registry::remove(store, limits, n.pool(), n.app(), &address, now);
+        let r = registry::remove(store, scope, &ident(&n, &address).id(), now);
         assert!(r.is_ok(), "{r:?}");
         model.remove(&key);
     } else {
-        match registry::upsert(store, limits, n.pool(), n.app(), n.version(), &address, now) {
+        match registry::upsert(store, scope, &ident(&n, &address), now) {
             Ok(_) => {
                 model.insert(key, (n.version().to_string(), now));
             }
@@ -150,7 +157,7 @@ impl SharedStore for Racing {
             apply(
                 &mut self.inner,
                 &mut self.model,
-                &self.limits,
+                &self.scope,
                 self.now,
                 race,
             );
@@ -169,10 +176,11 @@ fn fresh(model: &Model, now: u64, limits: &Limits) -> Vec<(String, String, Strin
 
 fn listed(
     store: &mut MemoryStore,
-    limits: &Limits,
+    scope: &Scope,
     now: u64,
 ) -> Vec<(String, String, String, String, u64)> {
-    let records = match registry::list(store, limits, now) {
+    let limits = &scope.limits;
+    let records = match registry::list(store, scope, now) {
         Ok(r) => r,
         Err(e) => panic!("listing failed on a working store: {e:?}"),
     };
@@ -195,9 +203,10 @@ fuzz_target!(|input: Input| {
         stale_after_ms: u64::from(input.stale_after_ms % 64) + 1,
         max_records: u32::from(input.max_records % 5) + 1,
     };
+    let scope = Scope::new(&["fuzz"], limits);
     let mut store = Racing {
         inner: MemoryStore::default(),
-        limits,
+        scope: scope.clone(),
         now: 1_000,
         pending: Vec::new(),
         model: Model::new(),
@@ -210,15 +219,7 @@ fuzz_target!(|input: Input| {
         match op {
             Op::Upsert { names: n, addr: a } => {
                 let address = addr(true, *a);
-                let r = registry::upsert(
-                    &mut store,
-                    &limits,
-                    n.pool(),
-                    n.app(),
-                    n.version(),
-                    &address,
-                    now,
-                );
+                let r = registry::upsert(&mut store, &scope, &ident(n, &address), now);
                 let key = (n.pool().to_string(), n.app().to_string(), address.clone());
                 match r {
                     Ok(u) => {
@@ -229,7 +230,7 @@ fuzz_target!(|input: Input| {
                         // every slot bucket (fuzz finding C1, fixed at f56d0ad).
                         if corrupted {
                             let is_listed = |store: &mut MemoryStore| {
-                                listed(store, &limits, now)
+                                listed(store, &scope, now)
                                     .into_iter()
                                     .any(|(p, ap, v, ad, _)| {
                                         p == n.pool()
@@ -240,15 +241,18 @@ fuzz_target!(|input: Input| {
                             };
                             if !is_listed(&mut store.inner) {
                                 let mut cursor = PruneCursor::default();
-                                for _ in 0..BUCKETS.div_ceil(BUCKETS_PER_PRUNE) {
+                                loop {
                                     let r = registry::prune(
                                         &mut store.inner,
-                                        &limits,
+                                        &scope,
                                         now,
                                         &mut cursor,
-                                        PRUNE_BUDGET,
                                     );
-                                    assert!(r.is_ok(), "prune failed on a working store: {r:?}");
+                                    match r {
+                                        Ok(p) if p.wrapped => break,
+                                        Ok(_) => {}
+                                        Err(e) => panic!("prune failed on a working store: {e:?}"),
+                                    }
                                 }
                                 assert!(
                                     is_listed(&mut store.inner),
@@ -258,7 +262,7 @@ fuzz_target!(|input: Input| {
                         }
                         if !corrupted && !raced {
                             assert!(
-                                u.records <= u64::from(limits.max_records),
+                                u.records.is_none_or(|n| n <= u64::from(limits.max_records)),
                                 "cap exceeded: {u:?}"
                             );
                         }
@@ -278,9 +282,13 @@ fuzz_target!(|input: Input| {
             Op::Remove { names: n, addr: a } => {
                 let address = addr(true, *a);
                 let key = (n.pool().to_string(), n.app().to_string(), address.clone());
-                let r = registry::remove(&mut store, &limits, n.pool(), n.app(), &address, now);
-                let (found, _) =
-                    r.unwrap_or_else(|e| panic!("remove failed on a working store: {e:?}"));
+                let id = RecordId {
+                    pool: n.pool(),
+                    app: n.app(),
+                    address: &address,
+                };
+                let r = registry::remove(&mut store, &scope, &id, now);
+                let found = r.unwrap_or_else(|e| panic!("remove failed on a working store: {e:?}"));
                 let had = store.model.remove(&key);
                 if !corrupted && !(raced && tolerate_known()) {
                     let was_fresh = had
@@ -295,10 +303,10 @@ fuzz_target!(|input: Input| {
                 }
             }
             Op::List => {
-                let _ = listed(&mut store.inner, &limits, now);
+                let _ = listed(&mut store.inner, &scope, now);
             }
             Op::Count => {
-                assert!(registry::count(&mut store).is_ok());
+                assert!(registry::count(&mut store, &scope).is_ok());
             }
             Op::Race {
                 names,
@@ -352,20 +360,38 @@ fuzz_target!(|input: Input| {
                 corrupted = true;
             }
             Op::CorruptWellKnown { count, bytes } => {
-                let k = if *count { COUNT_KEY } else { APPS_KEY };
-                let _ = store.inner.set(k, bytes, 0);
+                let k = if *count {
+                    scope.count_key()
+                } else {
+                    scope.members_key_at(scope.members_bucket(APPS[0]))
+                };
+                let _ = store.inner.set(&k, bytes, 0);
                 corrupted = true;
             }
         }
+        // design.md §10 "bounded keys", whatever was written.
+        assert!(
+            store.inner.map.len() <= scope.max_keys() + GLOBAL_KEYS,
+            "{} keys, bound {}",
+            store.inner.map.len(),
+            scope.max_keys()
+        );
         let changes = matches!(op, Op::Upsert { .. } | Op::Remove { .. });
         if changes && !corrupted && !(raced && tolerate_known()) {
             let mut want = fresh(&store.model, now, &limits);
             want.sort();
             assert_eq!(
-                listed(&mut store.inner, &limits, now),
+                listed(&mut store.inner, &scope, now),
                 want,
                 "the listing differs from the records"
             );
+            // design.md §10 "the cap holds": writers are quiet between operations.
+            let held = registry::stored(&mut store.inner, &scope)
+                .unwrap_or_else(|e| panic!("stored failed on a working store: {e:?}"));
+            let n = registry::count(&mut store.inner, &scope).unwrap_or(u64::MAX);
+            assert_eq!(n, held.len() as u64, "the stored count drifted");
+            assert!(n <= u64::from(limits.max_records), "cap exceeded: {n}");
+            assert_eq!(held.len(), store.model.len(), "records differ from the model");
         }
     }
 });

@@ -13,18 +13,26 @@ mod native {
     use mixmode::core::etcd::{self, b64_encode};
     use mixmode::core::heartbeat::{self, Request};
     use mixmode::core::lookup::{pick, LookupCache, Query};
-    use mixmode::core::registry::{self, Limits, MemoryStore};
+    use mixmode::core::registry::{self, Ident, MemoryStore, Scope};
     use mixmode::core::select::mix;
     use std::hint::black_box;
 
     const SIZES: [usize; 4] = [10, 100, 1_000, 10_000];
     const NOW: u64 = 1_000_000;
 
-    fn limits() -> Limits {
-        Limits {
-            stale_after_ms: 15_000,
-            max_records: 40_000,
-        }
+    /// The scope of `cfg()` (the heartbeat benchmarks go through its configuration).
+    fn scope() -> Scope {
+        Scope::of(&cfg())
+    }
+
+    fn put(s: &mut MemoryStore, sc: &Scope, app: &str, version: &str, address: &str) {
+        let r = Ident {
+            pool: "default",
+            app,
+            version,
+            address,
+        };
+        registry::upsert(s, sc, &r, NOW).unwrap();
     }
 
     fn addr(app: usize, i: usize) -> String {
@@ -33,33 +41,16 @@ mod native {
 
     /// `n` records of app "checkout" over versions "1" and "2", plus `others` of other apps.
     fn store(n: usize, others: usize) -> MemoryStore {
+        let sc = scope();
         let mut s = MemoryStore::default();
         for i in 0..n {
             let v = if i % 2 == 0 { "1" } else { "2" };
-            registry::upsert(
-                &mut s,
-                &limits(),
-                "default",
-                "checkout",
-                v,
-                &addr(0, i),
-                NOW,
-            )
-            .unwrap();
+            put(&mut s, &sc, "checkout", v, &addr(0, i));
         }
         for i in 0..others {
             let app = format!("app{}", i % 10);
             let v = if i % 2 == 0 { "1" } else { "2" };
-            registry::upsert(
-                &mut s,
-                &limits(),
-                "default",
-                &app,
-                v,
-                &addr(1 + i % 10, i),
-                NOW,
-            )
-            .unwrap();
+            put(&mut s, &sc, &app, v, &addr(1 + i % 10, i));
         }
         s
     }
@@ -72,7 +63,6 @@ mod native {
             cross_pool: false,
             selection: Selection::Random,
             now_ms,
-            stale_after_ms: 15_000,
         }
     }
 
@@ -85,6 +75,7 @@ mod native {
             .chain([("10+10000_other_apps".to_string(), 10, 10_000)])
             .chain([("10000+10000_other_apps".to_string(), 10_000, 10_000)])
             .collect();
+        let sc = scope();
         for (name, n, others) in cases {
             let mut s = store(n, others);
             let mut cache = LookupCache::default();
@@ -92,22 +83,26 @@ mod native {
             g.bench_function(BenchmarkId::new("random", &name), |b| {
                 b.iter(|| {
                     r = r.wrapping_add(1);
-                    black_box(pick(&mut s, &mut cache, &query(NOW), &excluded, mix(r)).unwrap())
+                    black_box(
+                        pick(&mut s, &sc, &mut cache, &query(NOW), &excluded, mix(r)).unwrap(),
+                    )
                 })
             });
-            // The first lookup after the members list changed decodes it again.
+            // The first lookup after the members bucket changed copies and decodes it again.
             g.bench_function(BenchmarkId::new("random_cold_cache", &name), |b| {
                 b.iter(|| {
                     let mut cache = LookupCache::default();
                     r = r.wrapping_add(1);
-                    black_box(pick(&mut s, &mut cache, &query(NOW), &excluded, mix(r)).unwrap())
+                    black_box(
+                        pick(&mut s, &sc, &mut cache, &query(NOW), &excluded, mix(r)).unwrap(),
+                    )
                 })
             });
             if n <= 1_000 {
                 let mut q = query(NOW);
                 q.selection = Selection::Freshest;
                 g.bench_function(BenchmarkId::new("freshest", &name), |b| {
-                    b.iter(|| black_box(pick(&mut s, &mut cache, &q, &excluded, 0).unwrap()))
+                    b.iter(|| black_box(pick(&mut s, &sc, &mut cache, &q, &excluded, 0).unwrap()))
                 });
             }
         }
@@ -178,6 +173,62 @@ mod native {
         g.finish();
     }
 
+    fn post(cfg: &Config, s: &mut MemoryStore, body: &str, now: u64) -> u16 {
+        let req = Request {
+            method: "POST",
+            authorization: Some(b"Bearer t0k3n"),
+            body: body.as_bytes(),
+            body_too_large: false,
+        };
+        heartbeat::handle(cfg, &req, s, now).status
+    }
+
+    /// design.md §10: a heartbeat refused at the cap costs O(1) shared-data operations, like a
+    /// refresh, whatever the number of records (issue 11: it used to scan the registry).
+    pub fn refusal(c: &mut Criterion) {
+        let mut g = c.benchmark_group("at_the_cap");
+        let cfg = Config::parse(
+            br#"{"app":"checkout","heartbeat":{"token":"t0k3n"},"registry":{"max_records":10000}}"#,
+        )
+        .unwrap();
+        let mut s = MemoryStore::default();
+        let bodies: Vec<String> = (0..10_000)
+            .map(|i| {
+                format!(
+                    r#"{{"app":"checkout","version":"2","address":"{}"}}"#,
+                    addr(0, i)
+                )
+            })
+            .collect();
+        for b in &bodies {
+            assert_eq!(post(&cfg, &mut s, b, NOW), 204);
+        }
+        let newcomer = r#"{"app":"checkout","version":"2","address":"10.99.0.1:8080"}"#;
+        // The shared-data operations of each, counted once.
+        for (what, body) in [("refused", newcomer), ("refresh", bodies[4321].as_str())] {
+            let (r, w) = (s.reads, s.writes);
+            let status = post(&cfg, &mut s, body, NOW + 1);
+            eprintln!(
+                "at_the_cap/{what} at 10,000 records: status {status}, {} reads, {} writes",
+                s.reads - r,
+                s.writes - w
+            );
+        }
+        let mut now = NOW + 1;
+        let mut i = 0usize;
+        g.bench_function("refused_at_10000", |b| {
+            b.iter(|| assert_eq!(post(&cfg, &mut s, newcomer, now), 429))
+        });
+        g.bench_function("refresh_at_10000", |b| {
+            b.iter(|| {
+                i = (i + 7919) % bodies.len();
+                now += 1;
+                assert_eq!(post(&cfg, &mut s, &bodies[i], now), 204)
+            })
+        });
+        g.finish();
+    }
+
     fn range_answer(n: usize, revision: i64) -> Vec<u8> {
         let kvs: Vec<String> = (0..n)
             .map(|i| {
@@ -232,7 +283,7 @@ mod native {
                     assert!(a.full);
                 })
             });
-            // The same revision: only the header is read and one key written.
+            // The same revision: the body is checked whole (not decoded) and one key written.
             g.bench_function(BenchmarkId::new("same_revision", n), |b| {
                 b.iter(|| {
                     now += 1;
@@ -246,7 +297,13 @@ mod native {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-criterion::criterion_group!(benches, native::lookup, native::heartbeat, native::mirror);
+criterion::criterion_group!(
+    benches,
+    native::lookup,
+    native::heartbeat,
+    native::refusal,
+    native::mirror
+);
 #[cfg(not(target_arch = "wasm32"))]
 criterion::criterion_main!(benches);
 

@@ -8,25 +8,33 @@
 //! - A changed snapshot is diffed against the previous one (kept in shared data: the VM that
 //!   polls can change): new keys are put, keys gone are removed at once.
 //! - A failed poll changes nothing: the records keep their `last_seen` and go stale by
-//!   themselves after `stale_after_ms`; no mass eviction on one failure.
+//!   themselves after `stale_after_ms`; no mass eviction on one failure. An answer that does
+//!   not parse whole is a failed poll, even if it starts with the known revision.
+//! - Revisions only go forward: an answer older than the applied one (a late answer of a call
+//!   another VM made before) is dropped, and one apply at a time writes (a claim in the state
+//!   key), so a late snapshot never brings back keys a newer one removed. (If etcd itself went
+//!   back, e.g. restored from a backup, the older revision is taken once the applied one is
+//!   `stale_after_ms` old.)
+//! - Every key is the configuration's (`registry::Scope`): two configurations mirroring one
+//!   etcd (the revision is cluster-wide) each keep their own snapshot, state and freshness.
 //! - Push and etcd records of one `(pool, app, address)` are one record; when etcd drops the key
 //!   the record stays only if a heartbeat refreshed it after the last poll that saw the key
 //!   (the latest write wins).
 
 use crate::core::config::{is_token_text, Config, Etcd};
-use crate::core::registry::{self, Change, Ident, Limits, RegistryError, MIRROR_SEEN_KEY};
-use crate::core::store::{read, write, SharedStore};
+use crate::core::registry::{self, Change, Ident, RecordId, RegistryError, Scope};
+use crate::core::store::{self, modify, read, write, SharedStore, StoreError, CREATE_CAS};
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
-/// The lease job name of the etcd poller.
+/// The lease job name of the etcd poller (one per scope).
 pub const JOB: &str = "etcd";
-pub const SNAPSHOT_KEY: &str = "mixmode/v2/etcd/snapshot";
-/// The snapshot's revision and check time, apart from its records: an unchanged poll reads
-/// only this.
-pub const STATE_KEY: &str = "mixmode/v2/etcd/state";
+const SNAPSHOT: &str = "etcd/snapshot";
+/// The snapshot's revision, check time and apply claim, apart from its records: an unchanged
+/// poll reads only this.
+const STATE: &str = "etcd/state";
 
 /// The key range the mirror reads: its pool's keys, or every pool's with `cross_pool`.
 pub fn range_prefix(cfg: &Config, etcd: &Etcd) -> String {
@@ -175,28 +183,28 @@ pub struct Snapshot {
     pub records: Vec<Mirrored>,
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     pub revision: i64,
     /// When every record was last checked against the registry (0: never).
     pub verified_ms: u64,
+    /// An apply in progress: its revision and start. Another answer meanwhile is dropped.
+    pub applying: Option<Claim>,
 }
 
-/// `header.revision`. etcd writes `header` first and it holds only scalars: reading just that
-/// object spares scanning a snapshot of 10,000 keys when it did not change. Anything else is
-/// parsed whole.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    pub revision: i64,
+    pub since_ms: u64,
+}
+
+/// `header.revision` of an answer that parses whole (the rest is checked for syntax, not
+/// decoded: an unchanged snapshot of 10,000 keys allocates nothing). A body cut off after its
+/// header is garbage, never the known revision.
 fn revision(body: &[u8]) -> Result<i64, SyncError> {
-    let fast = body
-        .trim_ascii_start()
-        .strip_prefix(b"{\"header\":")
-        .and_then(|rest| rest.get(..=rest.iter().position(|b| *b == b'}')?))
-        .and_then(|obj| serde_json::from_slice::<Header>(obj).ok());
-    match fast {
-        Some(h) => Ok(h.revision),
-        None => serde_json::from_slice::<Head>(body)
-            .map(|h| h.header.revision)
-            .map_err(|e| SyncError::Garbage(e.to_string())),
-    }
+    serde_json::from_slice::<Head>(body)
+        .map(|h| h.header.revision)
+        .map_err(|e| SyncError::Garbage(e.to_string()))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,6 +240,9 @@ pub struct Applied {
     pub skipped: Vec<String>,
     /// Keys refused by `max_records`.
     pub refused: usize,
+    /// Nothing written: the answer was older than the applied revision, or another VM was
+    /// applying one.
+    pub dropped: bool,
 }
 
 /// The records of a range answer; keys whose value does not agree are skipped with a reason.
@@ -324,7 +335,107 @@ fn check(
     })
 }
 
-/// Applies one poll's answer (`status` None: no answer at all). On any error nothing is written.
+/// What the state says about an answer.
+enum Decision {
+    /// Same revision, no recheck due: only freshness moves.
+    Unchanged,
+    Drop,
+    /// This VM applies it (the claim is written).
+    Apply(State),
+}
+
+/// Reads the state and, if the answer is to be applied, claims the apply under CAS.
+fn decide<S: SharedStore + ?Sized>(
+    store: &mut S,
+    scope: &Scope,
+    etcd: &Etcd,
+    rev: i64,
+    now_ms: u64,
+) -> Result<Decision, RegistryError> {
+    let key = scope.key(STATE);
+    let stale = scope.limits.stale_after_ms;
+    for _ in 0..32 {
+        let (state, cas) = match store.get(&key) {
+            Ok(Some((bytes, cas))) => (store::decode::<State>(&bytes), cas),
+            Ok(None) => (State::default(), CREATE_CAS),
+            Err(_) => return Err(RegistryError::Store),
+        };
+        let prev_seen: u64 = read(store, &scope.mirror_seen_key())?;
+        let old = now_ms.saturating_sub(state.verified_ms) >= stale;
+        if rev < state.revision && !old {
+            return Ok(Decision::Drop);
+        }
+        // The claim outlives a VM that died applying by one poll interval.
+        let hold = etcd.poll_interval_ms.max(1);
+        if state
+            .applying
+            .is_some_and(|c| now_ms.saturating_sub(c.since_ms) < hold)
+        {
+            return Ok(Decision::Drop);
+        }
+        // After a gap as long as the stale interval, records may have been pruned; and every
+        // stale interval the registry is checked against the snapshot anyway.
+        let recheck = state.verified_ms == 0 || old || now_ms.saturating_sub(prev_seen) >= stale;
+        if rev == state.revision && !recheck {
+            return Ok(Decision::Unchanged);
+        }
+        let claimed = State {
+            applying: Some(Claim {
+                revision: rev,
+                since_ms: now_ms,
+            }),
+            ..state
+        };
+        let bytes = postcard::to_allocvec(&claimed).map_err(|_| RegistryError::Store)?;
+        match store.set(&key, &bytes, cas) {
+            Ok(()) => return Ok(Decision::Apply(claimed)),
+            Err(StoreError::CasMismatch) => continue,
+            Err(StoreError::Other) => return Err(RegistryError::Store),
+        }
+    }
+    Err(RegistryError::Busy)
+}
+
+/// Ends this VM's claim: records the revision applied (or, on failure, only frees the claim).
+fn finish<S: SharedStore + ?Sized>(
+    store: &mut S,
+    scope: &Scope,
+    ours: Claim,
+    applied: Option<u64>,
+) -> Result<(), RegistryError> {
+    modify(store, &scope.key(STATE), |s: &mut State| {
+        if s.applying != Some(ours) {
+            // Taken over after our claim expired: the newer claim decides.
+            return (false, ());
+        }
+        s.applying = None;
+        if let Some(now_ms) = applied {
+            s.revision = ours.revision;
+            s.verified_ms = now_ms;
+        }
+        (true, ())
+    })
+}
+
+/// Moves the mirror's freshness forward (never back: a late writer must not age the records).
+fn seen<S: SharedStore + ?Sized>(
+    store: &mut S,
+    scope: &Scope,
+    now_ms: u64,
+) -> Result<(), RegistryError> {
+    modify(store, &scope.mirror_seen_key(), |t: &mut u64| {
+        if *t >= now_ms {
+            (false, ())
+        } else {
+            *t = now_ms;
+            (true, ())
+        }
+    })
+}
+
+/// Applies one poll's answer (`status` None: no answer at all). On any error nothing is
+/// written but what a partial apply wrote (records, all re-checked at the next poll); the
+/// mirror's freshness does not move.
 pub fn apply<S: SharedStore + ?Sized>(
     store: &mut S,
     cfg: &Config,
@@ -340,27 +451,49 @@ pub fn apply<S: SharedStore + ?Sized>(
     }
     let rev = revision(body)?;
     let st = SyncError::Store;
-    let limits = Limits {
-        stale_after_ms: cfg.registry.stale_after_ms,
-        max_records: cfg.registry.max_records,
+    let scope = Scope::of(cfg);
+    let claim = match decide(store, &scope, etcd, rev, now_ms).map_err(st)? {
+        Decision::Drop => {
+            return Ok(Applied {
+                revision: rev,
+                dropped: true,
+                ..Applied::default()
+            })
+        }
+        Decision::Unchanged => {
+            seen(store, &scope, now_ms).map_err(st)?;
+            return Ok(Applied {
+                revision: rev,
+                ..Applied::default()
+            });
+        }
+        Decision::Apply(state) => state,
     };
-    let state: State = read(store, STATE_KEY).map_err(st)?;
-    let prev_seen: u64 = read(store, MIRROR_SEEN_KEY).map_err(st)?;
-    // After a gap as long as the stale interval, records may have been pruned; and every stale
-    // interval the registry is checked against the snapshot anyway (a DELETE, a lost write).
-    let recheck = state.verified_ms == 0
-        || now_ms.saturating_sub(prev_seen) >= limits.stale_after_ms
-        || now_ms.saturating_sub(state.verified_ms) >= limits.stale_after_ms;
-    if rev == state.revision && !recheck {
-        write(store, MIRROR_SEEN_KEY, &now_ms).map_err(st)?;
-        return Ok(Applied {
-            revision: rev,
-            full: false,
-            ..Applied::default()
-        });
-    }
+    let Some(ours) = claim.applying else {
+        return Err(SyncError::Store(RegistryError::Store));
+    };
+    let result = apply_snapshot(store, cfg, etcd, &scope, body, now_ms);
+    let done = result.as_ref().ok().map(|_| now_ms);
+    let finished = finish(store, &scope, ours, done).map_err(st);
+    let out = result?;
+    finished?;
+    seen(store, &scope, now_ms).map_err(st)?;
+    Ok(out)
+}
+
+/// The diff of a changed snapshot against the previous one, written by the claim's holder.
+fn apply_snapshot<S: SharedStore + ?Sized>(
+    store: &mut S,
+    cfg: &Config,
+    etcd: &Etcd,
+    scope: &Scope,
+    body: &[u8],
+    now_ms: u64,
+) -> Result<Applied, SyncError> {
+    let st = SyncError::Store;
+    let prev_seen: u64 = read(store, &scope.mirror_seen_key()).map_err(st)?;
     let (revision, records, skipped) = decode(cfg, etcd, body)?;
-    let snap: Snapshot = read(store, SNAPSHOT_KEY).map_err(st)?;
+    let snap: Snapshot = read(store, &scope.key(SNAPSHOT)).map_err(st)?;
     let mut out = Applied {
         revision,
         full: true,
@@ -377,8 +510,8 @@ pub fn apply<S: SharedStore + ?Sized>(
             address: &r.address,
         })
         .collect();
-    let before = registry::count(store).map_err(st)?;
-    let refused = registry::put_many(store, &limits, &idents, now_ms).map_err(st)?;
+    let before = registry::count(store, scope).map_err(st)?;
+    let refused = registry::put_many(store, scope, &idents, now_ms).map_err(st)?;
     out.refused = refused.iter().filter(|r| **r).count();
     let kept: Vec<Mirrored> = records
         .into_iter()
@@ -386,17 +519,25 @@ pub fn apply<S: SharedStore + ?Sized>(
         .filter(|(_, no)| !no)
         .map(|(r, _)| r)
         .collect();
-    let ids: HashSet<(&str, &str, &str)> = kept
+    let ids: HashSet<RecordId> = kept
         .iter()
-        .map(|r| (r.pool.as_str(), r.app.as_str(), r.address.as_str()))
+        .map(|r| RecordId {
+            pool: &r.pool,
+            app: &r.app,
+            address: &r.address,
+        })
         .collect();
-    let gone: Vec<(&str, &str, &str)> = snap
+    let gone: Vec<RecordId> = snap
         .records
         .iter()
-        .map(|r| (r.pool.as_str(), r.app.as_str(), r.address.as_str()))
+        .map(|r| RecordId {
+            pool: &r.pool,
+            app: &r.app,
+            address: &r.address,
+        })
         .filter(|id| !ids.contains(id))
         .collect();
-    out.removed = registry::change_many(store, &gone, |e| {
+    out.removed = registry::change_many(store, scope, &gone, now_ms, |e| {
         if !e.etcd {
             Change::Keep
         } else if e.last_seen_ms > prev_seen {
@@ -408,24 +549,14 @@ pub fn apply<S: SharedStore + ?Sized>(
         }
     })
     .map_err(st)?;
-    let after = registry::count(store).map_err(st)?;
+    let after = registry::count(store, scope).map_err(st)?;
     out.added = usize::try_from(
         after
             .saturating_add(u64::try_from(out.removed).unwrap_or(u64::MAX))
             .saturating_sub(before),
     )
     .unwrap_or(0);
-    write(store, SNAPSHOT_KEY, &Snapshot { records: kept }).map_err(st)?;
-    write(
-        store,
-        STATE_KEY,
-        &State {
-            revision,
-            verified_ms: now_ms,
-        },
-    )
-    .map_err(st)?;
-    write(store, MIRROR_SEEN_KEY, &now_ms).map_err(st)?;
+    write(store, &scope.key(SNAPSHOT), &Snapshot { records: kept }).map_err(st)?;
     Ok(out)
 }
 
@@ -479,11 +610,7 @@ mod tests {
     }
 
     fn listed(s: &mut MemoryStore, c: &Config, now: u64) -> Vec<(String, String)> {
-        let limits = Limits {
-            stale_after_ms: c.registry.stale_after_ms,
-            max_records: c.registry.max_records,
-        };
-        let mut v: Vec<(String, String)> = list(s, &limits, now)
+        let mut v: Vec<(String, String)> = list(s, &Scope::of(c), now)
             .unwrap()
             .into_iter()
             .map(|r| (r.address, r.version))
@@ -491,6 +618,13 @@ mod tests {
         v.sort();
         v
     }
+
+    const ID_8081: Ident = Ident {
+        pool: "pa",
+        app: "checkout",
+        version: "1",
+        address: "127.0.0.1:8081",
+    };
 
     fn e(c: &Config) -> Etcd {
         c.registry.etcd.clone().unwrap()
@@ -566,7 +700,7 @@ mod tests {
         let r = apply(&mut s, &c, &e(&c), Some(200), &answer(8, &[]), 4000).unwrap();
         assert_eq!(r.removed, 1);
         assert!(listed(&mut s, &c, 4000).is_empty());
-        assert_eq!(registry::count(&mut s).unwrap(), 0);
+        assert_eq!(registry::count(&mut s, &Scope::of(&c)).unwrap(), 0);
     }
 
     #[test]
@@ -621,12 +755,13 @@ mod tests {
             1000,
         )
         .unwrap();
-        let limits = Limits {
-            stale_after_ms: 3000,
-            max_records: 100,
-        };
-        registry::prune(&mut s, &limits, 9000, &mut Default::default(), 100).unwrap();
-        assert_eq!(registry::count(&mut s).unwrap(), 0);
+        let sc = Scope::of(&c);
+        let mut cursor = registry::PruneCursor::default();
+        while !registry::prune(&mut s, &sc, 9000, &mut cursor)
+            .unwrap()
+            .wrapped
+        {}
+        assert_eq!(registry::count(&mut s, &Scope::of(&c)).unwrap(), 0);
         let r = apply(&mut s, &c, &e(&c), Some(200), &answer(5, &[a1]), 9000).unwrap();
         assert!(r.full);
         assert_eq!(listed(&mut s, &c, 9000).len(), 1);
@@ -682,36 +817,14 @@ mod tests {
     #[test]
     fn push_and_etcd_are_one_record_and_the_latest_write_wins() {
         let c = cfg("");
-        let limits = Limits {
-            stale_after_ms: 3000,
-            max_records: 100,
-        };
         let mut s = MemoryStore::default();
         let a1 = kv("pa", "checkout", "1", "127.0.0.1:8081", 5);
         let b1 = kv("pa", "checkout", "1", "127.0.0.1:8082", 5);
-        upsert(
-            &mut s,
-            &limits,
-            "pa",
-            "checkout",
-            "1",
-            "127.0.0.1:8081",
-            500,
-        )
-        .unwrap();
+        upsert(&mut s, &Scope::of(&c), &ID_8081, 500).unwrap();
         apply(&mut s, &c, &e(&c), Some(200), &answer(5, &[a1, b1]), 1000).unwrap();
-        assert_eq!(registry::count(&mut s).unwrap(), 2);
+        assert_eq!(registry::count(&mut s, &Scope::of(&c)).unwrap(), 2);
         // 8081 pushes after the poll; then both keys go: 8081 stays (a later write), 8082 goes.
-        upsert(
-            &mut s,
-            &limits,
-            "pa",
-            "checkout",
-            "1",
-            "127.0.0.1:8081",
-            1500,
-        )
-        .unwrap();
+        upsert(&mut s, &Scope::of(&c), &ID_8081, 1500).unwrap();
         apply(&mut s, &c, &e(&c), Some(200), &answer(6, &[]), 2000).unwrap();
         assert_eq!(
             listed(&mut s, &c, 2000),
@@ -770,11 +883,15 @@ mod tests {
                 ("127.0.0.1:8082".into(), "1".into())
             ]
         );
-        let m = crate::core::members::read(&mut s, &registry::members_key("pa", "checkout", "1"))
+        let sc = Scope::of(&c);
+        let m: Vec<String> = registry::read_members(&mut s, &sc, sc.members_bucket("checkout"))
             .unwrap()
-            .to_vec();
+            .iter()
+            .filter(|m| m.version == "1")
+            .flat_map(|m| m.list().to_vec())
+            .collect();
         assert_eq!(m, vec!["127.0.0.1:8082"]);
-        assert_eq!(registry::count(&mut s).unwrap(), 2);
+        assert_eq!(registry::count(&mut s, &Scope::of(&c)).unwrap(), 2);
     }
 
     #[test]

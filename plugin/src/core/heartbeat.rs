@@ -1,7 +1,7 @@
 //! The push heartbeat API (docs/design.md#heartbeat-api): POST/DELETE/GET answered by the filter itself.
 
 use crate::core::config::{is_token_text, Config};
-use crate::core::registry::{self, Limits, RegistryError, SharedStore};
+use crate::core::registry::{self, Ident, RecordId, RegistryError, Scope, SharedStore};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
@@ -166,12 +166,9 @@ pub fn handle<S: SharedStore>(cfg: &Config, req: &Request, store: &mut S, now_ms
     if !authorized(req.authorization, &cfg.heartbeat.token) {
         return error(401, "missing or wrong bearer token");
     }
-    let limits = Limits {
-        stale_after_ms: cfg.registry.stale_after_ms,
-        max_records: cfg.registry.max_records,
-    };
+    let scope = Scope::of(cfg);
     match req.method {
-        "GET" => match registry::list(store, &limits, now_ms) {
+        "GET" => match registry::list(store, &scope, now_ms) {
             Ok(records) => Answer {
                 status: 200,
                 body: serde_json::to_string(&Listing { records })
@@ -191,19 +188,28 @@ pub fn handle<S: SharedStore>(cfg: &Config, req: &Request, store: &mut S, now_ms
                 Err(a) => return a,
             };
             let result = if is_post {
-                let version = p.version.as_deref().unwrap_or_default();
-                registry::upsert(store, &limits, &p.pool, &p.app, version, &p.address, now_ms)
-                    .map(|u| u.records)
+                let r = Ident {
+                    pool: &p.pool,
+                    app: &p.app,
+                    version: p.version.as_deref().unwrap_or_default(),
+                    address: &p.address,
+                };
+                registry::upsert(store, &scope, &r, now_ms).map(|u| u.records)
             } else {
-                registry::remove(store, &limits, &p.pool, &p.app, &p.address, now_ms)
-                    .map(|(_, n)| n)
+                let id = RecordId {
+                    pool: &p.pool,
+                    app: &p.app,
+                    address: &p.address,
+                };
+                registry::remove(store, &scope, &id, now_ms)
+                    .and_then(|_| registry::count(store, &scope).map(Some))
             };
             match result {
                 Ok(records) => Answer {
                     status: 204,
                     body: String::new(),
                     outcome: Outcome::Accepted,
-                    records: Some(records),
+                    records,
                 },
                 Err(e) => store_error(e, cfg),
             }

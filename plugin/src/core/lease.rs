@@ -40,10 +40,6 @@ pub fn job_name(kind: &str, parts: &[&str]) -> String {
     format!("{kind}/{h:08x}")
 }
 
-pub fn lease_key(job: &str) -> String {
-    format!("mixmode/v2/lease/{job}")
-}
-
 /// A fresh id for this VM, unique among the VMs sharing the store (never 0).
 pub fn next_vm_id<S: SharedStore + ?Sized>(store: &mut S) -> Result<u32, RegistryError> {
     modify(store, VM_SEQ_KEY, |n: &mut u32| {
@@ -52,16 +48,16 @@ pub fn next_vm_id<S: SharedStore + ?Sized>(store: &mut S) -> Result<u32, Registr
     })
 }
 
-/// Whether VM `me` runs `job` now; if so the run is claimed (one VM per due time).
+/// Whether VM `me` runs the job of lease `key` (`Scope::lease_key`) now; if so the run is
+/// claimed (one VM per due time).
 pub fn claim<S: SharedStore + ?Sized>(
     store: &mut S,
-    job: &str,
+    key: &str,
     me: u32,
     now_ms: u64,
     interval_ms: u64,
 ) -> Result<bool, RegistryError> {
-    let key = lease_key(job);
-    let (lease, cas) = match store.get(&key) {
+    let (lease, cas) = match store.get(key) {
         Ok(Some((bytes, cas))) => (decode::<Lease>(&bytes), cas),
         Ok(None) => (Lease::default(), CREATE_CAS),
         Err(_) => return Err(RegistryError::Store),
@@ -83,7 +79,7 @@ pub fn claim<S: SharedStore + ?Sized>(
         next_due_ms,
     };
     let bytes = postcard::to_allocvec(&new).map_err(|_| RegistryError::Store)?;
-    match store.set(&key, &bytes, cas) {
+    match store.set(key, &bytes, cas) {
         Ok(()) => Ok(true),
         // Another VM claimed this run between our read and our write.
         Err(StoreError::CasMismatch) => Ok(false),
@@ -113,13 +109,13 @@ pub enum Outage {
     None,
 }
 
+/// `key`: `Scope::outage_key` of the job.
 pub fn note_outcome<S: SharedStore + ?Sized>(
     store: &mut S,
-    job: &str,
+    key: &str,
     ok: bool,
 ) -> Result<Outage, RegistryError> {
-    let key = format!("mixmode/v2/outage/{job}");
-    modify(store, &key, |failing: &mut bool| {
+    modify(store, key, |failing: &mut bool| {
         let was = *failing;
         *failing = !ok;
         let outage = match (was, ok) {

@@ -4,62 +4,57 @@
 
 use crate::core::config::Selection;
 use crate::core::members::Members;
-use crate::core::registry::{find, members_key, Clock, APPS_KEY};
+use crate::core::registry::{decode_members, find, Clock, RecordId, Scope};
 use crate::core::select::mix;
-use crate::core::store::{decode, RegistryError, SharedStore};
+use crate::core::store::{RegistryError, SharedStore};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-/// Members lists a VM keeps decoded; past this the cache starts over.
+/// Members buckets a VM keeps decoded; past this the cache starts over.
 const CACHE_LIMIT: usize = 64;
 
-type Apps = Rc<Vec<(String, String)>>;
+/// A members bucket as decoded: each set's addresses, by `(pool, app, version)`.
+type Bucket = Rc<Vec<(String, String, String, Rc<Members>)>>;
 
-/// Per-VM decoded members lists (and the apps index) keyed by their CAS.
+/// Per-VM decoded members buckets, keyed by the bucket's CAS. A lookup reads the bucket's
+/// generation (a few bytes) and copies the bucket itself only when it changed.
 #[derive(Default)]
 pub struct LookupCache {
-    members: HashMap<String, (u32, Rc<Members>)>,
-    apps: Option<(u32, Apps)>,
+    buckets: HashMap<String, (u32, Bucket)>,
 }
 
 impl LookupCache {
-    fn members<S: SharedStore + ?Sized>(
+    fn bucket<S: SharedStore + ?Sized>(
         &mut self,
         store: &mut S,
-        pool: &str,
-        app: &str,
-        version: &str,
-    ) -> Result<Rc<Members>, RegistryError> {
-        let key = members_key(pool, app, version);
+        scope: &Scope,
+        m: u32,
+    ) -> Result<Bucket, RegistryError> {
+        let key = scope.members_key_at(m);
+        let gen = crate::core::store::read::<u32, S>(store, &scope.members_gen_key_at(m))?;
+        if let Some((cas, b)) = self.buckets.get(&key) {
+            if *cas == gen && gen != 0 {
+                return Ok(b.clone());
+            }
+        }
         let Some((bytes, cas)) = store.get(&key).map_err(|_| RegistryError::Store)? else {
             return Ok(Rc::default());
         };
-        if let Some((c, list)) = self.members.get(&key) {
-            if *c == cas && cas != 0 {
-                return Ok(list.clone());
-            }
+        if self.buckets.len() >= CACHE_LIMIT && !self.buckets.contains_key(&key) {
+            self.buckets.clear();
         }
-        if self.members.len() >= CACHE_LIMIT && !self.members.contains_key(&key) {
-            self.members.clear();
-        }
-        let list = Rc::new(Members::from_vec(bytes));
-        self.members.insert(key, (cas, list.clone()));
-        Ok(list)
-    }
-
-    fn apps<S: SharedStore + ?Sized>(&mut self, store: &mut S) -> Result<Apps, RegistryError> {
-        let Some((bytes, cas)) = store.get(APPS_KEY).map_err(|_| RegistryError::Store)? else {
-            return Ok(Rc::default());
-        };
-        if let Some((c, list)) = &self.apps {
-            if *c == cas && cas != 0 {
-                return Ok(list.clone());
-            }
-        }
-        let list: Apps = Rc::new(decode(&bytes));
-        self.apps = Some((cas, list.clone()));
-        Ok(list)
+        let b: Bucket = Rc::new(
+            decode_members(&bytes)
+                .into_iter()
+                .map(|s| {
+                    let list = Rc::new(s.list());
+                    (s.pool, s.app, s.version, list)
+                })
+                .collect(),
+        );
+        self.buckets.insert(key, (cas, b.clone()));
+        Ok(b)
     }
 }
 
@@ -73,13 +68,13 @@ pub struct Query<'a> {
     pub cross_pool: bool,
     pub selection: Selection,
     pub now_ms: u64,
-    pub stale_after_ms: u64,
 }
 
 /// One fresh peer of the query not in `exclude` (the server that failed, peers already tried).
 /// `random` is a fresh random number from the caller.
 pub fn pick<S: SharedStore + ?Sized>(
     store: &mut S,
+    scope: &Scope,
     cache: &mut LookupCache,
     q: &Query,
     exclude: &[String],
@@ -94,40 +89,56 @@ pub fn pick<S: SharedStore + ?Sized>(
                 .unwrap_or_else(|_| x.clone())
         })
         .collect();
-    let mut clock = Clock::new(q.now_ms, q.stale_after_ms);
-    if let Some(a) = pick_in(store, cache, q, q.pool, &exclude, random, &mut clock)? {
-        return Ok(Some(a));
+    let mut clock = Clock::new(scope, q.now_ms);
+    let bucket = cache.bucket(store, scope, scope.members_bucket(q.app))?;
+    let set = |pool: &str| {
+        bucket
+            .iter()
+            .find(|(p, a, v, _)| p == pool && a == q.app && v == q.version)
+            .map(|(_, _, _, m)| m.clone())
+    };
+    if let Some(members) = set(q.pool) {
+        if let Some(a) = pick_in(
+            store, scope, &members, q, q.pool, &exclude, random, &mut clock,
+        )? {
+            return Ok(Some(a));
+        }
     }
     if !q.cross_pool {
         return Ok(None);
     }
-    let apps = cache.apps(store)?;
-    for (pool, app) in apps.iter() {
-        if app != q.app || pool == q.pool {
+    for (pool, app, version, members) in bucket.iter() {
+        if app != q.app || version != q.version || pool == q.pool {
             continue;
         }
-        if let Some(a) = pick_in(store, cache, q, pool, &exclude, random, &mut clock)? {
+        if let Some(a) = pick_in(store, scope, members, q, pool, &exclude, random, &mut clock)? {
             return Ok(Some(a));
         }
     }
     Ok(None)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn pick_in<S: SharedStore + ?Sized>(
     store: &mut S,
-    cache: &mut LookupCache,
+    scope: &Scope,
+    members: &Members,
     q: &Query,
     pool: &str,
     exclude: &[String],
     random: u64,
     clock: &mut Clock,
 ) -> Result<Option<String>, RegistryError> {
-    let members = cache.members(store, pool, q.app, q.version)?;
     let mut usable = |store: &mut S, address: &str| -> Result<Option<u64>, RegistryError> {
         if exclude.iter().any(|x| x == address) {
             return Ok(None);
         }
-        let Some(slot) = find(store, pool, q.app, address)? else {
+        let id = RecordId {
+            pool,
+            app: q.app,
+            address,
+        };
+        let Some(slot) = find(store, scope, &id)? else {
             return Ok(None);
         };
         // The members list is an index: the slot says what the record is now.
@@ -182,7 +193,7 @@ fn pick_in<S: SharedStore + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::registry::{upsert, Limits};
+    use crate::core::registry::{upsert, Ident, Limits};
     use crate::core::store::MemoryStore;
     use std::collections::HashSet;
 
@@ -190,6 +201,27 @@ mod tests {
         stale_after_ms: 1000,
         max_records: 1000,
     };
+
+    fn sc() -> Scope {
+        Scope::new(&["lookup"], L)
+    }
+
+    fn up(
+        s: &mut MemoryStore,
+        pool: &str,
+        app: &str,
+        version: &str,
+        address: &str,
+        now: u64,
+    ) -> Result<crate::core::registry::Upserted, RegistryError> {
+        let r = Ident {
+            pool,
+            app,
+            version,
+            address,
+        };
+        upsert(s, &sc(), &r, now)
+    }
 
     fn q<'a>(pool: &'a str, version: &'a str, selection: Selection, now: u64) -> Query<'a> {
         Query {
@@ -199,7 +231,6 @@ mod tests {
             cross_pool: false,
             selection,
             now_ms: now,
-            stale_after_ms: 1000,
         }
     }
 
@@ -207,11 +238,12 @@ mod tests {
     fn freshest_takes_the_latest_heartbeat() {
         let mut s = MemoryStore::default();
         for (a, t) in [("10.0.0.1:80", 5), ("10.0.0.2:80", 9), ("10.0.0.3:80", 7)] {
-            upsert(&mut s, &L, "p", "app", "2", a, t).unwrap();
+            up(&mut s, "p", "app", "2", a, t).unwrap();
         }
         let mut c = LookupCache::default();
         let got = pick(
             &mut s,
+            &sc(),
             &mut c,
             &q("p", "2", Selection::Freshest, 10),
             &[],
@@ -224,10 +256,18 @@ mod tests {
     #[test]
     fn freshest_ties_go_to_the_latest_to_join() {
         let mut s = MemoryStore::default();
-        upsert(&mut s, &L, "p", "app", "2", "10.0.0.9:80", 7).unwrap();
-        upsert(&mut s, &L, "p", "app", "2", "10.0.0.1:80", 7).unwrap();
+        up(&mut s, "p", "app", "2", "10.0.0.9:80", 7).unwrap();
+        up(&mut s, "p", "app", "2", "10.0.0.1:80", 7).unwrap();
         let mut c = LookupCache::default();
-        let got = pick(&mut s, &mut c, &q("p", "2", Selection::Freshest, 8), &[], 0).unwrap();
+        let got = pick(
+            &mut s,
+            &sc(),
+            &mut c,
+            &q("p", "2", Selection::Freshest, 8),
+            &[],
+            0,
+        )
+        .unwrap();
         assert_eq!(got.as_deref(), Some("10.0.0.1:80"));
     }
 
@@ -240,7 +280,7 @@ mod tests {
             ("10.0.0.3:80", 500),
             ("10.0.0.4:80", 0),
         ] {
-            upsert(&mut s, &L, "p", "app", "2", a, t).unwrap();
+            up(&mut s, "p", "app", "2", a, t).unwrap();
         }
         let mut c = LookupCache::default();
         let ex = vec!["10.0.0.3:80".to_string()];
@@ -248,6 +288,7 @@ mod tests {
             .map(|i| {
                 pick(
                     &mut s,
+                    &sc(),
                     &mut c,
                     &q("p", "2", Selection::Random, 1200),
                     &ex,
@@ -266,48 +307,75 @@ mod tests {
     #[test]
     fn exclusion_compares_addresses_not_spellings() {
         let mut s = MemoryStore::default();
-        upsert(&mut s, &L, "p", "app", "2", "[::1]:80", 5).unwrap();
+        up(&mut s, "p", "app", "2", "[::1]:80", 5).unwrap();
         let mut c = LookupCache::default();
         let ex = vec!["[0:0:0:0:0:0:0:1]:80".to_string()];
-        assert!(
-            pick(&mut s, &mut c, &q("p", "2", Selection::Random, 5), &ex, 1)
-                .unwrap()
-                .is_none()
-        );
+        assert!(pick(
+            &mut s,
+            &sc(),
+            &mut c,
+            &q("p", "2", Selection::Random, 5),
+            &ex,
+            1
+        )
+        .unwrap()
+        .is_none());
     }
 
     #[test]
     fn a_lookup_reads_only_its_own_set() {
         let mut s = MemoryStore::default();
-        upsert(&mut s, &L, "p", "app", "2", "10.0.0.1:80", 0).unwrap();
+        up(&mut s, "p", "app", "2", "10.0.0.1:80", 0).unwrap();
         for i in 0..200 {
-            upsert(&mut s, &L, "p", "other", "2", &format!("10.1.0.{i}:80"), 0).unwrap();
-            upsert(&mut s, &L, "p", "app", "1", &format!("10.2.0.{i}:80"), 0).unwrap();
+            up(&mut s, "p", "other", "2", &format!("10.1.0.{i}:80"), 0).unwrap();
+            up(&mut s, "p", "app", "1", &format!("10.2.0.{i}:80"), 0).unwrap();
         }
         let mut c = LookupCache::default();
-        pick(&mut s, &mut c, &q("p", "2", Selection::Random, 0), &[], 3).unwrap();
+        pick(
+            &mut s,
+            &sc(),
+            &mut c,
+            &q("p", "2", Selection::Random, 0),
+            &[],
+            3,
+        )
+        .unwrap();
         s.reads = 0;
-        let got = pick(&mut s, &mut c, &q("p", "2", Selection::Random, 0), &[], 4).unwrap();
+        let got = pick(
+            &mut s,
+            &sc(),
+            &mut c,
+            &q("p", "2", Selection::Random, 0),
+            &[],
+            4,
+        )
+        .unwrap();
         assert_eq!(got.as_deref(), Some("10.0.0.1:80"));
-        assert_eq!(s.reads, 2, "members list + one slot");
+        assert_eq!(s.reads, 2, "the members generation + one slot");
     }
 
     #[test]
     fn cross_pool_prefers_the_own_pool() {
         let mut s = MemoryStore::default();
-        upsert(&mut s, &L, "q", "app", "2", "10.0.0.9:80", 0).unwrap();
+        up(&mut s, "q", "app", "2", "10.0.0.9:80", 0).unwrap();
         let mut c = LookupCache::default();
         let mut query = q("p", "2", Selection::Random, 0);
-        assert!(pick(&mut s, &mut c, &query, &[], 0).unwrap().is_none());
+        assert!(pick(&mut s, &sc(), &mut c, &query, &[], 0)
+            .unwrap()
+            .is_none());
         query.cross_pool = true;
         assert_eq!(
-            pick(&mut s, &mut c, &query, &[], 0).unwrap().as_deref(),
+            pick(&mut s, &sc(), &mut c, &query, &[], 0)
+                .unwrap()
+                .as_deref(),
             Some("10.0.0.9:80")
         );
-        upsert(&mut s, &L, "p", "app", "2", "10.0.0.1:80", 0).unwrap();
+        up(&mut s, "p", "app", "2", "10.0.0.1:80", 0).unwrap();
         for r in 0..10 {
             assert_eq!(
-                pick(&mut s, &mut c, &query, &[], r).unwrap().as_deref(),
+                pick(&mut s, &sc(), &mut c, &query, &[], r)
+                    .unwrap()
+                    .as_deref(),
                 Some("10.0.0.1:80")
             );
         }
@@ -317,22 +385,37 @@ mod tests {
     fn cache_follows_changes() {
         let mut s = MemoryStore::default();
         let mut c = LookupCache::default();
-        assert!(
-            pick(&mut s, &mut c, &q("p", "2", Selection::Random, 0), &[], 0)
-                .unwrap()
-                .is_none()
-        );
-        upsert(&mut s, &L, "p", "app", "2", "10.0.0.1:80", 0).unwrap();
-        assert!(
-            pick(&mut s, &mut c, &q("p", "2", Selection::Random, 0), &[], 0)
-                .unwrap()
-                .is_some()
-        );
-        upsert(&mut s, &L, "p", "app", "3", "10.0.0.1:80", 1).unwrap();
-        assert!(
-            pick(&mut s, &mut c, &q("p", "2", Selection::Random, 1), &[], 0)
-                .unwrap()
-                .is_none()
-        );
+        assert!(pick(
+            &mut s,
+            &sc(),
+            &mut c,
+            &q("p", "2", Selection::Random, 0),
+            &[],
+            0
+        )
+        .unwrap()
+        .is_none());
+        up(&mut s, "p", "app", "2", "10.0.0.1:80", 0).unwrap();
+        assert!(pick(
+            &mut s,
+            &sc(),
+            &mut c,
+            &q("p", "2", Selection::Random, 0),
+            &[],
+            0
+        )
+        .unwrap()
+        .is_some());
+        up(&mut s, "p", "app", "3", "10.0.0.1:80", 1).unwrap();
+        assert!(pick(
+            &mut s,
+            &sc(),
+            &mut c,
+            &q("p", "2", Selection::Random, 1),
+            &[],
+            0
+        )
+        .unwrap()
+        .is_none());
     }
 }

@@ -7,7 +7,6 @@
 //! to be scanned (~50–90 µs); with the offsets table the first lookup costs what a later one does.
 //! Writers (joins and leaves, rare) rebuild the table.
 
-use crate::core::store::{RegistryError, SharedStore, StoreError, CREATE_CAS};
 use std::collections::HashSet;
 
 /// A list as the store holds it; every access is bounds-checked, so garbage reads as fewer (or
@@ -102,39 +101,10 @@ impl Members {
     }
 }
 
-/// CAS read-modify-write of a list; `f` returns the new bytes, or None for no change. Members
-/// are borrowed from the value read, not copied one by one.
-fn modify_list<S, F>(store: &mut S, key: &str, mut f: F) -> Result<bool, RegistryError>
-where
-    S: SharedStore + ?Sized,
-    F: FnMut(&Members) -> Option<Vec<u8>>,
-{
-    for _ in 0..32 {
-        let (bytes, cas) = match store.get(key) {
-            Ok(Some((b, cas))) => (b, cas),
-            Ok(None) => (Vec::new(), CREATE_CAS),
-            Err(_) => return Err(RegistryError::Store),
-        };
-        let Some(new) = f(&Members::from_vec(bytes)) else {
-            return Ok(false);
-        };
-        match store.set(key, &new, cas) {
-            Ok(()) => return Ok(true),
-            Err(StoreError::CasMismatch) => continue,
-            Err(StoreError::Other) => return Err(RegistryError::Store),
-        }
-    }
-    Err(RegistryError::Busy)
-}
-
-/// Adds each of `items` not yet listed, in one write.
-pub fn add<S: SharedStore + ?Sized>(
-    store: &mut S,
-    key: &str,
-    items: &[&str],
-) -> Result<(), RegistryError> {
-    modify_list(store, key, |m| {
-        let mut list = m.raws();
+impl Members {
+    /// The list with each of `items` not yet listed added; None when nothing changes.
+    pub fn added(&self, items: &[&str]) -> Option<Vec<u8>> {
+        let mut list = self.raws();
         let before = list.len();
         // One address (a heartbeat's join) scans; a batch (an etcd snapshot) uses a set.
         if items.len() <= 4 {
@@ -154,18 +124,11 @@ pub fn add<S: SharedStore + ?Sized>(
             }
         }
         (list.len() != before).then(|| Members::build(&list))
-    })
-    .map(drop)
-}
+    }
 
-/// Removes each of `items`, in one write.
-pub fn remove<S: SharedStore + ?Sized>(
-    store: &mut S,
-    key: &str,
-    items: &[&str],
-) -> Result<(), RegistryError> {
-    modify_list(store, key, |m| {
-        let mut list = m.raws();
+    /// The list without `items`; None when nothing changes.
+    pub fn removed(&self, items: &[&str]) -> Option<Vec<u8>> {
+        let mut list = self.raws();
         let before = list.len();
         if items.len() <= 4 {
             list.retain(|l| !items.iter().any(|i| i.as_bytes() == *l));
@@ -174,54 +137,75 @@ pub fn remove<S: SharedStore + ?Sized>(
             list.retain(|l| !gone.contains(l));
         }
         (list.len() != before).then(|| Members::build(&list))
-    })
-    .map(drop)
-}
+    }
 
-/// The list of `key`.
-pub fn read<S: SharedStore + ?Sized>(store: &mut S, key: &str) -> Result<Members, RegistryError> {
-    match store.get(key) {
-        Ok(Some((bytes, _))) => Ok(Members::from_vec(bytes)),
-        Ok(None) => Ok(Members::default()),
-        Err(_) => Err(RegistryError::Store),
+    pub fn contains(&self, item: &str) -> bool {
+        self.iter().any(|m| m == item)
+    }
+
+    /// The stored bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::store::MemoryStore;
+
+    fn apply(m: &mut Members, change: Option<Vec<u8>>) -> bool {
+        match change {
+            Some(b) => {
+                *m = Members::from_vec(b);
+                true
+            }
+            None => false,
+        }
+    }
 
     #[test]
     fn add_remove_and_index() {
-        let mut s = MemoryStore::default();
-        add(&mut s, "m", &["10.0.0.1:80", "[::1]:80"]).unwrap();
-        add(&mut s, "m", &["10.0.0.1:80", "10.0.0.2:80"]).unwrap();
-        assert_eq!(
-            read(&mut s, "m").unwrap().to_vec(),
-            vec!["10.0.0.1:80", "[::1]:80", "10.0.0.2:80"]
-        );
-        remove(&mut s, "m", &["[::1]:80", "10.0.0.9:80"]).unwrap();
-        let m = read(&mut s, "m").unwrap();
+        let mut m = Members::default();
+        assert!({
+            let c = m.added(&["10.0.0.1:80", "[::1]:80"]);
+            apply(&mut m, c)
+        });
+        assert!({
+            let c = m.added(&["10.0.0.1:80", "10.0.0.2:80"]);
+            apply(&mut m, c)
+        });
+        assert_eq!(m.to_vec(), vec!["10.0.0.1:80", "[::1]:80", "10.0.0.2:80"]);
+        assert!({
+            let c = m.removed(&["[::1]:80", "10.0.0.9:80"]);
+            apply(&mut m, c)
+        });
         assert_eq!(m.to_vec(), vec!["10.0.0.1:80", "10.0.0.2:80"]);
         assert_eq!(
             (m.len(), m.get(1), m.get(2)),
             (2, Some("10.0.0.2:80"), None)
         );
-        remove(&mut s, "m", &["10.0.0.1:80", "10.0.0.2:80"]).unwrap();
-        assert!(read(&mut s, "m").unwrap().is_empty());
-        s.writes = 0;
-        remove(&mut s, "m", &["10.0.0.1:80"]).unwrap();
-        add(&mut s, "m", &[]).unwrap();
-        assert_eq!(s.writes, 0, "no change, no write");
+        assert!({
+            let c = m.removed(&["10.0.0.1:80", "10.0.0.2:80"]);
+            apply(&mut m, c)
+        });
+        assert!(m.is_empty());
+        assert!(m.removed(&["10.0.0.1:80"]).is_none(), "no change");
+        assert!(m.added(&[]).is_none());
     }
 
     #[test]
     fn a_prefix_is_not_a_member() {
-        let mut s = MemoryStore::default();
-        add(&mut s, "m", &["10.0.0.1:8080"]).unwrap();
-        add(&mut s, "m", &["10.0.0.1:80"]).unwrap();
-        assert_eq!(read(&mut s, "m").unwrap().len(), 2);
+        let mut m = Members::default();
+        assert!({
+            let c = m.added(&["10.0.0.1:8080"]);
+            apply(&mut m, c)
+        });
+        assert!({
+            let c = m.added(&["10.0.0.1:80"]);
+            apply(&mut m, c)
+        });
+        assert_eq!(m.len(), 2);
+        assert!(m.contains("10.0.0.1:80") && !m.contains("10.0.0.1:8"));
     }
 
     #[test]
@@ -231,12 +215,13 @@ mod tests {
             &[9, 0, 0, 0, 1, 0, 0, 0][..],
             &[2, 0, 0, 0, 200, 0, 0, 0, 1, 0, 0, 0, b'a'][..],
         ] {
-            let m = Members::parse(bad);
+            let mut m = Members::parse(bad);
             assert!(m.iter().next().is_none(), "{bad:?}");
-            let mut s = MemoryStore::default();
-            s.set("m", bad, 0).unwrap();
-            add(&mut s, "m", &["10.0.0.1:80"]).unwrap();
-            assert_eq!(read(&mut s, "m").unwrap().to_vec(), vec!["10.0.0.1:80"]);
+            assert!({
+                let c = m.added(&["10.0.0.1:80"]);
+                apply(&mut m, c)
+            });
+            assert_eq!(m.to_vec(), vec!["10.0.0.1:80"]);
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod budget;
 pub mod config;
 pub mod etcd;
 pub mod heartbeat;
+pub mod jobs;
 pub mod lease;
 pub mod lookup;
 pub mod members;

@@ -2,7 +2,7 @@
 //! answer `{"app": …, "version": …}` refreshes that address's record in the filter's pool.
 
 use crate::core::config::{is_token_text, Config, Poll};
-use crate::core::registry::{self, Limits, Upserted};
+use crate::core::registry::{self, Ident, Scope, Upserted};
 use crate::core::store::{RegistryError, SharedStore};
 use serde::Deserialize;
 
@@ -45,24 +45,18 @@ pub fn apply<S: SharedStore + ?Sized>(
     answer: &Answer,
     now_ms: u64,
 ) -> Result<Upserted, RegistryError> {
-    let limits = Limits {
-        stale_after_ms: cfg.registry.stale_after_ms,
-        max_records: cfg.registry.max_records,
-    };
     // Canonical form, as push heartbeats store it, so both are one record.
     let address = target
         .parse::<std::net::SocketAddr>()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| target.to_string());
-    registry::upsert(
-        store,
-        &limits,
-        &cfg.pool,
-        &answer.app,
-        &answer.version,
-        &address,
-        now_ms,
-    )
+    let r = Ident {
+        pool: &cfg.pool,
+        app: &answer.app,
+        version: &answer.version,
+        address: &address,
+    };
+    registry::upsert(store, &Scope::of(cfg), &r, now_ms)
 }
 
 #[cfg(test)]
@@ -110,26 +104,10 @@ mod tests {
         apply(&mut s, &c, "127.0.0.1:8081", &a, 1000).unwrap();
         let a2 = parse_answer(Some(200), br#"{"app":"checkout","version":"2"}"#).unwrap();
         apply(&mut s, &c, "127.0.0.1:8081", &a2, 2000).unwrap();
-        let l = list(
-            &mut s,
-            &Limits {
-                stale_after_ms: 3000,
-                max_records: 10,
-            },
-            4000,
-        )
-        .unwrap();
+        let l = list(&mut s, &Scope::of(&c), 4000).unwrap();
         assert_eq!(l.len(), 1);
         assert_eq!((l[0].pool.as_str(), l[0].version.as_str()), ("pa", "2"));
-        let l = list(
-            &mut s,
-            &Limits {
-                stale_after_ms: 3000,
-                max_records: 10,
-            },
-            5000,
-        )
-        .unwrap();
+        let l = list(&mut s, &Scope::of(&c), 5000).unwrap();
         assert!(l.is_empty());
     }
 

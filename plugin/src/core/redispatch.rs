@@ -3,6 +3,7 @@
 
 use crate::core::config::{Config, Detect, Selection};
 use crate::core::lookup::{pick, LookupCache, Query};
+use crate::core::registry::Scope;
 use crate::core::replay::{HopByHop, Replay, ReplayState, Request};
 use crate::core::retry::{Failure, Policy};
 use crate::core::select::mix;
@@ -79,7 +80,8 @@ pub struct RegistryPeers<'a, S> {
     pub pool: &'a str,
     pub app: &'a str,
     pub cross_pool: bool,
-    pub stale_after_ms: u64,
+    /// The configuration's part of the registry (`registry::Scope::of`).
+    pub scope: &'a Scope,
     pub selection: Selection,
     pub now_ms: u64,
 }
@@ -93,9 +95,8 @@ impl<S: SharedStore> PeerSource for RegistryPeers<'_, S> {
             cross_pool: self.cross_pool,
             selection: self.selection,
             now_ms: self.now_ms,
-            stale_after_ms: self.stale_after_ms,
         };
-        pick(self.store, self.cache, &q, exclude, random)
+        pick(self.store, self.scope, self.cache, &q, exclude, random)
             .ok()
             .flatten()
     }
@@ -315,7 +316,7 @@ impl Redispatcher {
 mod tests {
     use super::*;
     use crate::core::pairs::serialize_pairs;
-    use crate::core::registry::{upsert, Limits, MemoryStore};
+    use crate::core::registry::{upsert, Ident, Limits, MemoryStore};
     use Counter::*;
 
     struct List(Vec<&'static str>);
@@ -686,13 +687,26 @@ mod tests {
     fn registry_peers_read_the_session_version_set() {
         let c = cfg("");
         let mut store = MemoryStore::default();
-        let l = Limits {
-            stale_after_ms: 1000,
-            max_records: 10,
-        };
-        upsert(&mut store, &l, "default", "checkout", "2", "10.0.0.2:80", 0).unwrap();
-        upsert(&mut store, &l, "default", "checkout", "1", "10.0.0.3:80", 0).unwrap();
-        upsert(&mut store, &l, "default", "checkout", "2", "10.0.0.1:80", 0).unwrap();
+        let scope = Scope::new(
+            &["test"],
+            Limits {
+                stale_after_ms: 1000,
+                max_records: 10,
+            },
+        );
+        for (version, address) in [
+            ("2", "10.0.0.2:80"),
+            ("1", "10.0.0.3:80"),
+            ("2", "10.0.0.1:80"),
+        ] {
+            let r = Ident {
+                pool: "default",
+                app: "checkout",
+                version,
+                address,
+            };
+            upsert(&mut store, &scope, &r, 0).unwrap();
+        }
         let mut cache = LookupCache::default();
         let mut peers = RegistryPeers {
             store: &mut store,
@@ -700,7 +714,7 @@ mod tests {
             pool: "default",
             app: "checkout",
             cross_pool: false,
-            stale_after_ms: 1000,
+            scope: &scope,
             selection: Selection::Random,
             now_ms: 10,
         };

@@ -104,12 +104,18 @@ pub struct MemoryStore {
     pub inject_mismatches: usize,
     pub writes: usize,
     pub reads: usize,
+    /// Bytes handed out by `get` (the host copies every value it returns).
+    pub bytes_read: usize,
 }
 
 impl SharedStore for MemoryStore {
     fn get(&mut self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
         self.reads = self.reads.saturating_add(1);
-        Ok(self.map.get(key).cloned())
+        let v = self.map.get(key).cloned();
+        if let Some((bytes, _)) = &v {
+            self.bytes_read = self.bytes_read.saturating_add(bytes.len());
+        }
+        Ok(v)
     }
 
     fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {

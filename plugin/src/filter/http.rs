@@ -124,7 +124,7 @@ impl MixHttp {
                     pool: &cfg.pool,
                     app: &cfg.app,
                     cross_pool: cfg.registry.cross_pool,
-                    stale_after_ms: cfg.registry.stale_after_ms,
+                    scope: &shared.scope,
                     selection: cfg.redispatch.selection,
                     now_ms,
                 };
@@ -139,7 +139,7 @@ impl MixHttp {
                     pool: &cfg.pool,
                     app: &cfg.app,
                     cross_pool: cfg.registry.cross_pool,
-                    stale_after_ms: cfg.registry.stale_after_ms,
+                    scope: &shared.scope,
                     selection: cfg.redispatch.selection,
                     now_ms,
                 };

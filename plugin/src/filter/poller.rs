@@ -3,18 +3,16 @@
 //! a `dispatch_http_call` from the root context; its answer comes back to the same VM.
 
 use crate::core::config::Config;
+use crate::core::jobs;
 use crate::core::lease::{self, Outage};
-use crate::core::registry::{self, Limits, PruneCursor};
+use crate::core::registry::{self, PruneCursor, Scope};
 use crate::core::{etcd, poll};
 use crate::filter::abi::{self, buffer, level, map};
 use crate::filter::metrics::Metrics;
+use crate::filter::root::Shared;
 use crate::filter::store::HostStore;
 use std::collections::HashMap;
 use std::time::Duration;
-
-/// Addresses a prune checks per run: bounds the work one tick does on its thread.
-const PRUNE_BUDGET: usize = 2000;
-const PRUNE_JOB: &str = "prune";
 
 enum Pending {
     Target(String),
@@ -27,28 +25,8 @@ pub struct Poller {
     pending: HashMap<u32, Pending>,
 }
 
-/// How often the prune job runs: often enough that a stale record leaves the listing's count
-/// soon after it stops being chosen.
-pub fn prune_interval_ms(cfg: &Config) -> u64 {
-    (cfg.registry.stale_after_ms / 2).clamp(500, 5000)
-}
-
-pub fn tick_period_ms(cfg: &Config) -> u64 {
-    let mut intervals = vec![prune_interval_ms(cfg)];
-    if let Some(p) = &cfg.registry.poll {
-        intervals.push(p.interval_ms);
-    }
-    if let Some(e) = &cfg.registry.etcd {
-        intervals.push(e.poll_interval_ms);
-    }
-    lease::tick_period_ms(&intervals)
-}
-
-fn limits(cfg: &Config) -> Limits {
-    Limits {
-        stale_after_ms: cfg.registry.stale_after_ms,
-        max_records: cfg.registry.max_records,
-    }
+pub fn tick_period_ms(scope: &Scope, cfg: &Config) -> u64 {
+    lease::tick_period_ms(&jobs::intervals(scope, cfg))
 }
 
 impl Poller {
@@ -60,43 +38,35 @@ impl Poller {
         }
     }
 
-    pub fn on_tick(&mut self, cfg: &Config, metrics: &Metrics) {
+    pub fn on_tick(&mut self, shared: &Shared) {
+        let (cfg, scope, metrics) = (&shared.config, &shared.scope, &shared.metrics);
         let now = abi::now_ms();
         let mut store = HostStore;
         let me = self.vm_id;
-        let due = |store: &mut HostStore, job: &str, interval: u64| {
-            lease::claim(store, job, me, now, interval).unwrap_or(false)
+        let due = |store: &mut HostStore, key: &str, interval: u64| {
+            lease::claim(store, key, me, now, interval).unwrap_or(false)
         };
-        if due(&mut store, PRUNE_JOB, prune_interval_ms(cfg)) {
-            match registry::prune(
-                &mut store,
-                &limits(cfg),
-                now,
-                &mut self.cursor,
-                PRUNE_BUDGET,
-            ) {
-                Ok(p) => {
-                    if p.removed > 0 {
-                        abi::log(
-                            level::DEBUG,
-                            &format!("mixmode: pruned {} stale records", p.removed),
-                        );
-                    }
+        match jobs::prune_tick(&mut store, scope, me, &mut self.cursor, now) {
+            Ok(Some(p)) => {
+                if p.removed > 0 || p.recounted {
+                    abi::log(
+                        level::DEBUG,
+                        &format!(
+                            "mixmode: pruned {} stale records{}",
+                            p.removed,
+                            if p.recounted { ", count corrected" } else { "" }
+                        ),
+                    );
                 }
-                Err(e) => abi::log(level::WARN, &format!("mixmode: prune failed: {e:?}")),
+                if let Ok(n) = registry::count(&mut store, scope) {
+                    metrics.set_records(n);
+                }
             }
-            if let Ok(n) = registry::count(&mut store) {
-                metrics.set_records(n);
-            }
+            Ok(None) => {}
+            Err(e) => abi::log(level::WARN, &format!("mixmode: prune failed: {e:?}")),
         }
-        if let Some(p) = &cfg.registry.poll {
-            let mut parts: Vec<&str> = vec![&cfg.pool, &p.cluster, &p.path];
-            parts.extend(p.targets.iter().map(String::as_str));
-            if due(
-                &mut store,
-                &lease::job_name(poll::JOB, &parts),
-                p.interval_ms,
-            ) {
+        if let (Some(p), Some(key)) = (&cfg.registry.poll, jobs::poll_lease_key(scope, cfg)) {
+            if due(&mut store, &key, p.interval_ms) {
                 for target in &p.targets {
                     let headers = poll::request_headers(p, target);
                     self.dispatch(
@@ -105,16 +75,13 @@ impl Poller {
                         None,
                         p.timeout_ms,
                         Pending::Target(target.clone()),
-                        cfg,
-                        metrics,
+                        shared,
                     );
                 }
             }
         }
         if let Some(e) = &cfg.registry.etcd {
-            let range = etcd::range_prefix(cfg, e);
-            let job = lease::job_name(etcd::JOB, &[&e.cluster, &range]);
-            if due(&mut store, &job, e.poll_interval_ms) {
+            if due(&mut store, &jobs::etcd_lease_key(scope), e.poll_interval_ms) {
                 let headers = etcd::request_headers(e);
                 let body = etcd::request_body(cfg, e);
                 self.dispatch(
@@ -123,14 +90,12 @@ impl Poller {
                     Some(body.as_bytes()),
                     e.timeout_ms,
                     Pending::Etcd,
-                    cfg,
-                    metrics,
+                    shared,
                 );
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn dispatch(
         &mut self,
         cluster: &str,
@@ -138,8 +103,7 @@ impl Poller {
         body: Option<&[u8]>,
         timeout_ms: u32,
         what: Pending,
-        cfg: &Config,
-        metrics: &Metrics,
+        shared: &Shared,
     ) {
         let hs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         match proxy_wasm::hostcalls::dispatch_http_call(
@@ -155,7 +119,7 @@ impl Poller {
             // Unknown cluster, bad headers: no callback will come; a failed poll now.
             Err(status) => {
                 let why = format!("dispatch via cluster {cluster:?} refused: {status:?}");
-                self.failed(&what, &why, cfg, metrics);
+                self.failed(&what, &why, shared);
             }
         }
     }
@@ -166,9 +130,9 @@ impl Poller {
         token: u32,
         num_headers: usize,
         body_size: usize,
-        cfg: &Config,
-        metrics: &Metrics,
+        shared: &Shared,
     ) -> bool {
+        let (cfg, scope, metrics) = (&shared.config, &shared.scope, &shared.metrics);
         let Some(what) = self.pending.remove(&token) else {
             return false;
         };
@@ -190,10 +154,12 @@ impl Poller {
             Pending::Target(target) => match poll::parse_answer(status, &body) {
                 Some(answer) => match poll::apply(&mut store, cfg, target, &answer, now) {
                     Ok(u) => {
-                        metrics.set_records(u.records);
-                        self.succeeded(&what);
+                        if let Some(n) = u.records {
+                            metrics.set_records(n);
+                        }
+                        self.succeeded(&what, scope);
                     }
-                    Err(e) => self.failed(&what, &format!("registry: {e:?}"), cfg, metrics),
+                    Err(e) => self.failed(&what, &format!("registry: {e:?}"), shared),
                 },
                 None => {
                     let why = match status {
@@ -201,7 +167,7 @@ impl Poller {
                         Some(200) => "answer is not {\"app\", \"version\"}".to_string(),
                         Some(s) => format!("status {s}"),
                     };
-                    self.failed(&what, &why, cfg, metrics);
+                    self.failed(&what, &why, shared);
                 }
             },
             Pending::Etcd => {
@@ -230,13 +196,22 @@ impl Poller {
                                     a.revision, a.records, a.added, a.removed
                                 ),
                             );
-                            if let Ok(n) = registry::count(&mut store) {
+                            if let Ok(n) = registry::count(&mut store, scope) {
                                 metrics.set_records(n);
                             }
                         }
-                        self.succeeded(&what);
+                        if a.dropped {
+                            abi::log(
+                                level::DEBUG,
+                                &format!(
+                                    "mixmode: etcd answer of revision {} dropped (older than applied, or another VM applying)",
+                                    a.revision
+                                ),
+                            );
+                        }
+                        self.succeeded(&what, scope);
                     }
-                    Err(err) => self.failed(&what, &err.to_string(), cfg, metrics),
+                    Err(err) => self.failed(&what, &err.to_string(), shared),
                 }
             }
         }
@@ -250,9 +225,9 @@ impl Poller {
         }
     }
 
-    fn succeeded(&self, what: &Pending) {
-        if let Ok(Outage::Ended) = lease::note_outcome(&mut HostStore, &Self::job_name(what), true)
-        {
+    fn succeeded(&self, what: &Pending, scope: &Scope) {
+        let key = scope.outage_key(&Self::job_name(what));
+        if let Ok(Outage::Ended) = lease::note_outcome(&mut HostStore, &key, true) {
             abi::log(
                 level::INFO,
                 &format!("mixmode: registry sync {} recovered", Self::job_name(what)),
@@ -260,11 +235,13 @@ impl Poller {
         }
     }
 
-    fn failed(&self, what: &Pending, why: &str, cfg: &Config, metrics: &Metrics) {
-        Metrics::bump(metrics.registry_sync_failed);
+    fn failed(&self, what: &Pending, why: &str, shared: &Shared) {
+        let cfg = &shared.config;
+        Metrics::bump(shared.metrics.registry_sync_failed);
         let job = Self::job_name(what);
+        let key = shared.scope.outage_key(&job);
         // One log line per outage, not per poll (the counter counts every one).
-        if let Ok(Outage::Started) = lease::note_outcome(&mut HostStore, &job, false) {
+        if let Ok(Outage::Started) = lease::note_outcome(&mut HostStore, &key, false) {
             let keeps = match what {
                 Pending::Etcd => format!(
                     "the mirror keeps its last snapshot; records go stale after {} ms",

@@ -3,7 +3,7 @@
 use crate::core::budget::Budget;
 use crate::core::config::Config;
 use crate::core::lookup::LookupCache;
-use crate::core::registry;
+use crate::core::registry::{self, Scope};
 use crate::filter::abi;
 use crate::filter::http::MixHttp;
 use crate::filter::metrics::Metrics;
@@ -17,6 +17,8 @@ use std::rc::Rc;
 /// What every HTTP context of a configured plugin shares.
 pub struct Shared {
     pub config: Config,
+    /// The configuration's part of the registry.
+    pub scope: Scope,
     pub metrics: Metrics,
     pub cache: RefCell<LookupCache>,
     /// The VM's replay budget, shared by every configuration in the VM.
@@ -43,13 +45,7 @@ impl Context for Root {
         _num_trailers: usize,
     ) {
         if let (Some(shared), Some(p)) = (&self.shared, &mut self.poller) {
-            p.on_http_call_response(
-                token_id,
-                num_headers,
-                body_size,
-                &shared.config,
-                &shared.metrics,
-            );
+            p.on_http_call_response(token_id, num_headers, body_size, shared);
         }
     }
 }
@@ -71,7 +67,8 @@ impl RootContext for Root {
             abi::log(abi::level::WARN, &format!("mixmode: {w}"));
         }
         let metrics = Metrics::define();
-        if let Ok(n) = registry::count(&mut HostStore) {
+        let scope = Scope::of(&config);
+        if let Ok(n) = registry::count(&mut HostStore, &scope) {
             metrics.set_records(n);
         }
         abi::log(
@@ -84,7 +81,7 @@ impl RootContext for Root {
         // Every VM ticks (the canary never does); the lease picks one per job and interval.
         match crate::core::lease::next_vm_id(&mut HostStore) {
             Ok(id) => {
-                let period = poller::tick_period_ms(&config);
+                let period = poller::tick_period_ms(&scope, &config);
                 if !abi::set_tick_period_ms(u32::try_from(period).unwrap_or(1000)) {
                     abi::log(abi::level::WARN, "mixmode: could not set the tick period");
                 }
@@ -97,6 +94,7 @@ impl RootContext for Root {
         }
         self.shared = Some(Rc::new(Shared {
             config,
+            scope,
             metrics,
             cache: RefCell::new(LookupCache::default()),
             budget: BUDGET.with(Rc::clone),
@@ -106,7 +104,7 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         if let (Some(shared), Some(p)) = (&self.shared, &mut self.poller) {
-            p.on_tick(&shared.config, &shared.metrics);
+            p.on_tick(shared);
         }
     }
 

@@ -297,9 +297,7 @@ fn check_failed(
             app: &id.1,
             address: &id.2,
         };
-        let slot = registry::find(old_store, scope, &rid)
-            .ok()
-            .flatten();
+        let slot = registry::find(old_store, scope, &rid).ok().flatten();
         slot.is_some_and(|s| {
             s.version == version && now.saturating_sub(s.last_seen_ms) < limits.stale_after_ms
         })

@@ -242,12 +242,8 @@ fuzz_target!(|input: Input| {
                             if !is_listed(&mut store.inner) {
                                 let mut cursor = PruneCursor::default();
                                 loop {
-                                    let r = registry::prune(
-                                        &mut store.inner,
-                                        &scope,
-                                        now,
-                                        &mut cursor,
-                                    );
+                                    let r =
+                                        registry::prune(&mut store.inner, &scope, now, &mut cursor);
                                     match r {
                                         Ok(p) if p.wrapped => break,
                                         Ok(_) => {}
@@ -391,7 +387,11 @@ fuzz_target!(|input: Input| {
             let n = registry::count(&mut store.inner, &scope).unwrap_or(u64::MAX);
             assert_eq!(n, held.len() as u64, "the stored count drifted");
             assert!(n <= u64::from(limits.max_records), "cap exceeded: {n}");
-            assert_eq!(held.len(), store.model.len(), "records differ from the model");
+            assert_eq!(
+                held.len(),
+                store.model.len(),
+                "records differ from the model"
+            );
         }
     }
 });

@@ -37,6 +37,7 @@
 //! prune puts back what a failed or interrupted write left out. Lookups verify every candidate
 //! against its slot, so a stale index entry costs a read, never a wrong choice.
 
+mod batch;
 mod count;
 mod index;
 pub mod layout;
@@ -45,12 +46,13 @@ mod prune;
 mod write;
 
 pub use crate::core::store::{MemoryStore, RegistryError, SharedStore, StoreError, CREATE_CAS};
+pub use batch::{change_many, put_many};
 pub use count::{count, Count, QUIET_MS};
 pub use index::{decode_members, read_members, SetMembers};
 pub use layout::{Scope, GLOBAL_KEYS};
 pub use listing::{find, list, stored};
 pub use prune::{prune, PruneCursor, Pruned};
-pub use write::{change, change_many, put, put_many, remove, upsert, Change, Upserted};
+pub use write::{change, put, remove, upsert, Change, Upserted};
 
 use crate::core::store::read;
 use serde::{Deserialize, Serialize};

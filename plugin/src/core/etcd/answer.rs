@@ -1,0 +1,187 @@
+//! An etcd range answer: parsed whole or refused, each key checked against its value and the
+//! configuration.
+
+use crate::core::config::{is_token_text, Config, Etcd};
+use crate::core::etcd::b64_decode;
+use crate::core::registry::RegistryError;
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+/// etcd's gateway writes 64-bit numbers as strings; accept both.
+fn int<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Num {
+        S(String),
+        N(i64),
+    }
+    match Num::deserialize(d)? {
+        Num::N(n) => Ok(n),
+        Num::S(s) => s.parse().map_err(de::Error::custom),
+    }
+}
+
+#[derive(Deserialize)]
+struct Header {
+    #[serde(deserialize_with = "int")]
+    revision: i64,
+}
+
+#[derive(Deserialize)]
+struct Head {
+    header: Header,
+}
+
+#[derive(Deserialize)]
+struct Range {
+    header: Header,
+    /// Absent in an empty range: a valid empty snapshot.
+    #[serde(default)]
+    kvs: Vec<KvJson>,
+}
+
+#[derive(Deserialize)]
+struct KvJson {
+    key: String,
+    #[serde(default)]
+    value: String,
+    #[serde(default, deserialize_with = "int")]
+    mod_revision: i64,
+}
+
+#[derive(Deserialize)]
+struct Value {
+    pool: String,
+    app: String,
+    version: String,
+    address: String,
+}
+
+/// A record etcd lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mirrored {
+    pub pool: String,
+    pub app: String,
+    pub version: String,
+    pub address: String,
+}
+
+/// `header.revision` of an answer that parses whole (the rest is checked for syntax, not
+/// decoded: an unchanged snapshot of 10,000 keys allocates nothing). A body cut off after its
+/// header is garbage, never the known revision.
+pub(super) fn revision(body: &[u8]) -> Result<i64, SyncError> {
+    serde_json::from_slice::<Head>(body)
+        .map(|h| h.header.revision)
+        .map_err(|e| SyncError::Garbage(e.to_string()))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncError {
+    /// No answer: etcd unreachable, reset, or timed out.
+    NoAnswer,
+    Status(u16),
+    Garbage(String),
+    Store(RegistryError),
+}
+
+impl std::fmt::Display for SyncError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SyncError::NoAnswer => f.write_str("no answer"),
+            SyncError::Status(s) => write!(f, "status {s}"),
+            SyncError::Garbage(e) => write!(f, "not a range answer: {e}"),
+            SyncError::Store(e) => write!(f, "registry: {e:?}"),
+        }
+    }
+}
+
+/// The records of a range answer; keys whose value does not agree are skipped with a reason.
+pub fn decode(
+    cfg: &Config,
+    etcd: &Etcd,
+    body: &[u8],
+) -> Result<(i64, Vec<Mirrored>, Vec<String>), SyncError> {
+    let range: Range =
+        serde_json::from_slice(body).map_err(|e| SyncError::Garbage(e.to_string()))?;
+    let mut skipped = Vec::new();
+    let mut chosen: Vec<(i64, Mirrored)> = Vec::with_capacity(range.kvs.len());
+    let mut at: std::collections::HashMap<(String, String, String), usize> =
+        std::collections::HashMap::with_capacity(range.kvs.len());
+    for kv in &range.kvs {
+        let key = b64_decode(&kv.key).map(|k| String::from_utf8_lossy(&k).into_owned());
+        let key_text = key.clone().unwrap_or_else(|| kv.key.clone());
+        match check(cfg, etcd, key.as_deref(), &kv.value) {
+            Ok(m) => {
+                let id = (m.pool.clone(), m.app.clone(), m.address.clone());
+                match at.get(&id).and_then(|i| chosen.get_mut(*i)) {
+                    // Two keys for one server (it re-registered as another version before its
+                    // old lease expired): the latest write wins.
+                    Some(prev) => {
+                        if kv.mod_revision >= prev.0 {
+                            *prev = (kv.mod_revision, m);
+                        }
+                    }
+                    None => {
+                        at.insert(id, chosen.len());
+                        chosen.push((kv.mod_revision, m));
+                    }
+                }
+            }
+            Err(why) => skipped.push(format!("{key_text:?}: {why}")),
+        }
+    }
+    Ok((
+        range.header.revision,
+        chosen.into_iter().map(|(_, m)| m).collect(),
+        skipped,
+    ))
+}
+
+fn check(
+    cfg: &Config,
+    etcd: &Etcd,
+    key: Option<&str>,
+    value_b64: &str,
+) -> Result<Mirrored, String> {
+    let key = key.ok_or("key is not base64")?;
+    let value = b64_decode(value_b64).ok_or("value is not base64")?;
+    let v: Value =
+        serde_json::from_slice(&value).map_err(|e| format!("value is not a record: {e}"))?;
+    for (name, text) in [("pool", &v.pool), ("app", &v.app), ("version", &v.version)] {
+        if !is_token_text(text) {
+            return Err(format!("bad {name} {text:?}"));
+        }
+    }
+    let expected = format!(
+        "{}{}/{}/{}/{}",
+        etcd.prefix, v.pool, v.app, v.version, v.address
+    );
+    if key != expected {
+        return Err(format!(
+            "value disagrees with the key (value says {expected:?})"
+        ));
+    }
+    if !cfg.registry.cross_pool && v.pool != cfg.pool {
+        return Err("another pool".into());
+    }
+    let addr: SocketAddr = v.address.parse().map_err(|_| "address is not ip:port")?;
+    if addr.port() == 0 {
+        return Err("address has port 0".into());
+    }
+    // A registered address receives users' requests: the same rule as push heartbeats.
+    if !cfg
+        .registry
+        .allowed_cidrs
+        .iter()
+        .any(|n| n.contains(&addr.ip()))
+    {
+        return Err("address outside registry.allowed_cidrs".into());
+    }
+    Ok(Mirrored {
+        pool: v.pool,
+        app: v.app,
+        version: v.version,
+        address: addr.to_string(),
+    })
+}

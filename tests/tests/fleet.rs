@@ -90,6 +90,17 @@ async fn request(e: &Envoy, store: &SessionStore, version: &str) -> Resp {
         .unwrap()
 }
 
+/// A request carrying a session written by `version`, to `base` (a public listener's URL).
+async fn request_at(base: &str, store: &SessionStore, version: &str) -> Resp {
+    let data = SessionData::from([("recipient".to_string(), "bob".to_string())]);
+    let cookie = format!("session={}", store.create(version, &data).unwrap());
+    Req::get(format!("{base}/echo"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Rescues a `version` session; returns the name of the server that answered.
 async fn rescue(e: &Envoy, store: &SessionStore, version: &str) -> String {
     let r = request(e, store, version).await;
@@ -605,4 +616,74 @@ async fn envoy_registry_at_10000_records() {
          then goes to an address Envoy has no connection to); heartbeats through the listener \
          (16 clients, 15,000 records): joins {joins:.0}/s, refreshes {refresh:.0}/s"
     );
+}
+
+/// Issue 11 defect 1 on the real Envoy: one Envoy (2 workers) with two public listeners for
+/// pools "pa" and "pb", one `vm_id`, both mirroring one real etcd (whose revision is
+/// cluster-wide). Each listener rescues only to its own pool's peer, at every request, across
+/// many polls and the periodic full checks (every `stale_after_ms`); before the registry was
+/// divided by configuration, one pool's requests got `no-peer`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pools_share_a_vm_id_and_one_etcd() {
+    let etcd = Etcd::start().await.unwrap();
+    let store = SessionStore::new();
+    let s1 = server(&store, "s1", "1").await;
+    let pa = server(&store, "pa-v2", "2").await;
+    let pb = server(&store, "pb-v2", "2").await;
+    let _ra = register(&etcd, "pa", &pa, "2").await;
+    let _rb = register(&etcd, "pb", &pb, "2").await;
+    let (interval, stale) = (300u64, 1500u64);
+    let cfg = |pool: &str| {
+        plugin_config(json!({"pool": pool, "registry": {"stale_after_ms": stale,
+            "etcd": {"poll_interval_ms": interval, "timeout_ms": 250}}}))
+    };
+    let mut opts = EnvoyOptions::new(wasm_path().unwrap(), &cfg("pa"), vec![s1.addr()]);
+    opts.concurrency = 2;
+    opts.extra_clusters = vec![("etcd".to_string(), etcd.client_addr())];
+    opts.extra_public = vec![("public_b".to_string(), cfg("pb").to_string())];
+    let e = match Envoy::start(&opts).await {
+        Ok(e) => e,
+        Err(e) => panic!("Envoy did not start: {e}"),
+    };
+    let a_url = e.public_url();
+    let b_url = e.listener_url("public_b").unwrap();
+    let took = wait_for("both pools mirrored", Duration::from_secs(10), || async {
+        let a = request_at(&a_url, &store, "2").await;
+        let b = request_at(&b_url, &store, "2").await;
+        a.header("x-served-by").as_deref() == Some("pa-v2")
+            && b.header("x-served-by").as_deref() == Some("pb-v2")
+    })
+    .await;
+    eprintln!("two pools: both mirrored {took:?} after Envoy was ready");
+    // 12 s: 40 polls of each configuration, 8 full checks.
+    let r0 = etcd.range_count().await.unwrap();
+    let window = Instant::now();
+    let mut rounds = 0;
+    while window.elapsed() < Duration::from_secs(12) {
+        for (url, want) in [(&a_url, "pa-v2"), (&b_url, "pb-v2")] {
+            let r = request_at(url, &store, "2").await;
+            assert_eq!(
+                r.header("x-mixmode").as_deref(),
+                Some("redispatched"),
+                "{url} after {:?}: {}",
+                window.elapsed(),
+                show(&r)
+            );
+            assert_eq!(r.header("x-served-by").as_deref(), Some(want), "{url}");
+        }
+        rounds += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let polls = etcd.range_count().await.unwrap() - r0;
+    eprintln!(
+        "two pools: {rounds} rounds of two rescues in {:?}, each by its own pool; {polls} Range calls",
+        window.elapsed()
+    );
+    // One poller per configuration: about two Range calls per interval (half of it at least,
+    // whatever the load).
+    assert!(
+        polls >= 12_000 / interval,
+        "{polls} Range calls: both configurations poll"
+    );
+    assert!(!e.logs().contains("RuntimeError"), "a VM failed");
 }

@@ -124,6 +124,64 @@ pub fn with_clusters(yaml: &str, clusters: &[(String, SocketAddr)]) -> Result<St
     serde_norway::to_string(&doc).context("write YAML")
 }
 
+/// Adds a copy of the public listener named `name` (port 0: a free one) whose mixmode filters
+/// carry `plugin_config`: a second pool served by the same Envoy, with the same `vm_id`.
+pub fn with_public_copy(yaml: &str, name: &str, plugin_config: &str) -> Result<String> {
+    let mut doc: Value = serde_norway::from_str(yaml).context("parse envoy.yaml")?;
+    let listeners = at(&mut doc, &["static_resources", "listeners"])?
+        .as_sequence_mut()
+        .ok_or_else(|| anyhow!("static_resources.listeners is not a list"))?;
+    let mut copy = listeners
+        .iter()
+        .find(|l| l.get("name").and_then(Value::as_str) == Some(PUBLIC_LISTENER))
+        .cloned()
+        .ok_or_else(|| anyhow!("no listener {PUBLIC_LISTENER:?}"))?;
+    set(&mut copy, "name", Value::from(name));
+    set(
+        at(&mut copy, &["address", "socket_address"])?,
+        "port_value",
+        Value::from(0),
+    );
+    let mut n = 0;
+    for chain in at(&mut copy, &["filter_chains"])?
+        .as_sequence_mut()
+        .into_iter()
+        .flatten()
+    {
+        for f in chain
+            .get_mut("filters")
+            .and_then(Value::as_sequence_mut)
+            .into_iter()
+            .flatten()
+        {
+            // Its own stats prefix, so its counters do not mix with the public listener's.
+            if let Some(hcm) = f.get_mut("typed_config") {
+                if hcm.get("stat_prefix").is_some() {
+                    set(hcm, "stat_prefix", Value::from(name));
+                }
+            }
+            for hf in f
+                .get_mut("typed_config")
+                .and_then(|t| t.get_mut("http_filters"))
+                .and_then(Value::as_sequence_mut)
+                .into_iter()
+                .flatten()
+            {
+                if is_wasm_filter(hf) {
+                    let configuration = at(hf, &["typed_config", "config", "configuration"])?;
+                    set(configuration, "value", Value::from(plugin_config));
+                    n += 1;
+                }
+            }
+        }
+    }
+    if n == 0 {
+        bail!("the public listener has no mixmode filter");
+    }
+    listeners.push(copy);
+    serde_norway::to_string(&doc).context("write YAML")
+}
+
 /// Sets `per_connection_buffer_limit_bytes` of the public listener (how much of a held error
 /// response Envoy buffers, see envoy.yaml).
 pub fn with_public_buffer_limit(yaml: &str, bytes: u32) -> Result<String> {

@@ -15,7 +15,8 @@ use tempfile::TempDir;
 
 use super::config::{
     lds_with_plugin_config, render, to_file_lds, with_clusters, with_http1_trailers,
-    with_public_buffer_limit, Patch, ENVOY_YAML, HEARTBEAT_LISTENER, PUBLIC_LISTENER,
+    with_public_buffer_limit, with_public_copy, Patch, ENVOY_YAML, HEARTBEAT_LISTENER,
+    PUBLIC_LISTENER,
 };
 use crate::client::Req;
 pub use crate::host::StartError;
@@ -48,6 +49,9 @@ pub struct EnvoyOptions {
     /// Envoy's `--drain-time-s` (how long old listeners serve their connections after an
     /// update); Envoy's default when `None`.
     pub drain_time_s: Option<u32>,
+    /// More public listeners, copies of the first one with their own name and plugin
+    /// configuration (same `vm_id`): e.g. a second pool (`Envoy::listener_url`).
+    pub extra_public: Vec<(String, String)>,
 }
 
 impl EnvoyOptions {
@@ -71,6 +75,7 @@ impl EnvoyOptions {
             http1_trailers: false,
             file_lds: false,
             drain_time_s: None,
+            extra_public: Vec::new(),
         }
     }
 }
@@ -129,6 +134,9 @@ pub struct Envoy {
     heartbeat: SocketAddr,
     /// With `file_lds`: the watched LDS file and the text last written to it.
     lds: Option<(PathBuf, String)>,
+    /// Other listeners by name (`EnvoyOptions::extra_public`), and how many to wait for.
+    others: std::collections::BTreeMap<String, SocketAddr>,
+    expect_others: usize,
 }
 
 /// What Envoy did with an LDS update.
@@ -176,6 +184,11 @@ impl Envoy {
             } else {
                 Ok(y)
             }
+        })
+        .and_then(|y| {
+            opts.extra_public
+                .iter()
+                .try_fold(y, |y, (name, cfg)| with_public_copy(&y, name, cfg))
         })
         .map_err(|e| fail(format!("{e:#}")))?;
         let config_path = dir.path().join("envoy.yaml");
@@ -229,6 +242,8 @@ impl Envoy {
             public: SocketAddr::from(([127, 0, 0, 1], 0)),
             heartbeat: SocketAddr::from(([127, 0, 0, 1], 0)),
             lds,
+            others: Default::default(),
+            expect_others: opts.extra_public.len(),
         };
         match envoy.wait_ready(&admin_path, opts.ready_timeout).await {
             Ok(()) => Ok(envoy),
@@ -297,10 +312,13 @@ impl Envoy {
                     self.heartbeat = addr;
                     found += 1;
                 }
-                _ => {}
+                Some(other) => {
+                    self.others.insert(other.to_string(), addr);
+                }
+                None => {}
             }
         }
-        Ok(found == 2)
+        Ok(found == 2 && self.others.len() >= self.expect_others)
     }
 
     /// GET on the admin interface; the body as text.
@@ -314,6 +332,11 @@ impl Envoy {
 
     pub fn public_url(&self) -> String {
         format!("http://{}", self.public)
+    }
+
+    /// Base URL of an extra public listener (`EnvoyOptions::extra_public`).
+    pub fn listener_url(&self, name: &str) -> Option<String> {
+        self.others.get(name).map(|a| format!("http://{a}"))
     }
 
     /// Base URL of the heartbeat listener (no path).

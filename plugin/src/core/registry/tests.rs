@@ -481,3 +481,18 @@ fn a_thousand_versions_leave_the_keys_bounded() {
     assert_eq!(count(&mut s, &sc).unwrap(), 1);
     assert_eq!(list(&mut s, &sc, 1000).unwrap().len(), 1);
 }
+
+#[test]
+fn a_members_bucket_round_trips_as_bytes() {
+    let set = SetMembers {
+        pool: "p".into(),
+        app: "app".into(),
+        version: "2".into(),
+        members: vec![1, 0, 0, 0, 3, 0, 0, 0, b'a', b'b', b'c'],
+    };
+    let bytes = postcard::to_allocvec(&vec![set.clone()]).unwrap();
+    assert_eq!(decode_members(&bytes), vec![set.clone()]);
+    // The same bytes as postcard's sequence of u8.
+    let as_seq = postcard::to_allocvec(&("p", "app", "2", set.members.clone())).unwrap();
+    assert_eq!(&bytes[1..], &as_seq[..]);
+}

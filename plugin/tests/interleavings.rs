@@ -4,12 +4,7 @@
 //! with a CAS mismatch or a host error injected at each step in turn, and checks the
 //! invariants after each schedule. Every scenario prints its counts:
 //! `cargo test -p mixmode --test interleavings -- --nocapture`.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![cfg(test)]
 
 #[path = "interleave/api.rs"]
 mod api;

@@ -1,9 +1,3 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 use super::*;
 use crate::core::registry::{self, list, upsert, Ident, Scope};
 use crate::core::store::MemoryStore;

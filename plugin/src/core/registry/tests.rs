@@ -1,10 +1,3 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
 use super::*;
 use crate::core::config::Selection;
 use crate::core::lookup::{pick, LookupCache, Query};

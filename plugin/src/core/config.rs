@@ -50,6 +50,9 @@ pub struct Config {
     pub registry: Registry,
     #[serde(default)]
     pub heartbeat: Heartbeat,
+    /// Version affinity (design.md §11); absent = off.
+    #[serde(default)]
+    pub affinity: Option<Affinity>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -181,6 +184,31 @@ impl Default for Heartbeat {
         Heartbeat {
             path: "/.well-known/mixmode/heartbeat".into(),
             token: EXAMPLE_TOKEN.into(),
+        }
+    }
+}
+
+/// Version affinity (design.md §11): the session's version in a cookie, a host hint for Envoy's
+/// stateful session filter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Affinity {
+    /// The cookie that carries the session's version.
+    pub cookie: String,
+    pub max_age_s: u64,
+    /// The request header Envoy's header-based stateful session reads (`base64("ip:port")`).
+    pub host_header: String,
+    /// Adds `; Secure` to the cookie.
+    pub secure: bool,
+}
+
+impl Default for Affinity {
+    fn default() -> Self {
+        Affinity {
+            cookie: "mixmode-version".into(),
+            max_age_s: 1800,
+            host_header: "x-mixmode-host".into(),
+            secure: false,
         }
     }
 }
@@ -416,8 +444,62 @@ impl Config {
         if h.token.is_empty() {
             return Err(err("heartbeat.token", "must not be empty"));
         }
+        if let Some(a) = &mut self.affinity {
+            validate_affinity(a)?;
+        }
         Ok(())
     }
+}
+
+/// RFC 9110 `token` characters (what a cookie name and a header name are made of).
+fn is_rfc_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_NAME_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn validate_affinity(a: &mut Affinity) -> Result<(), ConfigError> {
+    if !is_rfc_token(&a.cookie) {
+        return Err(err(
+            "affinity.cookie",
+            "must be a cookie name: 1 to 128 token characters (letters, digits, !#$%&'*+-.^_`|~)",
+        ));
+    }
+    // Envoy matches header names in lower case; one spelling for the filter and the yaml.
+    a.host_header = a.host_header.to_ascii_lowercase();
+    if !is_rfc_token(&a.host_header) {
+        return Err(err(
+            "affinity.host_header",
+            "must be a header name: 1 to 128 token characters (letters, digits, !#$%&'*+-.^_`|~)",
+        ));
+    }
+    // The filter removes a client's copy of this header: never one the request needs.
+    if [
+        "cookie",
+        "host",
+        "authorization",
+        "content-length",
+        "content-type",
+        "transfer-encoding",
+        "x-mixmode",
+        "x-mixmode-attempt",
+        "x-envoy-original-dst-host",
+    ]
+    .contains(&a.host_header.as_str())
+    {
+        return Err(err(
+            "affinity.host_header",
+            format!(
+                "{:?} is a header requests need; choose a name of its own",
+                a.host_header
+            ),
+        ));
+    }
+    if a.max_age_s == 0 {
+        return Err(err("affinity.max_age_s", "must be at least 1"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -454,6 +536,7 @@ mod tests {
         assert!(c.registry.poll.is_none() && c.registry.etcd.is_none());
         assert_eq!(c.heartbeat.path, "/.well-known/mixmode/heartbeat");
         assert_eq!(c.heartbeat.token, "change-me");
+        assert!(c.affinity.is_none(), "affinity is off unless configured");
     }
 
     #[test]
@@ -614,5 +697,71 @@ mod tests {
     #[test]
     fn trailing_garbage_is_an_error() {
         assert!(parse(r#"{"app":"a"} x"#).is_err());
+    }
+
+    #[test]
+    fn affinity_gets_its_defaults_and_keeps_its_values() {
+        let a = parse(r#"{"app":"a","affinity":{}}"#)
+            .unwrap()
+            .affinity
+            .unwrap();
+        assert_eq!(a.cookie, "mixmode-version");
+        assert_eq!(a.max_age_s, 1800);
+        assert_eq!(a.host_header, "x-mixmode-host");
+        assert!(!a.secure);
+        let a = parse(
+            r#"{"app":"a","affinity":{"cookie":"V_1","max_age_s":60,"host_header":"X-Pin","secure":true}}"#,
+        )
+        .unwrap()
+        .affinity
+        .unwrap();
+        assert_eq!(
+            (
+                a.cookie.as_str(),
+                a.max_age_s,
+                a.host_header.as_str(),
+                a.secure
+            ),
+            ("V_1", 60, "x-pin", true)
+        );
+    }
+
+    #[test]
+    fn bad_affinity_fields_name_their_path() {
+        for (json, path) in [
+            (r#"{"cookie":""}"#, "affinity.cookie:"),
+            (r#"{"cookie":"a b"}"#, "affinity.cookie:"),
+            (r#"{"cookie":"a=b"}"#, "affinity.cookie:"),
+            (r#"{"cookie":"a;b"}"#, "affinity.cookie:"),
+            (r#"{"cookie":"é"}"#, "affinity.cookie:"),
+            (r#"{"host_header":""}"#, "affinity.host_header:"),
+            (r#"{"host_header":"x:y"}"#, "affinity.host_header:"),
+            (r#"{"host_header":"x y"}"#, "affinity.host_header:"),
+            (r#"{"host_header":"Cookie"}"#, "affinity.host_header:"),
+            (
+                r#"{"host_header":"x-envoy-original-dst-host"}"#,
+                "affinity.host_header:",
+            ),
+            (
+                r#"{"max_age_s":0}"#,
+                "affinity.max_age_s: must be at least 1",
+            ),
+            (r#"{"max_age_s":-1}"#, "affinity.max_age_s:"),
+            (r#"{"secure":"yes"}"#, "affinity.secure:"),
+            (r#"{"cookies":"x"}"#, "affinity.cookies: unknown field"),
+        ] {
+            let e = error_of(&format!(r#"{{"app":"a","affinity":{json}}}"#));
+            assert!(e.starts_with(path), "{json}: {e}");
+        }
+        let long = "c".repeat(MAX_NAME_LEN + 1);
+        let e = error_of(&format!(
+            r#"{{"app":"a","affinity":{{"cookie":"{long}"}}}}"#
+        ));
+        assert!(e.starts_with("affinity.cookie:"), "{e}");
+        // `null` is the same as absent: off.
+        assert!(parse(r#"{"app":"a","affinity":null}"#)
+            .unwrap()
+            .affinity
+            .is_none());
     }
 }

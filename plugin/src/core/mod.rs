@@ -1,6 +1,7 @@
 //! The decisions of the filter, in plain Rust: no proxy-wasm, no clock, no randomness of its own.
 //! The glue in `filter/` passes time and random numbers in and carries the results out.
 
+pub mod affinity;
 pub mod budget;
 pub mod config;
 pub mod etcd;

@@ -1,6 +1,7 @@
 //! The re-dispatch state machine (docs/design.md#re-dispatch), sans IO: the glue feeds it events and carries
 //! out the actions it returns.
 
+use crate::core::affinity;
 use crate::core::config::{Config, Detect, Selection};
 use crate::core::lookup::{pick, LookupCache, Query};
 use crate::core::registry::Scope;
@@ -134,6 +135,8 @@ pub struct Redispatcher {
     /// The server that failed, then every peer tried.
     excluded: Vec<String>,
     seed: u64,
+    /// With affinity: the `set-cookie` a rescued reply carries (design.md §11).
+    set_cookie: Option<Vec<u8>>,
 }
 
 /// Decides on the upstream's response headers. Returns the re-dispatch to keep when the action is
@@ -193,7 +196,12 @@ pub fn on_response_headers(
         attempts: 0,
         excluded: failed_upstream.into_iter().collect(),
         seed,
+        set_cookie: None,
     };
+    r.set_cookie = cfg
+        .affinity
+        .as_ref()
+        .and_then(|a| affinity::set_cookie(a, &r.session_version));
     let mut step = r.next_attempt(now_ms, peers);
     step.counters.insert(0, Counter::MismatchDetected);
     let keep = matches!(step.action, Action::Dispatch { .. });
@@ -303,6 +311,10 @@ impl Redispatcher {
             })
             .collect();
         headers.push((MIXMODE_HEADER.as_bytes().to_vec(), b"redispatched".to_vec()));
+        // Only here: the final answer came from a peer of the session's version.
+        if let Some(cookie) = &self.set_cookie {
+            headers.push((b"set-cookie".to_vec(), cookie.clone()));
+        }
         Step::new(Action::Reply {
             status: resp.status,
             headers,
@@ -730,5 +742,87 @@ mod tests {
             );
             assert_eq!(dispatched(&step).0, "10.0.0.2:80");
         }
+    }
+
+    fn set_cookies(step: &Step) -> Vec<Vec<u8>> {
+        match &step.action {
+            Action::Reply { headers, .. } => headers
+                .iter()
+                .filter(|(k, _)| k == b"set-cookie")
+                .map(|(_, v)| v.clone())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn affinity_cookie_only_on_a_rescued_reply() {
+        let c = cfg(r#","affinity":{}"#);
+        let mut peers = List(vec!["10.0.0.2:80", "10.0.0.3:80"]);
+        let (sm, _) = start(&c, &replay("GET", &[]), &mut peers);
+        let step = sm.unwrap().on_call_response(
+            &c.detect,
+            peer_answer(200, &[("set-cookie", "app=1")]),
+            1,
+            &mut peers,
+        );
+        assert_eq!(
+            set_cookies(&step),
+            vec![
+                b"app=1".to_vec(),
+                b"mixmode-version=2; Path=/; Max-Age=1800; HttpOnly; SameSite=Lax".to_vec()
+            ],
+            "the peer's own cookies kept, the version's added"
+        );
+        // A peer's app error is still the final answer from a peer of the version.
+        let (sm, _) = start(&c, &replay("GET", &[]), &mut peers);
+        let step = sm
+            .unwrap()
+            .on_call_response(&c.detect, peer_answer(500, &[]), 1, &mut peers);
+        assert_eq!(set_cookies(&step).len(), 1);
+
+        // Exhausted and no-peer answers are the original response: nothing is added.
+        let (sm, _) = start(&c, &replay("POST", &[]), &mut peers);
+        let mut sm = sm.unwrap();
+        sm.on_call_response(&c.detect, envoy_answer(503), 1, &mut peers);
+        let step = sm.on_call_response(&c.detect, envoy_answer(503), 2, &mut peers);
+        assert_eq!(step.action, Action::PassThrough("exhausted"));
+        let mut nobody = List(vec![]);
+        let (_, step) = start(&c, &replay("GET", &[]), &mut nobody);
+        assert_eq!(step.action, Action::PassThrough("no-peer"));
+
+        // Affinity off: no cookie.
+        let off = cfg("");
+        let (sm, _) = start(&off, &replay("GET", &[]), &mut peers);
+        let step = sm
+            .unwrap()
+            .on_call_response(&off.detect, peer_answer(200, &[]), 1, &mut peers);
+        assert!(set_cookies(&step).is_empty());
+    }
+
+    #[test]
+    fn a_version_a_cookie_cannot_carry_is_rescued_without_cookie() {
+        let c = cfg(r#","affinity":{"secure":true}"#);
+        let mut peers = List(vec!["10.0.0.2:80"]);
+        for version in [&b"2;x"[..], b"\"2\"", b"2,3"] {
+            let facts = ResponseFacts {
+                status: 409,
+                session_version: Some(version),
+                app_version: Some(b"1"),
+            };
+            let (sm, step) =
+                on_response_headers(&c, &replay("GET", &[]), &facts, None, 0, 1, &mut peers);
+            dispatched(&step);
+            let step =
+                sm.unwrap()
+                    .on_call_response(&c.detect, peer_answer(200, &[]), 1, &mut peers);
+            assert!(matches!(step.action, Action::Reply { status: 200, .. }));
+            assert!(set_cookies(&step).is_empty(), "{version:?}");
+        }
+        let (sm, _) = start(&c, &replay("GET", &[]), &mut peers);
+        let step = sm
+            .unwrap()
+            .on_call_response(&c.detect, peer_answer(200, &[]), 1, &mut peers);
+        assert!(set_cookies(&step)[0].ends_with(b"; Secure"));
     }
 }

@@ -96,14 +96,24 @@ impl RequestPlan {
     }
 }
 
-/// Decides on the request headers (`raw`: the ABI's serialized map the filter already holds, so
-/// deciding costs no host call). `random`: a fresh random number for the peer choice.
-pub fn on_request(
-    cfg: &Affinity,
-    raw: &[u8],
-    peers: &mut dyn PeerSource,
-    random: u64,
-) -> RequestPlan {
+/// What the request headers say (`raw`: the ABI's serialized map the filter already holds, so
+/// reading it costs no host call).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestFacts<'a> {
+    /// The version the affinity cookie names.
+    pub version: Option<&'a str>,
+    /// The client sent `host_header` itself.
+    pub client_header: bool,
+}
+
+impl RequestFacts<'_> {
+    /// Neither the cookie nor a forged header: the happy path, no lookup, no host call.
+    pub fn is_nothing(&self) -> bool {
+        self.version.is_none() && !self.client_header
+    }
+}
+
+pub fn read_request<'a>(cfg: &Affinity, raw: &'a [u8]) -> RequestFacts<'a> {
     let mut client_header = false;
     let mut cookies: Vec<&[u8]> = Vec::new();
     for (name, value) in RawPairs::new(raw).map_while(Result::ok) {
@@ -113,11 +123,21 @@ pub fn on_request(
             client_header = true;
         }
     }
+    RequestFacts {
+        version: cookie_version(cookies, &cfg.cookie),
+        client_header,
+    }
+}
+
+/// Decides what the request gets: a hint toward a fresh peer of the cookie's version (chosen by
+/// `peers` with the rescue's selection rule; `random` a fresh random number), and the removal
+/// of a client's own `host_header`. Nothing is asked of `peers` without the cookie.
+pub fn on_request(facts: &RequestFacts, peers: &mut dyn PeerSource, random: u64) -> RequestPlan {
     let mut plan = RequestPlan {
-        remove_client_header: client_header,
+        remove_client_header: facts.client_header,
         ..RequestPlan::default()
     };
-    let Some(version) = cookie_version(cookies, &cfg.cookie) else {
+    let Some(version) = facts.version else {
         return plan;
     };
     match peers.pick(version, &[], random) {
@@ -178,6 +198,11 @@ mod tests {
             }
             Some(self.peers[(random % self.peers.len() as u64) as usize].to_string())
         }
+    }
+
+    /// What the glue does: read the facts, then decide.
+    fn decide(a: &Affinity, raw: &[u8], peers: &mut dyn PeerSource, random: u64) -> RequestPlan {
+        on_request(&read_request(a, raw), peers, random)
     }
 
     fn fixed(peers: &[&'static str]) -> Fixed {
@@ -266,13 +291,15 @@ mod tests {
     fn no_cookie_no_lookup_no_action() {
         let a = affinity("");
         let mut peers = fixed(&["10.0.0.2:80"]);
-        let plan = on_request(
+        let plan = decide(
             &a,
             &raw(&[(":path", "/"), ("cookie", "session=1")]),
             &mut peers,
             0,
         );
         assert!(plan.is_noop(), "{plan:?}");
+        let map = raw(&[("cookie", "session=1")]);
+        assert!(read_request(&a, &map).is_nothing());
         assert!(
             peers.asked.is_empty(),
             "no registry read without the cookie"
@@ -283,7 +310,7 @@ mod tests {
     fn cookie_hints_a_peer_of_its_version() {
         let a = affinity("");
         let mut peers = fixed(&["10.0.0.2:80"]);
-        let plan = on_request(
+        let plan = decide(
             &a,
             &raw(&[("cookie", "session=1"), ("cookie", "mixmode-version=2")]),
             &mut peers,
@@ -299,7 +326,7 @@ mod tests {
     fn no_fresh_peer_is_a_miss_without_hint() {
         let a = affinity("");
         let mut peers = fixed(&[]);
-        let plan = on_request(&a, &raw(&[("cookie", "mixmode-version=7")]), &mut peers, 0);
+        let plan = decide(&a, &raw(&[("cookie", "mixmode-version=7")]), &mut peers, 0);
         assert_eq!(
             plan,
             RequestPlan {
@@ -316,10 +343,10 @@ mod tests {
         let forged = host_hint_value("10.9.9.9:80");
         // Without the cookie: removed.
         let mut peers = fixed(&["10.0.0.2:80"]);
-        let plan = on_request(&a, &raw(&[("X-PIN", &forged)]), &mut peers, 0);
+        let plan = decide(&a, &raw(&[("X-PIN", &forged)]), &mut peers, 0);
         assert!(plan.remove_client_header && plan.hint.is_none());
         // With the cookie: written over by the filter's own hint.
-        let plan = on_request(
+        let plan = decide(
             &a,
             &raw(&[("x-pin", &forged), ("cookie", "mixmode-version=2")]),
             &mut peers,
@@ -328,7 +355,7 @@ mod tests {
         assert_eq!(plan.hint.as_deref(), Some("MTAuMC4wLjI6ODA="));
         // With the cookie but no peer: removed, and counted a miss.
         let mut none = fixed(&[]);
-        let plan = on_request(
+        let plan = decide(
             &a,
             &raw(&[("x-pin", &forged), ("cookie", "mixmode-version=2")]),
             &mut none,
@@ -364,7 +391,7 @@ mod tests {
         };
         let hints: HashSet<String> = (0..64)
             .filter_map(|r| {
-                on_request(&a, &raw(&[("cookie", "mixmode-version=2")]), &mut peers, r).hint
+                decide(&a, &raw(&[("cookie", "mixmode-version=2")]), &mut peers, r).hint
             })
             .collect();
         assert_eq!(
@@ -380,13 +407,13 @@ mod tests {
             "mixmode-version=3",
             "mixmode-version=MTAuMC4wLjk6ODA=",
         ] {
-            let plan = on_request(&a, &raw(&[("cookie", forged)]), &mut peers, 1);
+            let plan = decide(&a, &raw(&[("cookie", forged)]), &mut peers, 1);
             assert_eq!(plan.hint, None, "{forged}");
             assert_eq!(plan.counter, Some(Counter::Miss));
         }
         // A stale record is never hinted.
         peers.now_ms = 5000;
-        let plan = on_request(&a, &raw(&[("cookie", "mixmode-version=2")]), &mut peers, 1);
+        let plan = decide(&a, &raw(&[("cookie", "mixmode-version=2")]), &mut peers, 1);
         assert_eq!(plan.counter, Some(Counter::Miss));
     }
 
@@ -394,7 +421,7 @@ mod tests {
     fn malformed_header_map_is_no_cookie() {
         let a = affinity("");
         let mut peers = fixed(&["10.0.0.2:80"]);
-        assert!(on_request(&a, &[9, 0, 0, 0, 1], &mut peers, 0).is_noop());
-        assert!(on_request(&a, &[], &mut peers, 0).is_noop());
+        assert!(decide(&a, &[9, 0, 0, 0, 1], &mut peers, 0).is_noop());
+        assert!(decide(&a, &[], &mut peers, 0).is_noop());
     }
 }

@@ -65,6 +65,7 @@ extern "C" {
         value_data: *const u8,
         value_size: usize,
     ) -> u32;
+    fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
     fn proxy_get_property(
         path_data: *const u8,
         path_size: usize,
@@ -190,6 +191,12 @@ pub fn replace_header(map_type: u32, name: &str, value: &[u8]) -> bool {
             value.len(),
         )
     };
+    status == OK
+}
+
+pub fn remove_header(map_type: u32, name: &str) -> bool {
+    // SAFETY: pointer/length of a live str.
+    let status = unsafe { proxy_remove_header_map_value(map_type, name.as_ptr(), name.len()) };
     status == OK
 }
 

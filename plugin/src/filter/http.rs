@@ -1,7 +1,9 @@
 //! The HTTP context: saves the replay copy on the way in, answers heartbeats, and carries out the
 //! re-dispatch decided by `core::redispatch`.
 
+use crate::core::affinity;
 use crate::core::budget::Hold;
+use crate::core::config::Affinity;
 use crate::core::heartbeat::{self, Outcome, MAX_BODY};
 use crate::core::pairs::find_raw;
 use crate::core::redispatch::{
@@ -353,6 +355,9 @@ impl HttpContext for MixHttp {
             // Held until the body is complete; needs `allow_on_headers_stop_iteration: true`.
             return Action::Pause;
         }
+        if let (Some(a), Some(r)) = (&cfg.affinity, raw.as_deref()) {
+            self.apply_affinity(&shared, a, r);
+        }
         let replay = match raw {
             Some(r) => Replay::budgeted(
                 r,
@@ -468,6 +473,40 @@ impl HttpContext for MixHttp {
 }
 
 impl MixHttp {
+    /// Version affinity on the way in (design.md §11): the hint toward a server of the cookie's
+    /// version, and never a client's own hint. Without the cookie or a forged header this reads
+    /// only the headers already held: no host call.
+    fn apply_affinity(&self, shared: &Shared, a: &Affinity, raw: &[u8]) {
+        let facts = affinity::read_request(a, raw);
+        if facts.is_nothing() {
+            return;
+        }
+        let now_ns = if facts.version.is_some() {
+            abi::now_ns()
+        } else {
+            0
+        };
+        let random = mix(now_ns ^ (u64::from(self.context_id) << 32));
+        let plan = Self::with_peers(shared, now_ns / 1_000_000, |p| {
+            affinity::on_request(&facts, p, random)
+        });
+        if let Some(hint) = &plan.hint {
+            // Replaces every copy the client sent as well.
+            if !abi::replace_header(map::REQUEST_HEADERS, &a.host_header, hint.as_bytes()) {
+                abi::log(abi::level::WARN, "mixmode: could not add the affinity hint");
+            }
+        }
+        if plan.remove_client_header && !abi::remove_header(map::REQUEST_HEADERS, &a.host_header) {
+            abi::log(
+                abi::level::WARN,
+                "mixmode: could not remove a client's affinity header",
+            );
+        }
+        if let Some(c) = plan.counter {
+            shared.metrics.count_affinity(c);
+        }
+    }
+
     fn decide_response(&mut self) -> Action {
         let Some(shared) = self.shared.clone() else {
             return Action::Continue;

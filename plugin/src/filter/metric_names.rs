@@ -15,12 +15,14 @@ pub const REPLAY_UNSUPPORTED: &str = "replay_unsupported";
 pub const HEARTBEAT_ACCEPTED: &str = "heartbeat_accepted";
 pub const HEARTBEAT_REJECTED: &str = "heartbeat_rejected";
 pub const REGISTRY_SYNC_FAILED: &str = "registry_sync_failed";
+pub const AFFINITY_ROUTED: &str = "affinity_routed";
+pub const AFFINITY_MISS: &str = "affinity_miss";
 
 pub const REGISTRY_RECORDS: &str = "registry_records";
 
 // The lists are read by the test kit; the filter defines each metric by its name.
 #[allow(dead_code)]
-pub const COUNTERS: [&str; 11] = [
+pub const COUNTERS: [&str; 13] = [
     MISMATCH_DETECTED,
     REDISPATCH_OK,
     ATTEMPT_FAILED,
@@ -32,6 +34,8 @@ pub const COUNTERS: [&str; 11] = [
     HEARTBEAT_ACCEPTED,
     HEARTBEAT_REJECTED,
     REGISTRY_SYNC_FAILED,
+    AFFINITY_ROUTED,
+    AFFINITY_MISS,
 ];
 
 #[allow(dead_code)]

@@ -1,6 +1,7 @@
 //! The metrics of docs/design.md#metrics, defined once per VM in the root context (names:
 //! `metric_names.rs`).
 
+use crate::core::affinity::Counter as AffinityCounter;
 use crate::core::redispatch::Counter;
 use crate::filter::abi;
 use crate::filter::metric_names::*;
@@ -20,6 +21,8 @@ pub struct Metrics {
     /// A pull target or etcd poll that failed (no answer, non-200, garbage).
     pub registry_sync_failed: Option<u32>,
     registry_records: Option<u32>,
+    affinity_routed: Option<u32>,
+    affinity_miss: Option<u32>,
 }
 
 fn counter(name: &str) -> Option<u32> {
@@ -44,6 +47,8 @@ impl Metrics {
                 abi::METRIC_GAUGE,
                 &format!("{PREFIX}{REGISTRY_RECORDS}"),
             ),
+            affinity_routed: counter(AFFINITY_ROUTED),
+            affinity_miss: counter(AFFINITY_MISS),
         }
     }
 
@@ -63,6 +68,13 @@ impl Metrics {
             Counter::NotVersionError => self.not_version_error,
             Counter::ReplayTooLarge => self.replay_too_large,
             Counter::ReplayUnsupported => self.replay_unsupported,
+        });
+    }
+
+    pub fn count_affinity(&self, c: AffinityCounter) {
+        Self::bump(match c {
+            AffinityCounter::Routed => self.affinity_routed,
+            AffinityCounter::Miss => self.affinity_miss,
         });
     }
 

@@ -73,6 +73,10 @@ pub const HEARTBEAT_PATH: &str = "/.well-known/mixmode/heartbeat";
 pub fn plugin_config(token: &str) -> Result<serde_json::Value> {
     let mut cfg = mixmode_tests::envoy::example_plugin_config()?;
     cfg["heartbeat"]["token"] = serde_json::Value::from(token);
+    // Plain mixmode: the example turns affinity on, the demo compares the rescue alone.
+    if let Some(m) = cfg.as_object_mut() {
+        m.remove("affinity");
+    }
     Ok(cfg)
 }
 

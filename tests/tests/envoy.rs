@@ -13,6 +13,8 @@ use mixmode_tests::scenarios::{plugin_config, Fixture};
 use serde_json::json;
 
 mixmode_tests::all_scenarios!(EnvoyHost);
+// Envoy only until the harness honours the stateful session (see `affinity_scenarios!`).
+mixmode_tests::affinity_scenarios!(EnvoyHost);
 
 /// `/stats/prometheus` exposes every metric the filter defines (`metric_names`, the filter's own
 /// list) as `mixmode_<name>`, typed counter or gauge, with the value `/stats` shows (docs/envoy-facts.md#shared-data-ticks-metrics).

@@ -188,6 +188,14 @@ pub fn on_response_headers(
                 .count(Counter::NoPeer),
         );
     };
+    let mut request = request;
+    if let Some(a) = &cfg.affinity {
+        // A client's own host hint is no part of the request: the filter removed it on the way
+        // in, but the replay copy was taken before.
+        request
+            .headers
+            .retain(|(k, _)| !k.eq_ignore_ascii_case(&a.host_header));
+    }
     let mut r = Redispatcher {
         policy: Policy::from(&cfg.redispatch),
         request,
@@ -824,5 +832,33 @@ mod tests {
             .unwrap()
             .on_call_response(&c.detect, peer_answer(200, &[]), 1, &mut peers);
         assert!(set_cookies(&step)[0].ends_with(b"; Secure"));
+    }
+
+    #[test]
+    fn a_clients_host_hint_is_never_replayed() {
+        let c = cfg(r#","affinity":{"host_header":"X-Pin"}"#);
+        let mut peers = List(vec!["10.0.0.2:80"]);
+        let r = replay(
+            "GET",
+            &[("x-pin", "forged"), ("X-PIN", "again"), ("x-kept", "1")],
+        );
+        let (sm, step) = start(&c, &r, &mut peers);
+        let (peer, n) = dispatched(&step);
+        let sm = sm.unwrap();
+        let headers = sm.attempt_headers(&peer, n);
+        assert!(!headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("x-pin")));
+        assert!(headers.iter().any(|(k, _)| *k == "x-kept"));
+        // Without affinity the header is just another header.
+        let (sm, step) = start(&cfg(""), &r, &mut peers);
+        let (peer, n) = dispatched(&step);
+        let sm = sm.unwrap();
+        let headers = sm.attempt_headers(&peer, n);
+        assert_eq!(
+            headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case("x-pin"))
+                .count(),
+            2
+        );
     }
 }

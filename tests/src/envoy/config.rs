@@ -458,4 +458,57 @@ mod tests {
             assert!(!routes.contains("mixmode_peers"));
         }
     }
+
+    /// Affinity's pieces line up: the stateful session filter reads the header the plugin
+    /// writes, after mixmode; the header_mutation between them removes that header from
+    /// responses (encoders run in reverse); the heartbeat listener has neither.
+    #[test]
+    fn the_example_wires_affinity_to_the_stateful_session() {
+        let cfg = example_plugin_config().unwrap();
+        let header = cfg["affinity"]["host_header"].as_str().unwrap();
+        let doc: Value = serde_norway::from_str(ENVOY_YAML).unwrap();
+        let listeners = doc["static_resources"]["listeners"].as_sequence().unwrap();
+        let chain = |name: &str| -> Vec<Value> {
+            let l = listeners
+                .iter()
+                .find(|l| l["name"].as_str() == Some(name))
+                .unwrap();
+            l["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+                .as_sequence()
+                .unwrap()
+                .clone()
+        };
+        let public = chain(PUBLIC_LISTENER);
+        let names: Vec<&str> = public.iter().map(|f| f["name"].as_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "mixmode",
+                "envoy.filters.http.header_mutation",
+                "envoy.filters.http.stateful_session",
+                "envoy.filters.http.router"
+            ]
+        );
+        let tc = |i: usize| &public[i]["typed_config"];
+        assert_eq!(
+            tc(1)["mutations"]["response_mutations"][0]["remove"].as_str(),
+            Some(header)
+        );
+        assert!(tc(1)["mutations"].get("request_mutations").is_none());
+        let state = &tc(2)["session_state"];
+        assert_eq!(
+            state["name"].as_str(),
+            Some("envoy.http.stateful_session.header")
+        );
+        assert_eq!(state["typed_config"]["name"].as_str(), Some(header));
+        assert!(
+            tc(2).get("strict").is_none(),
+            "strict would 503 on a gone host"
+        );
+        let hb: Vec<String> = chain(HEARTBEAT_LISTENER)
+            .iter()
+            .map(|f| f["name"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(hb, ["mixmode", "envoy.filters.http.router"]);
+    }
 }

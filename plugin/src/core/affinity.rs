@@ -153,12 +153,6 @@ pub fn on_request(facts: &RequestFacts, peers: &mut dyn PeerSource, random: u64)
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )]
     use super::*;
     use crate::core::config::{Config, Selection};
     use crate::core::etcd::b64_decode;

@@ -277,21 +277,6 @@ macro_rules! all_scenarios {
             registry::cross_pool_peers_when_enabled,
             config::invalid_plugin_config_refused_naming_the_field,
             config::example_token_warned_at_start,
-        );
-    };
-}
-
-/// The version affinity scenarios (design §11). They need a host that honours Envoy's
-/// header-based stateful session on the public listener. Run on the real Envoy only for now:
-/// the harness does not honour the stateful session yet (issue 13, item 4, in progress); on the
-/// harness the hint would be ignored and every "routed to its version" assertion would fail.
-#[macro_export]
-macro_rules! affinity_scenarios {
-    ($host:ty) => {
-        $crate::scenario_tests!($host:
-            affinity::affinity_cookie_routes_the_session_to_its_version,
-            affinity::affinity_stopped_hinted_server_falls_back_then_rescued,
-            affinity::affinity_forged_hint_or_cookie_reaches_no_outside_host,
             affinity::affinity_version_a_cookie_cannot_carry,
             affinity::affinity_off_sets_no_cookie,
         );

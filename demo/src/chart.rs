@@ -40,6 +40,7 @@ pub fn failures_svg(path: &Path, results: &[SetupResult]) -> Result<()> {
                 "round-robin" => RED,
                 "retry-409" => MAGENTA,
                 "sticky" => BLUE,
+                "mixmode+affinity" => RGBColor(0, 150, 150),
                 _ => GREEN,
             };
             (

@@ -13,8 +13,8 @@ use crate::soak::SoakOptions;
 use crate::users::Workload;
 
 /// A rolling deploy (v1 -> v2 in waves) of the reference patent's money-transfer app behind a
-/// real Envoy, under the same simulated users and seed, with four setups: round robin, Envoy
-/// retries on 409, sticky sessions, and mixmode. Prints one rescue in detail, progress and a
+/// real Envoy, under the same simulated users and seed, with five setups: round robin, Envoy
+/// retries on 409, sticky sessions, mixmode, and mixmode with version affinity. Prints one rescue in detail, progress and a
 /// comparison table, and writes a chart and a JSON summary.
 #[derive(Debug, Parser)]
 #[command(
@@ -55,7 +55,7 @@ pub struct Cli {
         value_name = "SETUP,...",
         value_delimiter = ',',
         value_parser = setup,
-        default_value = "round-robin,retry-409,sticky,mixmode"
+        default_value = "round-robin,retry-409,sticky,mixmode,mixmode+affinity"
     )]
     setups: Vec<Setup>,
     /// Envoy's --concurrency

@@ -50,7 +50,7 @@ pub async fn run_fleet(o: &RunOptions) -> Result<(SetupResult, Vec<EnvoyRescues>
         .tempdir()?;
     let eds = dir.path().join("pool.json");
     let mut pool = Pool::start(o.servers, "1", eds.clone()).await?;
-    let mut cfg = plugin_config(TOKEN)?;
+    let mut cfg = plugin_config(TOKEN, Setup::Mixmode)?;
     // A mirror polled every 500 ms; records not refreshed for 3 s (etcd unreachable) go stale.
     cfg["registry"]["etcd"] = json!({"cluster": "etcd", "poll_interval_ms": POLL_MS});
     cfg["registry"]["stale_after_ms"] = json!(3000);

@@ -1,7 +1,8 @@
 //! `demo`: a rolling deploy (v1 -> v2, waves 1-4-4-1 for 10 servers) of the reference patent's
-//! money-transfer app behind a real Envoy, under the same simulated users and seed, with four
-//! setups: round robin, Envoy retries on 409, sticky sessions, and mixmode. Prints one rescue in
-//! detail, progress, a comparison table, and writes a chart and a JSON summary.
+//! money-transfer app behind a real Envoy, under the same simulated users and seed, with five
+//! setups: round robin, Envoy retries on 409, sticky sessions, mixmode, and mixmode with version
+//! affinity. Prints one rescue in detail, progress, a comparison table, and writes a chart and a
+//! JSON summary.
 
 mod chart;
 mod cli;
@@ -75,9 +76,9 @@ async fn run(args: DemoArgs) -> Result<bool> {
     for setup in &args.setups {
         println!("-- {} --", setup.describe());
         let key = setup.key();
-        let r = run_setup(*setup, o, &|m| println!("  [{key:<11}] {m}")).await?;
+        let r = run_setup(*setup, o, &|m| println!("  [{key:<16}] {m}")).await?;
         println!(
-            "  [{key:<11}] done: {} transfers completed, {} lost",
+            "  [{key:<16}] done: {} transfers completed, {} lost",
             r.completed, r.failed
         );
         results.push(r);
@@ -96,10 +97,12 @@ async fn run(args: DemoArgs) -> Result<bool> {
 
     let mut ok = true;
     for r in &results {
-        if r.setup == Setup::Mixmode.key() && r.lost_with_peer > 0 {
+        if (r.setup == Setup::Mixmode.key() || r.setup == Setup::MixmodeAffinity.key())
+            && r.lost_with_peer > 0
+        {
             eprintln!(
-                "FAIL: mixmode lost {} transfers whose version still had a server ({:?})",
-                r.lost_with_peer, r.failures
+                "FAIL: {} lost {} transfers whose version still had a server ({:?})",
+                r.setup, r.lost_with_peer, r.failures
             );
             ok = false;
         }

@@ -43,6 +43,8 @@ pub struct SetupResult {
     pub resends: u64,
     /// Steps a peer answered after a rescue.
     pub rescued_steps: usize,
+    /// Transactions with at least one rescued step.
+    pub rescued_sessions: usize,
     pub steps_sent: usize,
     /// App requests the servers received beyond the users' steps.
     pub extra_upstream: usize,
@@ -63,7 +65,7 @@ pub async fn run_setup(
     let dir = tempfile::Builder::new().prefix("mixmode-demo-").tempdir()?;
     let eds = dir.path().join("pool.json");
     let mut pool = Pool::start(o.servers, "1", eds.clone()).await?;
-    let cfg = plugin_config(TOKEN)?;
+    let cfg = plugin_config(TOKEN, setup)?;
     let yaml = render_yaml(&Render {
         setup,
         wasm: &o.wasm,
@@ -103,10 +105,10 @@ pub async fn run_setup(
         )));
     }
     let view = Arc::new(Mutex::new(PoolView::default()));
-    let progress = spawn_progress(setup.key(), 11, t0, view.clone(), live.clone());
+    let progress = spawn_progress(setup.key(), 16, t0, view.clone(), live.clone());
     let key = setup.key();
     let deployed = deploy(&mut pool, &o.plan, t0, view, |m| {
-        println!("  [{key:<11}] t={:5.1}s  {m}", t0.elapsed().as_secs_f64())
+        println!("  [{key:<16}] t={:5.1}s  {m}", t0.elapsed().as_secs_f64())
     })
     .await;
     stop.store(true, Ordering::Relaxed);
@@ -212,6 +214,7 @@ pub fn result_of(key: &str, description: &str, c: Counted) -> SetupResult {
         mismatches,
         resends,
         rescued_steps: txs.iter().map(|t| t.rescued_steps).sum(),
+        rescued_sessions: txs.iter().filter(|t| t.rescued_steps > 0).count(),
         steps_sent,
         extra_upstream: app_requests.saturating_sub(steps_sent),
         p50_step_ms: percentile_ms(&step_us, 0.50),

@@ -1,4 +1,4 @@
-//! The four ways to run the pool during a deploy, each an Envoy configuration derived from
+//! The five ways to run the pool during a deploy, each an Envoy configuration derived from
 //! `envoy/envoy.yaml` (the file users copy): only what the setup is about changes.
 //!
 //! Every setup gets the same pool mechanics so the comparison is fair (docs/design.md#rolling-deploys-a-fair-comparison): the pool's
@@ -14,6 +14,10 @@ use mixmode_tests::envoy::config::{render, Patch, ENVOY_YAML};
 use serde_norway::Value;
 
 const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+const AFFINITY_FILTERS: [&str; 2] = [
+    "envoy.filters.http.header_mutation",
+    "envoy.filters.http.stateful_session",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Setup {
@@ -21,14 +25,18 @@ pub enum Setup {
     Retries,
     Sticky,
     Mixmode,
+    /// mixmode with version affinity (design §11): the example's `affinity` block and its two
+    /// Envoy filters (header_mutation, stateful_session), which the other setups go without.
+    MixmodeAffinity,
 }
 
 impl Setup {
-    pub const ALL: [Setup; 4] = [
+    pub const ALL: [Setup; 5] = [
         Setup::RoundRobin,
         Setup::Retries,
         Setup::Sticky,
         Setup::Mixmode,
+        Setup::MixmodeAffinity,
     ];
 
     /// Short key (summary JSON, chart legend).
@@ -38,6 +46,7 @@ impl Setup {
             Setup::Retries => "retry-409",
             Setup::Sticky => "sticky",
             Setup::Mixmode => "mixmode",
+            Setup::MixmodeAffinity => "mixmode+affinity",
         }
     }
 
@@ -47,11 +56,16 @@ impl Setup {
             Setup::Retries => "Envoy retries on 409 (previous_hosts, 3 retries)",
             Setup::Sticky => "Envoy ring hash on the user's cookie (sticky sessions)",
             Setup::Mixmode => "Envoy + mixmode",
+            Setup::MixmodeAffinity => "Envoy + mixmode + version affinity (stateful session)",
         }
     }
 
     pub fn uses_mixmode(self) -> bool {
-        self == Setup::Mixmode
+        matches!(self, Setup::Mixmode | Setup::MixmodeAffinity)
+    }
+
+    pub fn uses_affinity(self) -> bool {
+        self == Setup::MixmodeAffinity
     }
 }
 
@@ -65,17 +79,19 @@ pub struct Render<'a> {
     pub eds_path: &'a Path,
 }
 
-/// The mixmode plugin configuration of the demo: the example's defaults with a token of its own.
 /// The heartbeat token and path every demo Envoy is configured with.
 pub const TOKEN: &str = "demo-heartbeat-token";
 pub const HEARTBEAT_PATH: &str = "/.well-known/mixmode/heartbeat";
 
-pub fn plugin_config(token: &str) -> Result<serde_json::Value> {
+/// The mixmode plugin configuration of the demo: the example's defaults with a token of its own;
+/// the example's `affinity` block only for the affinity setup.
+pub fn plugin_config(token: &str, setup: Setup) -> Result<serde_json::Value> {
     let mut cfg = mixmode_tests::envoy::example_plugin_config()?;
     cfg["heartbeat"]["token"] = serde_json::Value::from(token);
-    // Plain mixmode: the example turns affinity on, the demo compares the rescue alone.
-    if let Some(m) = cfg.as_object_mut() {
-        m.remove("affinity");
+    if !setup.uses_affinity() {
+        if let Some(m) = cfg.as_object_mut() {
+            m.remove("affinity");
+        }
     }
     Ok(cfg)
 }
@@ -113,6 +129,14 @@ pub fn render_yaml(r: &Render<'_>) -> Result<String> {
                         .and_then(|t| t.get("@type"))
                         .and_then(Value::as_str)
                         != Some(WASM_TYPE)
+                });
+            }
+        }
+        if !r.setup.uses_affinity() {
+            // Affinity's two Envoy filters belong to the affinity setup only.
+            if let Some(filters) = hcm.get_mut("http_filters").and_then(Value::as_sequence_mut) {
+                filters.retain(|f| {
+                    !AFFINITY_FILTERS.contains(&f.get("name").and_then(Value::as_str).unwrap_or(""))
                 });
             }
         }
@@ -176,7 +200,7 @@ pub fn render_yaml(r: &Render<'_>) -> Result<String> {
                 // cookie instead leaves each transfer's first step unhashed (no cookie yet, so a
                 // random host) and its second step on another host: 19 % lost in a quick run.
                 Setup::Sticky => insert(route, "hash_policy", yaml("[{cookie: {name: user}}]")?),
-                Setup::RoundRobin | Setup::Mixmode => {}
+                Setup::RoundRobin | Setup::Mixmode | Setup::MixmodeAffinity => {}
             }
         }
     }
@@ -267,7 +291,7 @@ mod tests {
     use super::*;
 
     fn rendered(setup: Setup) -> String {
-        let cfg = plugin_config("t").unwrap();
+        let cfg = plugin_config("t", setup).unwrap();
         let ups = ["127.0.0.1:1".parse().unwrap()];
         render_yaml(&Render {
             setup,
@@ -291,5 +315,22 @@ mod tests {
         assert!(rendered(Setup::Retries).contains("previous_hosts"));
         assert!(rendered(Setup::Sticky).contains("RING_HASH"));
         assert!(!rendered(Setup::RoundRobin).contains("retry_policy"));
+    }
+
+    #[test]
+    fn only_the_affinity_setup_has_affinity() {
+        for s in Setup::ALL {
+            let y = rendered(s);
+            let on = s.uses_affinity();
+            assert_eq!(y.contains("stateful_session"), on, "{s:?}");
+            assert_eq!(y.contains("header_mutation"), on, "{s:?}");
+            assert_eq!(y.contains("{\"affinity\":"), on, "{s:?}");
+            assert!(!y.contains("retry_policy") || s == Setup::Retries, "{s:?}");
+        }
+        assert!(plugin_config("t", Setup::MixmodeAffinity).unwrap()["affinity"].is_object());
+        assert!(plugin_config("t", Setup::Mixmode)
+            .unwrap()
+            .get("affinity")
+            .is_none());
     }
 }

@@ -168,7 +168,7 @@ pub async fn soak(o: &SoakOptions) -> Result<bool> {
     let t0 = Instant::now();
     let live = Liveness::new(t0);
     pool.track(live.clone());
-    let cfg = plugin_config(TOKEN)?;
+    let cfg = plugin_config(TOKEN, Setup::Mixmode)?;
     let yaml = render_yaml(&Render {
         setup: Setup::Mixmode,
         wasm: &o.wasm,

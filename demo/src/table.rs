@@ -12,6 +12,7 @@ pub fn render(results: &[SetupResult]) -> String {
         "409s seen",
         "re-sent",
         "rescued",
+        "rescues per rescued session",
         "extra upstream rq",
         "p50 step ms",
         "p99 step ms",
@@ -38,6 +39,11 @@ pub fn render(results: &[SetupResult]) -> String {
                 r.mismatches.to_string(),
                 r.resends.to_string(),
                 r.rescued_steps.to_string(),
+                if r.rescued_sessions == 0 {
+                    "-".to_string()
+                } else {
+                    format!("{:.2}", r.rescued_steps as f64 / r.rescued_sessions as f64)
+                },
                 r.extra_upstream.to_string(),
                 format!("{:.2}", r.p50_step_ms),
                 format!("{:.2}", r.p99_step_ms),
@@ -84,7 +90,7 @@ pub fn render(results: &[SetupResult]) -> String {
     out.push(
         "409s seen: version errors the servers answered (Envoy's upstream_rq_409, pool and peers). \
          re-sent: Envoy retries, or mixmode re-dispatch attempts.\nrescued: steps a peer answered after \
-         mixmode re-dispatched them. extra upstream rq: app requests the servers got beyond the users' steps."
+         mixmode re-dispatched them; per rescued session: over the transfers that needed any. extra upstream rq: app requests the servers got beyond the users' steps."
             .to_string(),
     );
     out.join("\n")

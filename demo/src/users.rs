@@ -67,6 +67,37 @@ pub struct UserLog {
     pub step_us: Vec<u64>,
 }
 
+/// The affinity cookie, as a browser keeps it: the last value set wins.
+#[derive(Debug, Default)]
+pub struct Jar {
+    affinity: Option<String>,
+}
+
+/// The cookie name in envoy.yaml's example `affinity` block.
+const AFFINITY_COOKIE: &str = "mixmode-version";
+
+impl Jar {
+    fn take(&mut self, set_cookies: &[String]) {
+        for c in set_cookies {
+            let pair = c.split(';').next().unwrap_or("");
+            if let Some(v) = pair
+                .strip_prefix(AFFINITY_COOKIE)
+                .and_then(|r| r.strip_prefix('='))
+            {
+                self.affinity = Some(v.to_string());
+            }
+        }
+    }
+
+    /// `; name=value` to append to the request's cookie header, or nothing.
+    fn header_part(&self) -> String {
+        self.affinity
+            .as_ref()
+            .map(|v| format!("; {AFFINITY_COOKIE}={v}"))
+            .unwrap_or_default()
+    }
+}
+
 const RECIPIENTS: &[&str] = &["alice", "bob", "carol", "dave", "erin", "frank", "grace"];
 
 /// Runs one user until `stop` is set, then finishes its current transfer.
@@ -81,6 +112,9 @@ pub async fn run_user(
     let mut rng =
         fastrand::Rng::with_seed(w.seed ^ (user as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let mut log = UserLog::default();
+    // What a browser would keep between transfers: the affinity cookie mixmode sets after a
+    // rescue (only the mixmode+affinity setup ever sets one).
+    let mut jar = Jar::default();
     let think = |rng: &mut fastrand::Rng| {
         Duration::from_millis(rng.u64(w.think_ms.0..=w.think_ms.1.max(w.think_ms.0)))
     };
@@ -97,6 +131,7 @@ pub async fn run_user(
             t0,
             &mut log.step_us,
             &live,
+            &mut jar,
         )
         .await;
         if tx.failure.is_some() {
@@ -120,6 +155,7 @@ async fn run_transfer(
     t0: Instant,
     step_us: &mut Vec<u64>,
     live: &Live,
+    jar: &mut Jar,
 ) -> Tx {
     let mut tx = Tx {
         user,
@@ -146,9 +182,10 @@ async fn run_transfer(
         .header("content-type", "application/json")
         .timeout(Duration::from_secs(10));
         // Every user carries its own cookie (as a signed-in browser would): sticky sessions hash it.
+        let kept = jar.header_part();
         req = match &cookie {
-            Some(c) => req.header("cookie", format!("user=u{user}; session={c}")),
-            None => req.header("cookie", format!("user=u{user}")),
+            Some(c) => req.header("cookie", format!("user=u{user}; session={c}{kept}")),
+            None => req.header("cookie", format!("user=u{user}{kept}")),
         };
         let sent = Instant::now();
         let resp = req.send().await;
@@ -171,6 +208,7 @@ async fn run_transfer(
                 break;
             }
         };
+        jar.take(&resp.header_all("set-cookie"));
         let mixmode = resp.header("x-mixmode");
         if resp.status != 200 {
             let detail = resp.text().chars().take(160).collect();

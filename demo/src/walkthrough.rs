@@ -32,7 +32,7 @@ pub async fn walkthrough(o: &RunOptions) -> Result<()> {
     let store = SessionStore::new();
     let a = AppServer::start(AppConfig::new("server-A", "1", &store)).await?;
     let b = AppServer::start(AppConfig::new("server-B", "2", &store)).await?;
-    let cfg = plugin_config(TOKEN)?;
+    let cfg = plugin_config(TOKEN, Setup::Mixmode)?;
     let dir = tempfile::Builder::new().prefix("mixmode-demo-").tempdir()?;
     let eds = dir.path().join("pool.json");
     write_eds(&eds, 1, &[a.addr()])?;

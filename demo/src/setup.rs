@@ -25,7 +25,7 @@ pub enum Setup {
     Retries,
     Sticky,
     Mixmode,
-    /// mixmode with version affinity (design §11): the example's `affinity` block and its two
+    /// mixmode with version affinity (docs/design.md#version-affinity): the example's `affinity` block and its two
     /// Envoy filters (header_mutation, stateful_session), which the other setups go without.
     MixmodeAffinity,
 }

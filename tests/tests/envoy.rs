@@ -13,7 +13,7 @@ use mixmode_tests::scenarios::{plugin_config, Fixture};
 use serde_json::json;
 
 mixmode_tests::all_scenarios!(EnvoyHost);
-// Version affinity (design §11): Envoy only until the harness honours the header-based
+// Version affinity (docs/design.md#version-affinity): Envoy only until the harness honours the header-based
 // stateful session (each scenario's doc says why).
 mixmode_tests::scenario_tests!(EnvoyHost:
     affinity::affinity_cookie_routes_the_session_to_its_version,

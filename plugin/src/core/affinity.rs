@@ -1,4 +1,4 @@
-//! Version affinity (design.md §11), sans IO: the cookie that remembers a session's version after
+//! Version affinity (docs/design.md#version-affinity), sans IO: the cookie that remembers a session's version after
 //! a rescue, and the host hint that lets Envoy's stateful session filter send the session's next
 //! requests to a server of that version. Randomness comes in as a parameter, like in
 //! `core::redispatch`; the registry comes in as a `PeerSource`.

@@ -50,7 +50,7 @@ pub struct Config {
     pub registry: Registry,
     #[serde(default)]
     pub heartbeat: Heartbeat,
-    /// Version affinity (design.md §11); absent = off.
+    /// Version affinity (docs/design.md#version-affinity); absent = off.
     #[serde(default)]
     pub affinity: Option<Affinity>,
 }
@@ -188,7 +188,7 @@ impl Default for Heartbeat {
     }
 }
 
-/// Version affinity (design.md §11): the session's version in a cookie, a host hint for Envoy's
+/// Version affinity (docs/design.md#version-affinity): the session's version in a cookie, a host hint for Envoy's
 /// stateful session filter.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

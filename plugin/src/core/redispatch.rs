@@ -135,7 +135,7 @@ pub struct Redispatcher {
     /// The server that failed, then every peer tried.
     excluded: Vec<String>,
     seed: u64,
-    /// With affinity: the `set-cookie` a rescued reply carries (design.md §11).
+    /// With affinity: the `set-cookie` a rescued reply carries (docs/design.md#version-affinity).
     set_cookie: Option<Vec<u8>>,
 }
 

@@ -473,7 +473,7 @@ impl HttpContext for MixHttp {
 }
 
 impl MixHttp {
-    /// Version affinity on the way in (design.md §11): the hint toward a server of the cookie's
+    /// Version affinity on the way in (docs/design.md#version-affinity): the hint toward a server of the cookie's
     /// version, and never a client's own hint. Without the cookie or a forged header this reads
     /// only the headers already held: no host call.
     fn apply_affinity(&self, shared: &Shared, a: &Affinity, raw: &[u8]) {

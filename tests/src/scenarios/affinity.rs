@@ -1,9 +1,9 @@
-//! Version affinity (design §11): after a rescue the client holds a cookie naming its session's
+//! Version affinity (docs/design.md#version-affinity): after a rescue the client holds a cookie naming its session's
 //! version, and its next requests reach a server of that version directly, through Envoy's own
 //! stateful session filter.
 //!
 //! These need a host that honours Envoy's header-based stateful session on the public listener
-//! (the hint chooses the pool member). The harness does not yet (issue 13, item 4, in progress
+//! (the hint chooses the pool member). The harness does not yet (that work is in progress
 //! elsewhere): until it does they run on the real Envoy only (tests/tests/envoy.rs).
 
 use std::collections::BTreeSet;

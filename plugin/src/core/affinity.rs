@@ -159,7 +159,7 @@ mod tests {
     use crate::core::lookup::LookupCache;
     use crate::core::pairs::serialize_pairs;
     use crate::core::redispatch::RegistryPeers;
-    use crate::core::registry::{upsert, Limits};
+    use crate::core::registry::{upsert, Ident, Limits, Scope};
     use crate::core::store::MemoryStore;
     use std::collections::HashSet;
 
@@ -365,13 +365,26 @@ mod tests {
         // a cookie cannot name an address.
         let a = affinity("");
         let mut store = MemoryStore::default();
-        let l = Limits {
-            stale_after_ms: 1000,
-            max_records: 10,
-        };
-        upsert(&mut store, &l, "default", "a", "2", "10.0.0.2:80", 0).unwrap();
-        upsert(&mut store, &l, "default", "a", "1", "10.0.0.1:80", 0).unwrap();
-        upsert(&mut store, &l, "default", "a", "2", "10.0.0.3:80", 0).unwrap();
+        let scope = Scope::new(
+            &["test"],
+            Limits {
+                stale_after_ms: 1000,
+                max_records: 10,
+            },
+        );
+        for (version, address) in [
+            ("2", "10.0.0.2:80"),
+            ("1", "10.0.0.1:80"),
+            ("2", "10.0.0.3:80"),
+        ] {
+            let r = Ident {
+                pool: "default",
+                app: "a",
+                version,
+                address,
+            };
+            upsert(&mut store, &scope, &r, 0).unwrap();
+        }
         let mut cache = LookupCache::default();
         let mut peers = RegistryPeers {
             store: &mut store,
@@ -379,7 +392,7 @@ mod tests {
             pool: "default",
             app: "a",
             cross_pool: false,
-            stale_after_ms: 1000,
+            scope: &scope,
             selection: Selection::Random,
             now_ms: 10,
         };

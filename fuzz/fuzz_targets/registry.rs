@@ -5,7 +5,7 @@
 //! change of layout. Never panics and never wedges: garbage reads as empty and is overwritten, an
 //! accepted upsert is listed afterwards (after garbage in an index: once a full prune cycle ran). On an uncorrupted store the operators' listing always
 //! equals a plain model of the records (pool, app, address) -> (version, last_seen), and
-//! design.md §10 holds after every operation: the stored count equals the records stored and
+//! docs/design.md#registry-invariants holds after every operation: the stored count equals the records stored and
 //! stays within the cap, and (corrupted or not) the keys stay within the scope's bound.
 #![no_main]
 
@@ -365,7 +365,7 @@ fuzz_target!(|input: Input| {
                 corrupted = true;
             }
         }
-        // design.md §10 "bounded keys", whatever was written.
+        // docs/design.md#registry-invariants "bounded keys", whatever was written.
         assert!(
             store.inner.map.len() <= scope.max_keys() + GLOBAL_KEYS,
             "{} keys, bound {}",
@@ -381,7 +381,7 @@ fuzz_target!(|input: Input| {
                 want,
                 "the listing differs from the records"
             );
-            // design.md §10 "the cap holds": writers are quiet between operations.
+            // docs/design.md#registry-invariants "the cap holds": writers are quiet between operations.
             let held = registry::stored(&mut store.inner, &scope)
                 .unwrap_or_else(|e| panic!("stored failed on a working store: {e:?}"));
             let n = registry::count(&mut store.inner, &scope).unwrap_or(u64::MAX);

@@ -183,8 +183,8 @@ mod native {
         heartbeat::handle(cfg, &req, s, now).status
     }
 
-    /// design.md §10: a heartbeat refused at the cap costs O(1) shared-data operations, like a
-    /// refresh, whatever the number of records (issue 11: it used to scan the registry).
+    /// docs/design.md#registry-invariants: a heartbeat refused at the cap costs O(1) shared-data operations, like a
+    /// refresh, whatever the number of records (it used to scan the registry).
     pub fn refusal(c: &mut Criterion) {
         let mut g = c.benchmark_group("at_the_cap");
         let cfg = Config::parse(

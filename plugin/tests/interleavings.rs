@@ -1,4 +1,4 @@
-//! design.md §10 checked over interleavings: each scenario runs two or three writers (heartbeats,
+//! docs/design.md#registry-invariants checked over interleavings: each scenario runs two or three writers (heartbeats,
 //! an etcd apply, a prune tick, a second configuration) against one shared-data store under
 //! every schedule of their store operations (or a seeded sample where there are too many),
 //! with a CAS mismatch or a host error injected at each step in turn, and checks the

@@ -190,7 +190,7 @@ pub fn stored(store: &mut MemoryStore, cfg: &Config) -> Vec<(String, String, Str
     out
 }
 
-/// The most shared-data keys the configurations may use together (design.md §10).
+/// The most shared-data keys the configurations may use together (docs/design.md#registry-invariants).
 pub fn key_bound(cfgs: &[&Config]) -> usize {
     cfgs.iter().map(|c| Scope::of(c).max_keys()).sum::<usize>() + registry::GLOBAL_KEYS
 }

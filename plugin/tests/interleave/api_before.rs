@@ -1,4 +1,4 @@
-//! The scenarios' adapter for the registry API as it was before issue 11 (main at abb2f7f): swapped
+//! The scenarios' adapter for the registry API as it was before the registry rework (main at abb2f7f): swapped
 //! in for `api.rs` (and `MemoryStore::bytes_read` added) to count the violations of the code
 //! before the fix. Not compiled against today's code.
 //! The registry as the scenarios use it: through the same entry points the filter calls

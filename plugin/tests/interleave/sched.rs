@@ -1,4 +1,4 @@
-//! A store that lets the test decide whose next store operation runs (design.md §10).
+//! A store that lets the test decide whose next store operation runs (docs/design.md#registry-invariants).
 //!
 //! Each writer runs on its own thread against a `Handle`; every `get`/`set` parks the writer until
 //! the controller grants it the store. The controller sees which writers are parked and what they

@@ -1,4 +1,4 @@
-//! The etcd mirror (design.md §4 "etcd", issue 8): one poller per Envoy process reads the keys
+//! The etcd mirror (docs/design.md#etcd-mirror): one poller per Envoy process reads the keys
 //! `<prefix><pool>/<app>/<version>/<ip:port>` through etcd's JSON gateway (`POST /v3/kv/range`)
 //! and mirrors them into the shared-data registry, where lookups stay local.
 //!

@@ -99,7 +99,7 @@ impl Scope {
         }
     }
 
-    /// The most keys this scope can ever write (design.md §10 "bounded keys").
+    /// The most keys this scope can ever write (docs/design.md#registry-invariants "bounded keys").
     pub fn max_keys(&self) -> usize {
         let b = usize::try_from(self.slot_buckets).unwrap_or(usize::MAX);
         let m = usize::try_from(self.members_buckets).unwrap_or(usize::MAX);

@@ -1,4 +1,4 @@
-//! The registry of peers in proxy-wasm shared data (design.md §4, §10).
+//! The registry of peers in proxy-wasm shared data (docs/design.md#the-registry, docs/design.md#registry-invariants).
 //!
 //! Every key belongs to a configuration's **scope** (`layout::Scope`): `mixmode/v3/<hash>/…`,
 //! the hash of the configuration's identity (its pool and `cross_pool`, app, etcd range and
@@ -57,7 +57,7 @@ pub use write::{change, put, remove, upsert, Change, Upserted};
 use crate::core::store::read;
 use serde::{Deserialize, Serialize};
 
-/// One record (design.md §4), identified by `(pool, app, address)`.
+/// One record (docs/design.md#the-registry), identified by `(pool, app, address)`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Slot {
     pub pool: String,

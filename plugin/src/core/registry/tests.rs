@@ -444,7 +444,7 @@ fn etcd_records_are_as_fresh_as_the_mirror() {
     assert_eq!(addrs(&mut s, &sc, "2", 2000), vec!["10.0.0.1:80"]);
 }
 
-/// design.md §10 "bounded keys": one address heartbeating 1,000 distinct versions, with the
+/// docs/design.md#registry-invariants "bounded keys": one address heartbeating 1,000 distinct versions, with the
 /// prune running, leaves the keys within the scope's bound, and only one record.
 #[test]
 fn a_thousand_versions_leave_the_keys_bounded() {

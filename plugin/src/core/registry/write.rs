@@ -97,7 +97,7 @@ pub fn upsert<S: SharedStore + ?Sized>(
 
 /// Creates or refreshes a record. A refresh of an unchanged version reads and writes its bucket
 /// only; a new record first takes a place under the cap (refused at the cap: 2 reads, no
-/// write); a version change moves it between members sets at once (design.md §4).
+/// write); a version change moves it between members sets at once (docs/design.md#the-registry).
 pub fn put<S: SharedStore + ?Sized>(
     store: &mut S,
     scope: &Scope,

@@ -121,6 +121,9 @@ pub struct HostState {
     pub(crate) self_tx: Option<Sender<WorkerMsg>>,
     pub(crate) memory: Option<Memory>,
     pub(crate) alloc: Option<TypedFunc<u32, u32>>,
+    /// Set while `_initialize`/`main`/`_start` run: host calls outside cpp-host's allow-list
+    /// trap (`load::instantiate`).
+    pub(crate) starting: bool,
     pub(crate) root_context: u32,
     pub(crate) effective_context: u32,
     pub(crate) tick_period_ms: u32,
@@ -149,6 +152,7 @@ impl HostState {
             self_tx,
             memory: None,
             alloc: None,
+            starting: false,
             root_context: 0,
             effective_context: 0,
             tick_period_ms: 0,

@@ -4,6 +4,7 @@
 
 use crate::calls::{self, CallOutcome};
 use crate::host::{CallResponse, HostState, PluginEnv, Stream, StreamProps};
+use crate::load::{self, AbiVersion, LoadError, RestrictedCallback};
 use crate::types::{Action, Headers, LogLevel};
 use bytes::Bytes;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -106,10 +107,10 @@ struct Callbacks {
     on_configure: Option<TypedFunc<(u32, u32), u32>>,
     on_tick: Option<TypedFunc<u32, ()>>,
     on_queue_ready: Option<TypedFunc<(u32, u32), ()>>,
-    on_request_headers: Option<TypedFunc<(u32, u32, u32), u32>>,
+    on_request_headers: Option<HeadersFn>,
     on_request_body: Option<TypedFunc<(u32, u32, u32), u32>>,
     on_request_trailers: Option<TypedFunc<(u32, u32), u32>>,
-    on_response_headers: Option<TypedFunc<(u32, u32, u32), u32>>,
+    on_response_headers: Option<HeadersFn>,
     on_response_body: Option<TypedFunc<(u32, u32, u32), u32>>,
     on_response_trailers: Option<TypedFunc<(u32, u32), u32>>,
     on_http_call_response: Option<CallResponseFn>,
@@ -118,23 +119,45 @@ struct Callbacks {
     on_delete: Option<TypedFunc<u32, ()>>,
 }
 
+/// `proxy_on_request_headers`/`proxy_on_response_headers`: ABI 0.1.0 has no end-of-stream
+/// argument.
+#[derive(Clone)]
+enum HeadersFn {
+    V01(TypedFunc<(u32, u32), u32>),
+    V02(TypedFunc<(u32, u32, u32), u32>),
+}
+
 impl Callbacks {
-    fn find(instance: &Instance, store: &mut Store<HostState>) -> Self {
+    /// Signatures were checked at load (`load::check`), so a lookup fails only for an absent
+    /// export.
+    fn find(instance: &Instance, store: &mut Store<HostState>, abi: AbiVersion) -> Self {
         macro_rules! f {
             ($name:expr) => {
                 instance.get_typed_func(&mut *store, $name).ok()
             };
         }
+        let mut headers = |name: &str| match abi {
+            AbiVersion::V0_1_0 => instance
+                .get_typed_func(&mut *store, name)
+                .ok()
+                .map(HeadersFn::V01),
+            AbiVersion::V0_2_0 | AbiVersion::V0_2_1 => instance
+                .get_typed_func(&mut *store, name)
+                .ok()
+                .map(HeadersFn::V02),
+        };
+        let on_request_headers = headers("proxy_on_request_headers");
+        let on_response_headers = headers("proxy_on_response_headers");
         Callbacks {
+            on_request_headers,
+            on_response_headers,
             on_context_create: f!("proxy_on_context_create"),
             on_vm_start: f!("proxy_on_vm_start"),
             on_configure: f!("proxy_on_configure"),
             on_tick: f!("proxy_on_tick"),
             on_queue_ready: f!("proxy_on_queue_ready"),
-            on_request_headers: f!("proxy_on_request_headers"),
             on_request_body: f!("proxy_on_request_body"),
             on_request_trailers: f!("proxy_on_request_trailers"),
-            on_response_headers: f!("proxy_on_response_headers"),
             on_response_body: f!("proxy_on_response_body"),
             on_response_trailers: f!("proxy_on_response_trailers"),
             on_http_call_response: f!("proxy_on_http_call_response"),
@@ -148,10 +171,23 @@ impl Callbacks {
 /// Why a VM instance could not be brought up.
 #[derive(Debug)]
 pub(crate) enum VmStartError {
+    Load(LoadError),
     Instantiate(String),
     VmStartRefused,
     ConfigureRefused,
     Crashed(String),
+}
+
+/// A trap in a start function, worded as Envoy logs it.
+fn start_failure(function: &str, e: wasmtime::Error) -> VmStartError {
+    let message = match e.downcast_ref::<RestrictedCallback>() {
+        Some(r) => format!("Function: {function} failed: Uncaught Error: {r}"),
+        None => match e.downcast_ref::<wasmtime::Trap>() {
+            Some(trap) => format!("Function: {function} failed: Uncaught RuntimeError: {trap}"),
+            None => format!("Function: {function} failed: {e:#}"),
+        },
+    };
+    VmStartError::Crashed(message)
 }
 
 /// One instantiated plugin: a wasmtime store with its root context.
@@ -165,9 +201,11 @@ pub(crate) struct Vm {
 impl Vm {
     /// Instantiates the module, runs its start function, creates the root context and runs
     /// `proxy_on_vm_start` and `proxy_on_configure`, as Envoy does for each VM.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         engine: &Engine,
         module: &Module,
+        abi: AbiVersion,
         linker: &Linker<HostState>,
         env: Arc<PluginEnv>,
         instance_name: String,
@@ -177,36 +215,51 @@ impl Vm {
         let wasi = wasmtime_wasi::WasiCtxBuilder::new().build_p1();
         let state = HostState::new(wasi, env, instance_name, instance_index, self_tx);
         let mut store = Store::new(engine, state);
-        let instance = linker
-            .instantiate(&mut store, module)
-            .map_err(|e| VmStartError::Instantiate(format!("{e:#}")))?;
+        let instance = load::instantiate(linker, &mut store, module)?;
         let memory = instance.get_memory(&mut store, "memory");
+        // cpp-host's order: `malloc` first.
         let alloc = instance
-            .get_typed_func::<u32, u32>(&mut store, "proxy_on_memory_allocate")
-            .or_else(|_| instance.get_typed_func::<u32, u32>(&mut store, "malloc"))
+            .get_typed_func::<u32, u32>(&mut store, "malloc")
+            .or_else(|_| {
+                instance.get_typed_func::<u32, u32>(&mut store, "proxy_on_memory_allocate")
+            })
             .ok();
         store.data_mut().memory = memory;
         store.data_mut().alloc = alloc;
-        // Reactor modules export `_initialize` (then maybe `main`); command modules `_start`;
-        // a module with only a start section was initialized by instantiation.
-        if let Ok(init) = instance.get_typed_func::<(), ()>(&mut store, "_initialize") {
+        // Reactor modules export `_initialize` (then maybe `main` or `__main_void`); command
+        // modules `_start`; a module with only a start section was initialized by
+        // instantiation. Host calls here are restricted as in cpp-host's `startVm`.
+        store.data_mut().starting = true;
+        let started = if let Ok(init) = instance.get_typed_func::<(), ()>(&mut store, "_initialize")
+        {
             init.call(&mut store, ())
-                .map_err(|e| VmStartError::Crashed(format!("_initialize: {e:#}")))?;
-            if let Ok(main) = instance.get_typed_func::<(u32, u32), u32>(&mut store, "main") {
-                main.call(&mut store, (0, 0))
-                    .map_err(|e| VmStartError::Crashed(format!("main: {e:#}")))?;
-            }
+                .map_err(|e| start_failure("_initialize", e))
+                .and_then(|()| {
+                    if let Ok(main) = instance.get_typed_func::<(u32, u32), u32>(&mut store, "main")
+                    {
+                        main.call(&mut store, (0, 0))
+                            .map(drop)
+                            .map_err(|e| start_failure("main", e))
+                    } else if let Ok(main) =
+                        instance.get_typed_func::<(), u32>(&mut store, "__main_void")
+                    {
+                        main.call(&mut store, ())
+                            .map(drop)
+                            .map_err(|e| start_failure("__main_void", e))
+                    } else {
+                        Ok(())
+                    }
+                })
         } else if let Ok(start) = instance.get_typed_func::<(), ()>(&mut store, "_start") {
-            if let Err(e) = start.call(&mut store, ()) {
-                let clean_exit = e
-                    .downcast_ref::<wasmtime_wasi::I32Exit>()
-                    .is_some_and(|x| x.0 == 0);
-                if !clean_exit {
-                    return Err(VmStartError::Crashed(format!("_start: {e:#}")));
-                }
-            }
-        }
-        let cb = Callbacks::find(&instance, &mut store);
+            start
+                .call(&mut store, ())
+                .map_err(|e| start_failure("_start", e))
+        } else {
+            Ok(())
+        };
+        store.data_mut().starting = false;
+        started?;
+        let cb = Callbacks::find(&instance, &mut store, abi);
         let mut vm = Vm {
             store,
             cb,
@@ -275,6 +328,19 @@ impl Vm {
                     .log(LogLevel::Critical, format!("wasm VM failed: {msg}"));
                 None
             }
+        }
+    }
+
+    fn call_headers(
+        &mut self,
+        ctx: u32,
+        f: Option<HeadersFn>,
+        n: u32,
+        end_of_stream: bool,
+    ) -> Option<u32> {
+        match f? {
+            HeadersFn::V01(f) => self.call(ctx, Some(f), (ctx, n)),
+            HeadersFn::V02(f) => self.call(ctx, Some(f), (ctx, n, end_of_stream as u32)),
         }
     }
 
@@ -356,11 +422,8 @@ impl Vm {
                     s.request_headers = Some(headers);
                     s.request_trailers = Some(Vec::new());
                 }
-                let a = action(self.call(
-                    ctx,
-                    self.cb.on_request_headers.clone(),
-                    (ctx, n, end_of_stream as u32),
-                ));
+                let f = self.cb.on_request_headers.clone();
+                let a = action(self.call_headers(ctx, f, n, end_of_stream));
                 reply.action = Some(a);
                 if a == Action::Continue {
                     reply.headers = self.stream(ctx).and_then(|s| s.request_headers.clone());
@@ -426,11 +489,8 @@ impl Vm {
                     s.response_headers = Some(headers);
                     s.response_trailers = Some(Vec::new());
                 }
-                let a = action(self.call(
-                    ctx,
-                    self.cb.on_response_headers.clone(),
-                    (ctx, n, end_of_stream as u32),
-                ));
+                let f = self.cb.on_response_headers.clone();
+                let a = action(self.call_headers(ctx, f, n, end_of_stream));
                 reply.action = Some(a);
                 if a == Action::Continue {
                     reply.headers = self.stream(ctx).and_then(|s| s.response_headers.clone());

@@ -1,5 +1,5 @@
 //! Logging: `proxy_log`, `proxy_get_log_level`, and stdout/stderr (`fd_write`), which Envoy
-//! turns into info and error log lines.
+//! turns into info and error log lines; `proc_exit`, which Envoy only logs.
 
 use crate::host::{code, HostState, Mem};
 use crate::types::{LogLevel, Status};
@@ -30,8 +30,18 @@ pub(crate) fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     )?;
     for module in ["wasi_snapshot_preview1", "wasi_unstable"] {
         linker.func_wrap(module, "fd_write", fd_write)?;
+        linker.func_wrap(module, "proc_exit", proc_exit)?;
     }
     Ok(())
+}
+
+/// Envoy 1.40 (cpp-host `wasi_unstable_proc_exit`) logs this at trace and returns: the VM
+/// goes on (an AssemblyScript `abort` then reaches its `unreachable` and traps). During
+/// start-up the call is outside the allow-list and traps with `restricted_callback`.
+fn proc_exit(caller: Caller<'_, HostState>, _code: u32) {
+    caller
+        .data()
+        .log(LogLevel::Trace, "wasi_unstable proc_exit".to_string());
 }
 
 const ERRNO_SUCCESS: u32 = 0;

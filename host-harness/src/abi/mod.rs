@@ -1,6 +1,7 @@
 //! The host side of the proxy-wasm ABI, one module per section of the v0.2.1 spec.
 
 pub(crate) mod buffers;
+pub(crate) mod compat;
 pub(crate) mod context;
 pub(crate) mod headers;
 pub(crate) mod http_call;
@@ -15,8 +16,7 @@ pub(crate) mod timers;
 pub(crate) mod unimplemented;
 
 use crate::host::HostState;
-use crate::types::Status;
-use wasmtime::{ExternType, Linker, Module, Val, ValType};
+use wasmtime::Linker;
 
 /// Every host function of ABI 0.2.1 (and the 0.2.0/0.1 spellings), plus WASI preview 1 under
 /// both module names.
@@ -38,46 +38,7 @@ pub(crate) fn link_all(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     metrics::link(linker)?;
     properties::link(linker)?;
     context::link(linker)?;
+    compat::link(linker)?;
     unimplemented::link(linker)?;
     Ok(())
-}
-
-/// Any other function the module imports (a newer ABI's, another host's extension) is defined
-/// to answer `Unimplemented` (WASI: `ENOSYS`), so the module loads and the call never traps.
-/// Returns the names it stubbed.
-pub(crate) fn stub_unknown_imports(linker: &mut Linker<HostState>, module: &Module) -> Vec<String> {
-    let mut stubbed = Vec::new();
-    for import in module.imports() {
-        let ExternType::Func(ty) = import.ty() else {
-            continue;
-        };
-        let answer = if import.module().starts_with("wasi") {
-            52 // ENOSYS
-        } else {
-            Status::Unimplemented.code() as i32
-        };
-        let results: Vec<ValType> = ty.results().collect();
-        let defined = linker.func_new(
-            import.module(),
-            import.name(),
-            ty.clone(),
-            move |_caller, _params, out| {
-                for (slot, t) in out.iter_mut().zip(results.iter()) {
-                    *slot = match t {
-                        ValType::I32 => Val::I32(answer),
-                        ValType::I64 => Val::I64(0),
-                        ValType::F32 => Val::F32(0),
-                        ValType::F64 => Val::F64(0),
-                        _ => Val::null_extern_ref(),
-                    };
-                }
-                Ok(())
-            },
-        );
-        // An error means the name is already defined: nothing to stub.
-        if defined.is_ok() {
-            stubbed.push(format!("{}.{}", import.module(), import.name()));
-        }
-    }
-    stubbed
 }

@@ -1,0 +1,18 @@
+;; An ABI 0.1.0 filter: two-argument proxy_on_request_headers, answering 403 itself.
+(module
+  (import "env" "proxy_send_local_response" (func $reply (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "denied by an ABI 0.1.0 filter")
+  (func (export "proxy_abi_version_0_1_0"))
+  (global $heap (mut i32) (i32.const 8192))
+  (func (export "malloc") (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $n)))
+    (local.get $p))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_request_headers") (param i32 i32) (result i32)
+    (drop (call $reply (i32.const 403) (i32.const 0) (i32.const 0) (i32.const 16) (i32.const 29)
+      (i32.const 0) (i32.const 0) (i32.const -1)))
+    i32.const 1)
+)

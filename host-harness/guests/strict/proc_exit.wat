@@ -1,0 +1,20 @@
+;; Calls proc_exit(3) on request headers, then logs and lets the request through: in Envoy
+;; proc_exit returns.
+(module
+  (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "still running after proc_exit")
+  (func (export "proxy_abi_version_0_2_1"))
+  (global $heap (mut i32) (i32.const 8192))
+  (func (export "malloc") (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $n)))
+    (local.get $p))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (call $exit (i32.const 3))
+    (drop (call $log (i32.const 2) (i32.const 16) (i32.const 29)))
+    i32.const 0)
+)

@@ -187,8 +187,8 @@ pub(crate) async fn dispatch(
     }
 }
 
-/// Kept-alive connections to one upstream.
-pub(crate) struct Pool {
+/// One upstream host with its kept-alive connections.
+pub(crate) struct Endpoint {
     pub addr: SocketAddr,
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
 }
@@ -206,9 +206,9 @@ pub(crate) enum Forwarded {
     },
 }
 
-impl Pool {
+impl Endpoint {
     pub fn new(addr: SocketAddr) -> Self {
-        Pool {
+        Endpoint {
             addr,
             idle: Mutex::new(Vec::new()),
         }

@@ -5,8 +5,9 @@
 //! Bodies are buffered by the front end (the client gets the response once it is complete);
 //! what the filter sees, chunk by chunk and pause by pause, follows Envoy (§3a).
 
-use crate::calls::{envoy_reply, Forwarded, Pool};
+use crate::calls::{envoy_reply, Forwarded};
 use crate::host::StreamProps;
+use crate::pool::{encode_host, UpstreamPool};
 use crate::types::{Action, Headers};
 use crate::worker::{LocalReply, OpReply, StreamEvent, StreamOp, WorkerMsg};
 use bytes::Bytes;
@@ -33,7 +34,8 @@ pub(crate) struct FrontOptions {
 pub(crate) struct ListenerCtx {
     pub workers: Arc<Vec<Sender<WorkerMsg>>>,
     pub next_worker: AtomicUsize,
-    pub upstream: Option<Arc<Pool>>,
+    /// `None`: no route (Envoy's 404).
+    pub upstream: Option<Arc<UpstreamPool>>,
     pub cluster_name: String,
     pub opts: Arc<FrontOptions>,
     pub conn_ids: Arc<AtomicU64>,
@@ -510,6 +512,9 @@ fn client_response(headers: &Headers, body: Vec<u8>) -> Response<Full<Bytes>> {
     resp
 }
 
+/// Envoy's body when a cluster has no member to send to.
+pub(crate) const NO_HEALTHY_UPSTREAM: &str = "no healthy upstream";
+
 /// What Envoy answers when the filter's VM has crashed: 503 with an empty body.
 fn vm_failed() -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::new()));
@@ -590,34 +595,54 @@ async fn handle(
                 ];
                 (h, Source::Fixed(None), true, None)
             }
-            Some(pool) => {
-                let mut headers = headers;
-                headers.push((
-                    b"x-envoy-expected-rq-timeout-ms".to_vec(),
-                    opts.route_timeout.as_millis().to_string().into_bytes(),
-                ));
-                let upstream = Some(pool.addr.to_string());
-                match pool.forward(&headers, body, opts.route_timeout).await {
-                    Forwarded::Upstream {
-                        headers,
-                        body,
-                        sender,
-                    } => {
-                        sender_back = Some(sender);
-                        let eos = body.is_end_stream();
-                        (headers, Source::Incoming(body), eos, upstream)
-                    }
-                    Forwarded::Envoy { headers, body } => {
-                        let eos = body.is_empty();
-                        (
-                            headers,
-                            Source::Fixed(Some(Bytes::from(body))),
-                            eos,
-                            upstream,
-                        )
+            Some(pool) => match pool.pick(&headers) {
+                None => {
+                    let (h, b) = envoy_reply(503, NO_HEALTHY_UPSTREAM);
+                    (h, Source::Fixed(Some(Bytes::from(b))), false, None)
+                }
+                Some(pick) => {
+                    let mut headers = headers;
+                    headers.push((
+                        b"x-envoy-expected-rq-timeout-ms".to_vec(),
+                        opts.route_timeout.as_millis().to_string().into_bytes(),
+                    ));
+                    let addr = pick.endpoint.addr;
+                    let upstream = Some(addr.to_string());
+                    match pick
+                        .endpoint
+                        .forward(&headers, body, opts.route_timeout)
+                        .await
+                    {
+                        Forwarded::Upstream {
+                            mut headers,
+                            body,
+                            sender,
+                        } => {
+                            // The stateful session filter (after the wasm filters) names the
+                            // host it chose when the request did not.
+                            if let (Some(name), false) = (pool.session_header(), pick.hinted) {
+                                headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name.as_bytes()));
+                                headers.push((
+                                    name.as_bytes().to_vec(),
+                                    encode_host(addr).into_bytes(),
+                                ));
+                            }
+                            sender_back = Some((sender, pick.endpoint.clone()));
+                            let eos = body.is_end_stream();
+                            (headers, Source::Incoming(body), eos, upstream)
+                        }
+                        Forwarded::Envoy { headers, body } => {
+                            let eos = body.is_empty();
+                            (
+                                headers,
+                                Source::Fixed(Some(Bytes::from(body))),
+                                eos,
+                                upstream,
+                            )
+                        }
                     }
                 }
-            }
+            },
         },
         Err(Interrupt::LocalReply(lr)) => {
             // A reply from the request phase runs through the response callbacks (Envoy
@@ -646,8 +671,8 @@ async fn handle(
     .await;
     match response {
         Ok((headers, body)) => {
-            if let (Some(sender), Some(pool)) = (sender_back, &listener.upstream) {
-                pool.release(sender);
+            if let Some((sender, endpoint)) = sender_back {
+                endpoint.release(sender);
             }
             Ok(client_response(&headers, body))
         }

@@ -3,9 +3,11 @@
 
 use crate::abi;
 use crate::admin;
-use crate::calls::Pool;
 use crate::frontend::{self, FrontOptions, ListenerCtx};
+use crate::histogram::Histogram;
 use crate::host::{Cluster, HostState, PluginEnv};
+use crate::load::{self, LoadError};
+use crate::pool::UpstreamPool;
 use crate::shared::{lock, LogLine, Metrics, Queues, SharedData};
 use crate::types::LogLevel;
 use crate::worker::{self, Vm, VmStartError, WorkerMsg};
@@ -28,6 +30,9 @@ pub enum Error {
     Io(String),
     /// The bytes are not a module wasmtime accepts.
     Compile(String),
+    /// A module Envoy refuses at load (proxy-wasm-cpp-host's checks); the text is Envoy's
+    /// log line.
+    Load(LoadError),
     /// An import could not be satisfied, or the start function trapped.
     Instantiate { instance: String, message: String },
     /// `proxy_on_vm_start` or `proxy_on_configure` returned false: with a static configuration
@@ -44,6 +49,7 @@ impl std::fmt::Display for Error {
         match self {
             Error::Io(m) => write!(f, "{m}"),
             Error::Compile(m) => write!(f, "cannot compile the plugin: {m}"),
+            Error::Load(e) => write!(f, "the plugin is refused at load: {e}"),
             Error::Instantiate { instance, message } => {
                 write!(f, "cannot start the plugin ({instance} VM): {message}")
             }
@@ -82,10 +88,48 @@ impl Error {
 pub struct ListenerSpec {
     /// Address to bind; port 0 picks a free one (read it back with `listener_addrs`).
     pub bind: SocketAddr,
-    /// Where requests the filter lets through go; `None` answers Envoy's "no route" 404.
-    pub upstream: Option<SocketAddr>,
+    /// The pool requests the filter lets through go to, round robin (an empty pool answers
+    /// Envoy's 503 "no healthy upstream"); `None` answers Envoy's "no route" 404.
+    pub upstreams: Option<Vec<SocketAddr>>,
     /// The `cluster_name` property of its streams.
     pub cluster_name: String,
+    /// Envoy's header-based stateful session on this listener's route: a request whose
+    /// header holds base64("ip:port") of a member goes to that member; any other gets round
+    /// robin and the response carries the header naming the host chosen.
+    pub stateful_session_header: Option<String>,
+}
+
+impl ListenerSpec {
+    /// A listener in front of `upstreams` (cluster name "upstream").
+    pub fn pool(bind: SocketAddr, upstreams: Vec<SocketAddr>) -> Self {
+        ListenerSpec {
+            bind,
+            upstreams: Some(upstreams),
+            cluster_name: "upstream".into(),
+            stateful_session_header: None,
+        }
+    }
+
+    /// A listener with no route.
+    pub fn without_upstream(bind: SocketAddr) -> Self {
+        ListenerSpec {
+            bind,
+            upstreams: None,
+            cluster_name: String::new(),
+            stateful_session_header: None,
+        }
+    }
+
+    /// Turns on the header-based stateful session with this header.
+    pub fn stateful_session(mut self, header: impl Into<String>) -> Self {
+        self.stateful_session_header = Some(header.into());
+        self
+    }
+}
+
+fn bind_addr(bind: &str) -> SocketAddr {
+    bind.parse()
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))
 }
 
 enum WasmSource {
@@ -206,25 +250,23 @@ impl HarnessBuilder {
 
     /// A listener forwarding to `upstream` (cluster name "upstream").
     pub fn listener(mut self, bind: &str, upstream: SocketAddr) -> Self {
-        self.listeners.push(ListenerSpec {
-            bind: bind
-                .parse()
-                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
-            upstream: Some(upstream),
-            cluster_name: "upstream".into(),
-        });
+        self.listeners
+            .push(ListenerSpec::pool(bind_addr(bind), vec![upstream]));
+        self
+    }
+
+    /// A listener in front of a pool, balanced round robin; members can be taken out and put
+    /// back at run time through [`RunningHarness::pool`].
+    pub fn listener_pool(mut self, bind: &str, upstreams: Vec<SocketAddr>) -> Self {
+        self.listeners
+            .push(ListenerSpec::pool(bind_addr(bind), upstreams));
         self
     }
 
     /// A listener with no upstream (e.g. one only the filter answers, like a heartbeat path).
     pub fn listener_without_upstream(mut self, bind: &str) -> Self {
-        self.listeners.push(ListenerSpec {
-            bind: bind
-                .parse()
-                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
-            upstream: None,
-            cluster_name: String::new(),
-        });
+        self.listeners
+            .push(ListenerSpec::without_upstream(bind_addr(bind)));
         self
     }
 
@@ -296,9 +338,9 @@ impl HarnessBuilder {
         let (engine, module) = tokio::task::spawn_blocking(move || compile(&wasm, compile_cache))
             .await
             .map_err(|e| Error::Compile(e.to_string()))??;
+        let abi_version = load::check(&module).map_err(Error::Load)?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
         abi::link_all(&mut linker).map_err(|e| Error::Compile(format!("{e:#}")))?;
-        abi::stub_unknown_imports(&mut linker, &module);
         let linker = Arc::new(linker);
 
         let env = Arc::new(PluginEnv {
@@ -326,6 +368,7 @@ impl HarnessBuilder {
                 Vm::start(
                     &engine,
                     &module,
+                    abi_version,
                     &linker,
                     env.clone(),
                     "canary".into(),
@@ -368,6 +411,7 @@ impl HarnessBuilder {
                     match Vm::start(
                         &engine,
                         &module,
+                        abi_version,
                         &linker,
                         env.clone(),
                         name.clone(),
@@ -399,6 +443,7 @@ impl HarnessBuilder {
         let mut running = RunningHarness {
             env: env.clone(),
             listener_addrs: Vec::new(),
+            pools: Vec::new(),
             admin_addr: None,
             shutdown_tx,
             tasks: Vec::new(),
@@ -433,10 +478,14 @@ impl HarnessBuilder {
             };
             let addr = listener.local_addr().unwrap_or(spec.bind);
             running.listener_addrs.push(addr);
+            let pool = spec
+                .upstreams
+                .map(|u| Arc::new(UpstreamPool::new(&u, spec.stateful_session_header)));
+            running.pools.push(pool.clone());
             let ctx = Arc::new(ListenerCtx {
                 workers: request_workers.clone(),
                 next_worker: AtomicUsize::new(0),
-                upstream: spec.upstream.map(|a| Arc::new(Pool::new(a))),
+                upstream: pool,
                 cluster_name: spec.cluster_name,
                 opts: opts.clone(),
                 conn_ids: conn_ids.clone(),
@@ -456,9 +505,11 @@ impl HarnessBuilder {
                 }
             };
             running.admin_addr = listener.local_addr().ok();
+            let pools = Arc::new(running.pools.clone());
             running.tasks.push(tokio::spawn(admin::serve(
                 listener,
                 env,
+                pools,
                 shutdown_rx.clone(),
             )));
         }
@@ -482,6 +533,7 @@ fn compile(wasm: &[u8], cache: bool) -> Result<(Engine, Module), Error> {
 fn start_error(e: VmStartError, instance: &str, env: &PluginEnv) -> Error {
     let logs = lock(&env.logs).clone();
     match e {
+        VmStartError::Load(e) => Error::Load(e),
         VmStartError::Instantiate(message) | VmStartError::Crashed(message) => Error::Instantiate {
             instance: instance.to_string(),
             message,
@@ -503,6 +555,7 @@ fn start_error(e: VmStartError, instance: &str, env: &PluginEnv) -> Error {
 pub struct RunningHarness {
     env: Arc<PluginEnv>,
     listener_addrs: Vec<SocketAddr>,
+    pools: Vec<Option<Arc<UpstreamPool>>>,
     admin_addr: Option<SocketAddr>,
     shutdown_tx: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -516,6 +569,12 @@ impl RunningHarness {
         self.listener_addrs.clone()
     }
 
+    /// The pool behind listener `index` (in the order listeners were added), to take members
+    /// out and put them back while traffic flows; `None` for a listener without upstream.
+    pub fn pool(&self, index: usize) -> Option<Arc<UpstreamPool>> {
+        self.pools.get(index).cloned().flatten()
+    }
+
     /// The admin endpoint's address, when one was asked for.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
@@ -525,6 +584,17 @@ impl RunningHarness {
     /// `wasmcustom.` prefix).
     pub fn metrics(&self) -> BTreeMap<String, u64> {
         lock(&self.env.metrics).snapshot()
+    }
+
+    /// Histograms by the name the plugin defined, with their samples binned as Envoy bins
+    /// them ([`Histogram::quantile`], [`Histogram::count`]). Not in [`Self::metrics`].
+    pub fn histograms(&self) -> BTreeMap<String, Histogram> {
+        lock(&self.env.metrics).histograms()
+    }
+
+    /// What the admin endpoint's `/stats` shows, in Envoy's text format.
+    pub fn stats_text(&self) -> String {
+        admin::stats_text(&self.env)
     }
 
     /// One metric's value; `None` if the plugin never defined it.

@@ -1,114 +1,168 @@
-//! `host-harness run …`: put a proxy-wasm filter in front of a service without Envoy.
+//! `host-harness run …`: put a proxy-wasm filter in front of a service without Envoy;
+//! `host-harness pool …`: take a running harness's pool members out and put them back.
 
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use host_harness::{Harness, ListenerSpec, LogLevel};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: host-harness run --plugin FILTER.wasm [--config CONFIG.json]
-    --listen ADDR [--upstream ADDR] [--listen ADDR [--upstream ADDR]]...
-    [--cluster NAME=ADDR]... [--original-dst-cluster NAME]... [--workers N]
-    [--admin ADDR] [--name NAME] [--root-id ID] [--vm-id ID] [--vm-config FILE]
-    [--allow-on-headers-stop-iteration] [--log-level trace|debug|info|warn|error]
+#[derive(Parser)]
+#[command(
+    name = "host-harness",
+    version,
+    about = "A proxy-wasm host on wasmtime: run a filter in front of a service without Envoy"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-Each --upstream belongs to the --listen before it; a listener without one answers 404 to
-what the filter lets through. Logs go to stderr; metrics are printed on Ctrl-C and served
-at ADMIN/stats.";
+#[derive(Subcommand)]
+enum Command {
+    /// Load a filter and serve listeners until Ctrl-C.
+    #[command(after_help = "\
+Each --upstream and --stateful-session-header belongs to the --listen before it; several
+--upstream make a pool balanced round robin. A listener without one answers 404 to what the
+filter lets through. Logs go to stderr in Envoy's format; metrics are printed on Ctrl-C and
+served at ADMIN/stats; ADMIN/pools lists the pools (see `host-harness pool`).
 
-struct Args {
+Example:
+  host-harness run --plugin filter.wasm --config cfg.json \\
+      --listen 127.0.0.1:8080 --upstream 127.0.0.1:9000 --upstream 127.0.0.1:9001 \\
+      --listen 127.0.0.1:8081 --cluster registry=127.0.0.1:2379 --admin 127.0.0.1:9901")]
+    Run(Box<Run>),
+    /// Change the pool behind a listener of a running harness (through its admin endpoint).
+    Pool {
+        /// The running harness's --admin address.
+        #[arg(long, value_name = "ADDR")]
+        admin: SocketAddr,
+        #[command(subcommand)]
+        action: PoolAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum PoolAction {
+    /// Print each listener's pool members.
+    List,
+    /// Take a member out: new requests no longer go to it.
+    Remove {
+        /// Listener index, in --listen order from 0.
+        #[arg(long, default_value_t = 0)]
+        listener: usize,
+        address: SocketAddr,
+    },
+    /// Put a member (back) in.
+    Add {
+        /// Listener index, in --listen order from 0.
+        #[arg(long, default_value_t = 0)]
+        listener: usize,
+        address: SocketAddr,
+    },
+}
+
+#[derive(Parser)]
+struct Run {
+    /// The filter module (.wasm, or WAT text).
+    #[arg(long, value_name = "FILTER.wasm")]
     plugin: String,
+    /// The plugin configuration, read by proxy_on_configure.
+    #[arg(long, value_name = "CONFIG.json")]
     config: Option<String>,
+    /// The VM configuration, read by proxy_on_vm_start.
+    #[arg(long, value_name = "FILE")]
     vm_config: Option<String>,
-    listeners: Vec<ListenerSpec>,
-    clusters: Vec<(String, SocketAddr)>,
-    original_dst: Vec<String>,
+    /// A listener to bind (repeatable; port 0 picks a free one).
+    #[arg(long, value_name = "ADDR", required = true)]
+    listen: Vec<SocketAddr>,
+    /// An upstream of the --listen before it (repeat for a round-robin pool).
+    #[arg(long, value_name = "ADDR")]
+    upstream: Vec<SocketAddr>,
+    /// Envoy's header-based stateful session on the --listen before it, with this header.
+    #[arg(long, value_name = "HEADER")]
+    stateful_session_header: Vec<String>,
+    /// A cluster dispatch_http_call can name (repeatable).
+    #[arg(long, value_name = "NAME=ADDR", value_parser = cluster)]
+    cluster: Vec<(String, SocketAddr)>,
+    /// An ORIGINAL_DST cluster following x-envoy-original-dst-host (repeatable).
+    #[arg(long, value_name = "NAME")]
+    original_dst_cluster: Vec<String>,
+    /// Worker VM instances serving requests (Envoy's --concurrency).
+    #[arg(long, default_value_t = 1, value_name = "N")]
     workers: usize,
+    /// Serve /stats, /logs and /pools here.
+    #[arg(long, value_name = "ADDR")]
     admin: Option<SocketAddr>,
+    /// The plugin's name.
+    #[arg(long)]
     name: Option<String>,
+    /// The plugin's root_id.
+    #[arg(long, value_name = "ID")]
     root_id: Option<String>,
+    /// The vm_id.
+    #[arg(long, value_name = "ID")]
     vm_id: Option<String>,
-    allow_stop: bool,
+    /// Envoy's allow_on_headers_stop_iteration.
+    #[arg(long)]
+    allow_on_headers_stop_iteration: bool,
+    /// trace, debug, info, warn, error or critical.
+    #[arg(long, default_value = "info", value_parser = log_level)]
     log_level: LogLevel,
 }
 
-fn addr(s: &str) -> Result<SocketAddr, String> {
-    s.parse()
-        .map_err(|_| format!("not an address (ip:port): {s}"))
+fn cluster(s: &str) -> Result<(String, SocketAddr), String> {
+    let (name, at) = s.split_once('=').ok_or("takes NAME=ADDR")?;
+    let addr = at
+        .parse()
+        .map_err(|_| format!("not an address (ip:port): {at}"))?;
+    Ok((name.to_string(), addr))
 }
 
-fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
-    match it.next().as_deref() {
-        Some("run") => {}
-        _ => return Err(USAGE.into()),
-    }
-    let mut a = Args {
-        plugin: String::new(),
-        config: None,
-        vm_config: None,
-        listeners: Vec::new(),
-        clusters: Vec::new(),
-        original_dst: Vec::new(),
-        workers: 1,
-        admin: None,
-        name: None,
-        root_id: None,
-        vm_id: None,
-        allow_stop: false,
-        log_level: LogLevel::Info,
+fn log_level(s: &str) -> Result<LogLevel, String> {
+    LogLevel::parse(s).ok_or(format!("unknown log level {s}"))
+}
+
+/// Gives each --upstream and --stateful-session-header to the --listen before it, by position
+/// on the command line.
+fn listeners(run: &Run, m: &clap::ArgMatches) -> Result<Vec<ListenerSpec>, String> {
+    let at = |id: &str| -> Vec<usize> { m.indices_of(id).map(|i| i.collect()).unwrap_or_default() };
+    let listen_at = at("listen");
+    let owner = |index: usize, flag: &str| -> Result<usize, String> {
+        listen_at
+            .iter()
+            .rposition(|l| *l < index)
+            .ok_or(format!("--{flag} must follow a --listen"))
     };
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--plugin" => a.plugin = value()?,
-            "--config" => a.config = Some(value()?),
-            "--vm-config" => a.vm_config = Some(value()?),
-            "--listen" => a.listeners.push(ListenerSpec {
-                bind: addr(&value()?)?,
-                upstream: None,
-                cluster_name: "upstream".into(),
-            }),
-            "--upstream" => {
-                let up = addr(&value()?)?;
-                let l = a
-                    .listeners
-                    .last_mut()
-                    .ok_or("--upstream must follow a --listen")?;
-                l.upstream = Some(up);
-            }
-            "--cluster" => {
-                let v = value()?;
-                let (name, at) = v.split_once('=').ok_or("--cluster takes NAME=ADDR")?;
-                a.clusters.push((name.to_string(), addr(at)?));
-            }
-            "--original-dst-cluster" => a.original_dst.push(value()?),
-            "--workers" => {
-                a.workers = value()?
-                    .parse()
-                    .map_err(|_| "--workers takes a number".to_string())?
-            }
-            "--admin" => a.admin = Some(addr(&value()?)?),
-            "--name" => a.name = Some(value()?),
-            "--root-id" => a.root_id = Some(value()?),
-            "--vm-id" => a.vm_id = Some(value()?),
-            "--allow-on-headers-stop-iteration" => a.allow_stop = true,
-            "--log-level" => {
-                let v = value()?;
-                a.log_level = LogLevel::parse(&v).ok_or(format!("unknown log level {v}"))?
-            }
-            "-h" | "--help" => return Err(USAGE.into()),
-            other => return Err(format!("unknown option {other}\n\n{USAGE}")),
-        }
+    let mut specs: Vec<ListenerSpec> = run
+        .listen
+        .iter()
+        .map(|b| ListenerSpec::without_upstream(*b))
+        .collect();
+    for (up, index) in run.upstream.iter().zip(at("upstream")) {
+        let spec = specs
+            .get_mut(owner(index, "upstream")?)
+            .ok_or("--upstream without listener")?;
+        spec.cluster_name = "upstream".into();
+        spec.upstreams.get_or_insert_with(Vec::new).push(*up);
     }
-    if a.plugin.is_empty() || a.listeners.is_empty() {
-        return Err(USAGE.into());
+    for (header, index) in run
+        .stateful_session_header
+        .iter()
+        .zip(at("stateful_session_header"))
+    {
+        let spec = specs
+            .get_mut(owner(index, "stateful-session-header")?)
+            .ok_or("--stateful-session-header without listener")?;
+        spec.stateful_session_header = Some(header.clone());
     }
-    Ok(a)
+    Ok(specs)
 }
 
-async fn run(a: Args) -> Result<(), String> {
+async fn run(a: Run, specs: Vec<ListenerSpec>) -> Result<(), String> {
     let mut b = Harness::builder()
         .plugin_wasm(&a.plugin)
         .workers(a.workers)
-        .allow_on_headers_stop_iteration(a.allow_stop)
+        .allow_on_headers_stop_iteration(a.allow_on_headers_stop_iteration)
         .log_level(a.log_level)
         .echo_logs(true);
     if let Some(c) = &a.config {
@@ -117,13 +171,13 @@ async fn run(a: Args) -> Result<(), String> {
     if let Some(c) = &a.vm_config {
         b = b.vm_config(std::fs::read(c).map_err(|e| format!("cannot read {c}: {e}"))?);
     }
-    for l in a.listeners {
+    for l in specs {
         b = b.listener_spec(l);
     }
-    for (name, at) in a.clusters {
+    for (name, at) in a.cluster {
         b = b.cluster(name, at);
     }
-    for name in a.original_dst {
+    for name in a.original_dst_cluster {
         b = b.original_dst_cluster(name);
     }
     if let Some(admin) = a.admin {
@@ -147,20 +201,57 @@ async fn run(a: Args) -> Result<(), String> {
     }
     let _ = tokio::signal::ctrl_c().await;
     println!("# metrics");
-    for (name, value) in h.metrics() {
-        println!("wasmcustom.{name}: {value}");
-    }
+    print!("{}", h.stats_text());
     h.shutdown().await;
     Ok(())
 }
 
-fn main() -> ExitCode {
-    let args = match parse(std::env::args().skip(1)) {
-        Ok(a) => a,
-        Err(msg) => {
-            eprintln!("{msg}");
-            return ExitCode::from(2);
+/// One request to the admin endpoint; the body, or the reason it failed.
+async fn admin_request(admin: SocketAddr, method: &str, path: &str) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(admin)
+        .await
+        .map_err(|e| format!("cannot reach the admin endpoint {admin}: {e}"))?;
+    let req = format!("{method} {path} HTTP/1.1\r\nhost: {admin}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let ok = head
+        .split(' ')
+        .nth(1)
+        .is_some_and(|status| status.starts_with('2'));
+    if ok {
+        Ok(body.to_string())
+    } else {
+        Err(body.trim().to_string())
+    }
+}
+
+async fn pool(admin: SocketAddr, action: PoolAction) -> Result<(), String> {
+    let body = match action {
+        PoolAction::List => admin_request(admin, "GET", "/pools").await?,
+        PoolAction::Remove { listener, address } => {
+            let path = format!("/pools/remove?listener={listener}&address={address}");
+            admin_request(admin, "POST", &path).await?
         }
+        PoolAction::Add { listener, address } => {
+            let path = format!("/pools/add?listener={listener}&address={address}");
+            admin_request(admin, "POST", &path).await?
+        }
+    };
+    print!("{body}");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -172,7 +263,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(args)) {
+    let result = match cli.command {
+        Command::Run(r) => {
+            let sub = matches.subcommand_matches("run");
+            match sub.map(|m| listeners(&r, m)) {
+                Some(Ok(specs)) => rt.block_on(run(*r, specs)),
+                Some(Err(msg)) => {
+                    eprintln!("host-harness: {msg}");
+                    return ExitCode::from(2);
+                }
+                None => Err("no run arguments".to_string()),
+            }
+        }
+        Command::Pool { admin, action } => rt.block_on(pool(admin, action)),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
             eprintln!("host-harness: {msg}");

@@ -2,6 +2,7 @@
 //! shared queues, metrics and the log. Owned by one harness instance: nothing is global, so
 //! tests in one process cannot see each other's state.
 
+use crate::histogram::Histogram;
 use crate::types::{LogLevel, MetricType, Status};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
@@ -99,7 +100,7 @@ pub(crate) struct Metric {
     pub kind: MetricType,
     /// Counters and gauges; a gauge may go below zero through increments.
     pub value: i64,
-    pub samples: u64,
+    pub histogram: Histogram,
 }
 
 /// Metrics by id; the same name always gets the same id in every VM instance, so all workers
@@ -119,7 +120,7 @@ impl Metrics {
             name: name.to_string(),
             kind,
             value: 0,
-            samples: 0,
+            histogram: Histogram::default(),
         });
         let id = self.metrics.len() as u32;
         self.by_name.insert(name.to_string(), id);
@@ -154,10 +155,7 @@ impl Metrics {
         match m.kind {
             MetricType::Counter => m.value = m.value.wrapping_add(value as i64),
             MetricType::Gauge => m.value = value as i64,
-            MetricType::Histogram => {
-                m.samples += 1;
-                m.value = m.value.wrapping_add(value as i64);
-            }
+            MetricType::Histogram => m.histogram.record(value),
         }
         Status::Ok
     }
@@ -178,6 +176,14 @@ impl Metrics {
             .iter()
             .filter(|m| m.kind != MetricType::Histogram)
             .map(|m| (m.name.clone(), m.value as u64))
+            .collect()
+    }
+
+    pub fn histograms(&self) -> BTreeMap<String, Histogram> {
+        self.metrics
+            .iter()
+            .filter(|m| m.kind == MetricType::Histogram)
+            .map(|m| (m.name.clone(), m.histogram.clone()))
             .collect()
     }
 }

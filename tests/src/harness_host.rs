@@ -12,8 +12,9 @@
 //! - Envoy's per-connection buffer limit (1 MiB): a held version error whose body is larger
 //!   becomes Envoy's own 500 `Internal Server Error` (no `x-mixmode`, no attempt counted); the
 //!   harness buffers without limit and rescues it or passes it on `exhausted`.
-//! - With several servers in the pool, `upstream.address` is the round-robin forwarder's
-//!   address, not the failing server's (see `balancer`).
+//!
+//! The public listener fronts the pool itself, round robin like the `app` cluster, so
+//! `upstream.address` is the server that answered, as in Envoy.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -24,10 +25,6 @@ use host_harness::{Harness, LogLine, RunningHarness};
 use crate::envoy::wasm_path;
 use crate::host::{Host, HostSpec, StartError};
 
-mod balancer;
-
-use balancer::RoundRobin;
-
 /// Names shared with envoy.yaml, so logs and properties read the same on both hosts.
 const PLUGIN_NAME: &str = "mixmode";
 const PEERS_CLUSTER: &str = "mixmode_peers";
@@ -37,9 +34,6 @@ pub struct HarnessHost {
     public: SocketAddr,
     heartbeat: SocketAddr,
     heartbeat_path: String,
-    /// Round robin over a pool of several servers (the harness forwards a listener to one
-    /// upstream); lives as long as the host.
-    _balancer: Option<RoundRobin>,
 }
 
 impl Host for HarnessHost {
@@ -52,14 +46,6 @@ impl Host for HarnessHost {
             logs,
         };
         let wasm = wasm_path().map_err(|e| fail(format!("{e:#}"), String::new()))?;
-        let balancer = match spec.upstreams.len() {
-            0 | 1 => None,
-            _ => Some(
-                RoundRobin::start(spec.upstreams.clone())
-                    .await
-                    .map_err(|e| fail(format!("round robin: {e:#}"), String::new()))?,
-            ),
-        };
         let mut builder = Harness::builder()
             .plugin_wasm(wasm)
             .plugin_config(spec.plugin_config.clone().into_bytes())
@@ -69,13 +55,8 @@ impl Host for HarnessHost {
             .allow_on_headers_stop_iteration(true)
             .workers(spec.concurrency.max(1))
             .original_dst_cluster(PEERS_CLUSTER);
-        builder = match (&balancer, spec.upstreams.first()) {
-            (Some(b), _) => builder.listener("127.0.0.1:0", b.addr()),
-            (None, Some(upstream)) => builder.listener("127.0.0.1:0", *upstream),
-            // Envoy's empty pool answers 503 "no healthy upstream"; nothing here sends traffic
-            // to a host without a pool.
-            (None, None) => builder.listener_without_upstream("127.0.0.1:0"),
-        };
+        // An empty pool answers Envoy's 503 "no healthy upstream", as the `app` cluster does.
+        builder = builder.listener_pool("127.0.0.1:0", spec.upstreams.clone());
         builder = builder.listener_without_upstream("127.0.0.1:0");
         for (name, addr) in &spec.clusters {
             builder = builder.cluster(name.clone(), *addr);
@@ -98,7 +79,6 @@ impl Host for HarnessHost {
             public,
             heartbeat,
             heartbeat_path: spec.heartbeat_path(),
-            _balancer: balancer,
         })
     }
 

@@ -110,7 +110,6 @@ fn decode_host(value: &[u8]) -> Option<SocketAddr> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
     fn a(port: u16) -> SocketAddr {

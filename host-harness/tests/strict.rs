@@ -2,6 +2,7 @@
 //! refused here with Envoy's own words, start-up host calls are restricted as in cpp-host's
 //! `startVm`, and `proc_exit` returns. `tests/tests/strict.rs` (mixmode-tests) loads the same
 //! files into the real Envoy and checks its log for the same lines.
+#![cfg(test)]
 
 mod common;
 use common::*;
@@ -163,6 +164,40 @@ async fn proc_exit_in_a_callback_returns_and_the_vm_goes_on() {
         count(LogLevel::Info, "still running after proc_exit"),
         2,
         "{logs:?}"
+    );
+    h.shutdown().await;
+}
+
+/// Histograms are kept and shown as Envoy shows them (values observed on Envoy 1.40 with this
+/// guest, see `src/histogram.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn histograms_are_recorded_and_shown() {
+    let up = upstream(|_| Reply::ok("upstream")).await;
+    let h = Harness::builder()
+        .plugin_wasm_bytes(strict("histogram"))
+        .listener("127.0.0.1:0", up.addr)
+        .admin("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let admin = h.admin_addr().unwrap();
+    assert!(get(admin, "/stats", &[])
+        .await
+        .text()
+        .contains("wasmcustom.hist_test: No recorded values"));
+    assert_eq!(get(h.listener_addrs()[0], "/", &[]).await.status, 200);
+    let hist = h.histograms().remove("hist_test").unwrap();
+    assert_eq!(hist.count(), 4);
+    assert_eq!(hist.sum(), 5 + 10 + 100 + 1234);
+    assert_eq!(hist.quantile(0.5), Some(10.5));
+    assert!(!h.metrics().contains_key("hist_test"));
+    let stats = get(admin, "/stats", &[]).await.text();
+    assert!(
+        stats.lines().any(|l| l
+            == "wasmcustom.hist_test: P0(5.05,5.05) P25(5.05,5.05) P50(10.5,10.5) \
+                P75(105,105) P90(1250,1250) P95(1250,1250) P99(1250,1250) P99.5(1250,1250) \
+                P99.9(1250,1250) P100(1250,1250)"),
+        "{stats}"
     );
     h.shutdown().await;
 }

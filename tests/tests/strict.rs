@@ -2,6 +2,7 @@
 //! `host-harness/guests/strict/` that `host-harness/tests/strict.rs` loads into the harness:
 //! each refusal is Envoy's log line, which the harness's `Error` repeats word for word.
 //! Needs `envoy` on the PATH (or `ENVOY_BIN`); no mixmode .wasm.
+#![cfg(test)]
 
 use mixmode_tests::app::{AppConfig, AppServer, SessionStore};
 use mixmode_tests::client::Req;
@@ -163,5 +164,38 @@ async fn envoy_returns_from_proc_exit_in_a_callback() {
     match (exit, after) {
         (Some(e), Some(a)) => assert!(e < a, "proc_exit logged after the next line"),
         _ => panic!("proc_exit or the line after it missing from Envoy's log:\n{logs}"),
+    }
+}
+
+/// Histograms in `/stats`: "No recorded values" until a stats flush saw samples, then the
+/// quantiles the harness shows for the same samples (host-harness `src/histogram.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_shows_histograms_as_the_harness_does() {
+    let store = SessionStore::new();
+    let app = AppServer::start(AppConfig::new("v1", "1", &store))
+        .await
+        .unwrap();
+    let (_dir, r) = start("histogram", vec![app.addr()]).await;
+    let envoy = r.unwrap();
+    let resp = Req::get(format!("{}/echo", envoy.public_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200);
+    let want = "wasmcustom.hist_test: P0(5.05,5.05) P25(5.05,5.05) P50(10.5,10.5) P75(105,105) \
+                P90(1250,1250) P95(1250,1250) P99(1250,1250) P99.5(1250,1250) P99.9(1250,1250) \
+                P100(1250,1250)";
+    // Envoy computes quantiles at its stats flush (every 5 s by default): poll, no fixed wait.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let stats = envoy.admin_get("/stats?filter=hist_test").await.unwrap();
+        if stats.lines().any(|l| l == want) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no `{want}` in:\n{stats}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }

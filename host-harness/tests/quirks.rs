@@ -495,13 +495,14 @@ async fn every_instance_ticks_and_cas_loses_no_update() {
     let up = upstream(|_| Reply::ok("ok")).await;
     let h = probe()
         .workers(2)
-        .plugin_config(b"tick_ms=10".to_vec())
+        .plugin_config(b"tick_ms=10;max_ticks=20".to_vec())
         .listener("127.0.0.1:0", up.addr)
         .start()
         .await
         .unwrap();
     let mut instances = std::collections::BTreeSet::new();
-    for _ in 0..300 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
         instances = h
             .log_lines()
             .into_iter()
@@ -518,20 +519,23 @@ async fn every_instance_ticks_and_cas_loses_no_update() {
         instances.into_iter().collect::<Vec<_>>(),
         vec!["main", "worker 0", "worker 1"]
     );
-    let mut consistent = false;
-    for _ in 0..100 {
-        let metric = h.metric("probe.ticks").unwrap();
-        let shared: u64 = String::from_utf8(h.shared_data("ticks").unwrap().0)
-            .unwrap()
-            .parse()
-            .unwrap();
-        if metric == shared {
-            consistent = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+    // Each of the 3 instances ticks exactly 20 times and then stops, so both counters come to
+    // rest: wait for the metric to reach its final value (bounded generously for a loaded
+    // machine), then compare values that no longer move.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while h.metric("probe.ticks").unwrap() < 60 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(consistent, "every tick's CAS increment landed");
+    assert_eq!(
+        h.metric("probe.ticks").unwrap(),
+        60,
+        "3 instances x 20 ticks"
+    );
+    let shared: u64 = String::from_utf8(h.shared_data("ticks").unwrap().0)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(shared, 60, "every tick's CAS increment landed");
     h.shutdown().await;
 }
 

@@ -83,6 +83,10 @@ struct Root {
     queue_items: u32,
     gauge: u32,
     queue: u32,
+    /// `max_ticks=N`: this instance stops ticking after N ticks, so a test can compare counters
+    /// that no longer move.
+    max_ticks: Option<u64>,
+    ticked: u64,
 }
 
 impl Context for Root {}
@@ -113,6 +117,9 @@ impl RootContext for Root {
                     self.set_tick_period(Duration::from_millis(ms));
                 }
             }
+            if let Some(n) = part.strip_prefix("max_ticks=") {
+                self.max_ticks = n.parse::<u64>().ok();
+            }
         }
         let define = |t, n: &str| hostcalls::define_metric(t, n).unwrap_or(0);
         self.requests = define(MetricType::Counter, "probe.requests");
@@ -125,6 +132,10 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        self.ticked += 1;
+        if self.max_ticks.is_some_and(|max| self.ticked >= max) {
+            self.set_tick_period(Duration::ZERO);
+        }
         info!("tick");
         let _ = hostcalls::increment_metric(self.ticks, 1);
         // A CAS-protected counter every VM instance bumps.

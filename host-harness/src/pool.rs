@@ -173,7 +173,7 @@ mod tests {
 
     #[test]
     fn hosts_are_written_as_envoy_writes_them() {
-        // design.md §11: base64("127.0.0.1:18083").
+        // docs/design.md#version-affinity: base64("127.0.0.1:18083").
         assert_eq!(encode_host(a(18083)), "MTI3LjAuMC4xOjE4MDgz");
         assert_eq!(decode_host(b"MTI3LjAuMC4xOjE4MDgz"), Some(a(18083)));
     }

@@ -1,6 +1,6 @@
 //! A listener in front of a pool: round robin, members taken out and put back while traffic
 //! flows (from the library and from `host-harness pool`), and Envoy's header-based stateful
-//! session (observed on Envoy 1.40, design.md §11: a hint naming a member goes there and gets
+//! session (observed on Envoy 1.40, docs/design.md#version-affinity: a hint naming a member goes there and gets
 //! no response header; anything else is round robin and the response names the host chosen;
 //! the request header reaches the upstream untouched).
 #![cfg(test)]

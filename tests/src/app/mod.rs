@@ -14,5 +14,7 @@ pub mod session;
 pub mod transfer;
 
 pub use heartbeat::{HeartbeatClient, Registration};
-pub use server::{pattern_bytes, sha256_hex, AppConfig, AppServer, Canned, Mode, RecordedRequest};
+pub use server::{
+    pattern_bytes, sha256_hex, AppConfig, AppServer, Canned, Gate, Mode, RecordedRequest,
+};
 pub use session::{Envelope, Load, SessionData, SessionStore};

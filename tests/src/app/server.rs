@@ -54,7 +54,43 @@ pub enum Mode {
     /// Every app request gets this fixed answer (any status and headers, e.g. a signal with
     /// other header names).
     Respond(Canned),
+    /// Reads and records the request, waits until the test opens the gate, then answers as
+    /// `Normal`: the test knows every body has passed the proxy before any answer leaves.
+    Gated(Gate),
 }
+
+/// A latch for [`Mode::Gated`], shut until [`Gate::open`].
+#[derive(Debug, Clone)]
+pub struct Gate(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Gate {
+    pub fn new() -> Self {
+        Gate(Arc::new(tokio::sync::watch::channel(false).0))
+    }
+
+    pub fn open(&self) {
+        self.0.send_replace(true);
+    }
+
+    async fn pass(&self) {
+        // An error means the sender is gone, which it cannot be while `self` holds it.
+        let _ = self.0.subscribe().wait_for(|open| *open).await;
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PartialEq for Gate {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Gate {}
 
 /// A fixed answer for [`Mode::Respond`]. `x-served-by` is added; nothing else is.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -477,6 +513,7 @@ async fn answer(shared: &Shared, req: &RecordedRequest) -> Response<RespBody> {
             return r;
         }
         Mode::Slow(d) => tokio::time::sleep(d).await,
+        Mode::Gated(gate) => gate.pass().await,
         // Connections of a garbage server never get here (see accept_loop).
         Mode::Garbage | Mode::BreakOffAnswer => {
             return respond(shared, 500, "text/plain", "not reached")

@@ -151,7 +151,7 @@ async fn pull_mode_on_two_envoys() {
     );
     let want = BTreeSet::from([rec(&s1, "1"), rec(&s2, "2")]);
     for e in [&a, &b] {
-        wait_for("both targets listed", Duration::from_secs(5), || async {
+        wait_for("both targets listed", Duration::from_secs(30), || async {
             listed(e).await == want
         })
         .await;
@@ -169,8 +169,11 @@ async fn pull_mode_on_two_envoys() {
          (interval {interval} ms: {per_process} per process expected)"
     );
     let expected = 2.0 * per_process;
+    // One poller per process: three ticking VMs each polling would make 3x. A loaded machine
+    // only delays timers (fewer polls), never adds any, so the upper bound is the check and the
+    // lower one only says polling goes on.
     assert!(
-        (polls as f64) >= expected * 0.8 && (polls as f64) <= expected * 1.2,
+        (polls as f64) >= expected * 0.3 && (polls as f64) <= expected * 1.25 + 1.0,
         "{polls} polls, expected ~{expected}"
     );
 
@@ -195,9 +198,11 @@ async fn pull_mode_on_two_envoys() {
     let restarted = Instant::now();
     let want = BTreeSet::from([rec(&s1, "1"), rec(&s2, "3")]);
     for e in [&a, &b] {
-        wait_for("s2 listed as version 3", Duration::from_secs(3), || async {
-            listed(e).await == want
-        })
+        wait_for(
+            "s2 listed as version 3",
+            Duration::from_secs(30),
+            || async { listed(e).await == want },
+        )
         .await;
         assert_eq!(rescue(e, &store, "3").await, "s2");
     }
@@ -211,7 +216,7 @@ async fn pull_mode_on_two_envoys() {
     let stopped = Instant::now();
     let took = wait_for(
         "s2 gone from the listing",
-        Duration::from_secs(5),
+        Duration::from_secs(30),
         || async { !listed(&a).await.contains(&rec(&s2, "3")) },
     )
     .await;
@@ -220,7 +225,7 @@ async fn pull_mode_on_two_envoys() {
         took >= Duration::from_millis(stale - 2 * interval),
         "expired too early: {took:?}"
     );
-    wait_for("s2 gone on b", Duration::from_secs(2), || async {
+    wait_for("s2 gone on b", Duration::from_secs(30), || async {
         !listed(&b).await.contains(&rec(&s2, "3"))
     })
     .await;
@@ -235,7 +240,7 @@ async fn pull_mode_on_two_envoys() {
         // The tick prunes it from the store too (not only from lookups): the gauge follows.
         wait_for(
             "registry_records gauge down to 1",
-            Duration::from_secs(3),
+            Duration::from_secs(30),
             || async { metric(e, "registry_records").await == 1 },
         )
         .await;
@@ -341,7 +346,7 @@ async fn etcd_fleet_of_two_envoys() {
     );
     let both = BTreeSet::from([rec(&s2, "2"), rec(&s3, "2")]);
     for e in [&a, &b] {
-        let took = wait_for("s2 and s3 mirrored", Duration::from_secs(5), || async {
+        let took = wait_for("s2 and s3 mirrored", Duration::from_secs(30), || async {
             listed(e).await == both
         })
         .await;
@@ -372,16 +377,21 @@ async fn etcd_fleet_of_two_envoys() {
         "etcd: {polls} Range calls in {secs:.2} s from 2 Envoys x 3 ticking VMs \
          (interval {interval} ms: {expected:.1} expected for one poller per process)"
     );
+    // As for pull: more than one poller per process would be 3x; load only means fewer.
     assert!(
-        (polls as f64) >= expected * 0.75 && (polls as f64) <= expected * 1.25,
+        (polls as f64) >= expected * 0.3 && (polls as f64) <= expected * 1.25 + 1.0,
         "{polls} polls, expected ~{expected:.1}"
     );
+    // The poll period these Envoys actually kept, for the bounds below: on a loaded machine
+    // timers slip, and "gone at the next poll" is a count of polls, not of wall-clock time.
+    let period = Duration::from_secs_f64(secs * 2.0 / (polls.max(1) as f64))
+        .max(Duration::from_millis(interval));
 
     // Revoked: gone from both mirrors at the next poll, never chosen again.
     reg2.stop().await.unwrap();
     let revoked = Instant::now();
     for e in [&a, &b] {
-        wait_for("revoked s2 gone", Duration::from_secs(2), || async {
+        wait_for("revoked s2 gone", Duration::from_secs(30), || async {
             !listed(e).await.contains(&rec(&s2, "2"))
         })
         .await;
@@ -391,8 +401,8 @@ async fn etcd_fleet_of_two_envoys() {
         "etcd: revoked lease gone from both Envoys after {took:?} (poll interval {interval} ms)"
     );
     assert!(
-        took <= Duration::from_millis(interval * 2 + 500),
-        "{took:?}"
+        took <= period * 2 + Duration::from_millis(500),
+        "{took:?}: not gone within two polls ({period:?} each)"
     );
     for e in [&a, &b] {
         for _ in 0..6 {
@@ -405,7 +415,7 @@ async fn etcd_fleet_of_two_envoys() {
     let crashed = Instant::now();
     let mut gone = Vec::new();
     for e in [&a, &b] {
-        wait_for("crashed s3 gone", Duration::from_secs(6), || async {
+        wait_for("crashed s3 gone", Duration::from_secs(30), || async {
             !listed(e).await.contains(&rec(&s3, "2"))
         })
         .await;
@@ -413,9 +423,9 @@ async fn etcd_fleet_of_two_envoys() {
     }
     eprintln!(
         "etcd: crashed server (TTL {ttl:?}) gone from the Envoys after {gone:?} \
-         (bound: TTL + 0.5 s expiry check + one {interval} ms poll)"
+         (bound: TTL + 0.5 s expiry check + one poll, {period:?} as kept)"
     );
-    let bound = ttl + Duration::from_millis(500 + interval + 300);
+    let bound = ttl + period + Duration::from_millis(800);
     assert!(gone.iter().all(|g| *g <= bound), "{gone:?} > {bound:?}");
     // The last keep-alive (every TTL/3) may have been that long before the crash.
     assert!(
@@ -436,7 +446,7 @@ async fn etcd_fleet_of_two_envoys() {
     // counted on every poll and logged once; after etcd restarts the mirror comes back.
     let _reg2 = register(&etcd, "default", &s2, "2").await;
     for e in [&a, &b] {
-        wait_for("s2 registered again", Duration::from_secs(3), || async {
+        wait_for("s2 registered again", Duration::from_secs(30), || async {
             listed(e).await.contains(&rec(&s2, "2"))
         })
         .await;
@@ -511,7 +521,7 @@ async fn etcd_fleet_of_two_envoys() {
     for e in [&a, &b] {
         wait_for(
             "mirror back after etcd restart",
-            Duration::from_secs(5),
+            Duration::from_secs(30),
             || async { listed(e).await.contains(&rec(&s2, "2")) },
         )
         .await;
@@ -684,6 +694,144 @@ async fn two_pools_share_a_vm_id_and_one_etcd() {
     assert!(
         polls >= 12_000 / interval,
         "{polls} Range calls: both configurations poll"
+    );
+    assert!(!e.logs().contains("RuntimeError"), "a VM failed");
+}
+
+/// Issue 11's flood at the cap through the real Envoy (`--concurrency 2`): 10,000 records fill
+/// `max_records`, then wrk sends heartbeats in interleaved rounds: new addresses (each refused,
+/// `429`) against refreshes of recorded addresses (`204`), 8 connections, 3 s per round. A
+/// measurement, not a check (run with `cargo test --test fleet flood -- --ignored --nocapture`;
+/// needs `wrk`); figures in bench/registry.md. wrk's own status count confirms each round got
+/// only the answer it measures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn envoy_heartbeat_flood_at_the_cap() {
+    const RECORDS: u32 = 10_000;
+    const ROUNDS: usize = 6;
+    let store = SessionStore::new();
+    let s1 = server(&store, "s1", "1").await;
+    let e = envoy(
+        json!({"registry": {"max_records": RECORDS, "stale_after_ms": 600000}}),
+        &[&s1],
+        2,
+        &[],
+    )
+    .await;
+    let client = hb(&e);
+    let address = |net: u32, i: u32| format!("127.{net}.{}.{}:8080", i / 250, i % 250 + 1);
+    let mut tasks = tokio::task::JoinSet::new();
+    for part in 0..16 {
+        let client = client.clone();
+        let regs: Vec<Registration> = (part * RECORDS / 16..(part + 1) * RECORDS / 16)
+            .map(|i| Registration {
+                app: "checkout".into(),
+                version: "1".into(),
+                address: address(1, i),
+                pool: None,
+            })
+            .collect();
+        tasks.spawn(async move {
+            for r in regs {
+                client.register(&r).await.unwrap();
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let over = Registration {
+        app: "checkout".into(),
+        version: "1".into(),
+        address: address(3, 0),
+        pool: None,
+    };
+    assert_eq!(
+        client.post(&over).await.unwrap().status,
+        429,
+        "not at the cap"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    // `net` 1 cycles through the recorded addresses; `net` 3 holds none of them.
+    let script = |net: u32| {
+        let path = dir.path().join(format!("hb{net}.lua"));
+        std::fs::write(
+            &path,
+            format!(
+                r#"wrk.method = "POST"
+wrk.headers["authorization"] = "Bearer {TOKEN}"
+wrk.headers["content-type"] = "application/json"
+local i = 0
+request = function()
+  i = (i + 1) % {RECORDS}
+  local body = string.format('{{"app":"checkout","version":"1","address":"127.{net}.%d.%d:8080"}}', i // 250, i % 250 + 1)
+  return wrk.format(nil, "{DEFAULT_HEARTBEAT_PATH}", nil, body)
+end
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %d %d %.1f %d %d\n", summary.requests, summary.errors.status,
+    latency.mean, latency:percentile(50), latency:percentile(99)))
+end
+"#
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let (refused_lua, refresh_lua) = (script(3), script(1));
+    let base = e.heartbeat_base_url();
+    let wrk = |lua: &std::path::Path| {
+        let out = std::process::Command::new("wrk")
+            .args(["-t1", "-c8", "-d3s", "-s"])
+            .arg(lua)
+            .arg(&base)
+            .output()
+            .expect("wrk (apt-get install wrk)");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix("RESULT "))
+            .unwrap_or_else(|| panic!("wrk printed no result: {text}"));
+        let v: Vec<f64> = line.split(' ').map(|x| x.parse().unwrap()).collect();
+        // requests/s, non-2xx answers, mean, p50, p99 (µs)
+        (v[0] / 3.0, v[1], v[2], v[3], v[4], v[0])
+    };
+    let mut ratios = Vec::new();
+    for round in 0..ROUNDS {
+        // Alternate which goes first: a drift in the machine's load hits both alike.
+        let order = if round % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        let mut got = [(0.0, 0.0, 0.0, 0.0, 0.0, 0.0); 2];
+        for refused in order {
+            got[usize::from(!refused)] = wrk(if refused { &refused_lua } else { &refresh_lua });
+        }
+        let (r, a) = (got[0], got[1]);
+        assert_eq!(r.1, r.5, "round {round}: a new address was not refused");
+        assert_eq!(a.1, 0.0, "round {round}: a refresh was refused");
+        eprintln!(
+            "flood round {round}: refused {:.0}/s mean {:.0} µs p50 {:.0} p99 {:.0}; refresh \
+             {:.0}/s mean {:.0} µs p50 {:.0} p99 {:.0}",
+            r.0, r.2, r.3, r.4, a.0, a.2, a.3, a.4
+        );
+        ratios.push(r.2 / a.2);
+    }
+    let n = ratios.len() as f64;
+    let mean = ratios.iter().sum::<f64>() / n;
+    let sd = (ratios.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+    // Student's t for 5 degrees of freedom, 95% two-sided.
+    let half = 2.571 * sd / n.sqrt();
+    eprintln!(
+        "flood: refused / refresh mean latency {mean:.2} [{:.2}, {:.2}] (95%, {ROUNDS} interleaved rounds)",
+        mean - half,
+        mean + half
+    );
+    assert_eq!(
+        hb(&e).list().await.unwrap().len(),
+        RECORDS as usize,
+        "the flood changed the registry"
     );
     assert!(!e.logs().contains("RuntimeError"), "a VM failed");
 }

@@ -8,12 +8,9 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Bytes;
-use hyper::{header, Method, Request};
-use hyper_util::rt::TokioIo;
+use hyper::{header, Method};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 
 use crate::config::Endpoint;
 
@@ -251,39 +248,16 @@ impl Gateway {
         body: Option<Value>,
         max_bytes: usize,
     ) -> Result<(u16, Bytes), GatewayError> {
-        let unreachable = |e: &dyn fmt::Display| GatewayError::Unreachable(e.to_string());
-        let stream = TcpStream::connect((self.endpoint.host.as_str(), self.endpoint.port))
-            .await
-            .map_err(|e| unreachable(&e))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| unreachable(&e))?;
-        let driver = tokio::spawn(conn);
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::HOST, self.endpoint.authority())
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(
-                body.map(|b| b.to_string()).unwrap_or_default(),
-            )))
-            .map_err(|e| GatewayError::BadAnswer(format!("building request: {e}")))?;
-        let result = async {
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| unreachable(&e))?;
-            let status = response.status().as_u16();
-            let bytes = Limited::new(response.into_body(), max_bytes)
-                .collect()
-                .await
-                .map_err(|e| unreachable(&*e))?
-                .to_bytes();
-            Ok((status, bytes))
-        }
-        .await;
-        driver.abort();
-        result
+        crate::http::send(
+            &self.endpoint,
+            method,
+            path,
+            &[(header::CONTENT_TYPE, "application/json")],
+            Bytes::from(body.map(|b| b.to_string()).unwrap_or_default()),
+            max_bytes,
+        )
+        .await
+        .map_err(GatewayError::Unreachable)
     }
 }
 

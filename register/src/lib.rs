@@ -3,6 +3,10 @@
 //! lease that is kept alive every TTL/3 and revoked at shutdown. Talks to etcd's JSON gateway
 //! over plain HTTP/1.1, so it needs no gRPC stack.
 //!
+//! Draining by demand (docs/design.md#draining-by-demand): [`wait_until_quiet`] polls the Envoys'
+//! demand listings until the server's version has gone unneeded for a quiet period; [`Drain`]
+//! is the decision, without I/O.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use mixmode_register::{Config, Registration};
@@ -16,13 +20,18 @@
 
 mod args;
 mod config;
+mod demand;
+mod drain;
 mod gateway;
+mod http;
 mod registration;
 
-pub use args::Args;
+pub use args::{Args, DrainConfig, DEFAULT_MAX_WAIT_S, DEFAULT_QUIET_MS};
 pub use config::{
     Config, ConfigError, Endpoint, DEFAULT_ETCD, DEFAULT_POOL, DEFAULT_PREFIX, DEFAULT_TTL_SECS,
     MAX_TTL_SECS, MIN_TTL_SECS,
 };
+pub use demand::{parse_listing, Answer, Decision, Drain, Need, Policy, Target};
+pub use drain::{poll_interval, unix_ms, wait_until_quiet, DemandSource};
 pub use gateway::{Gateway, GatewayError, Kv};
 pub use registration::{Registration, Status};

@@ -1,11 +1,14 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt as _;
+use std::path::{Path, PathBuf};
 use std::process::{ExitCode, ExitStatus};
 use std::time::Duration;
 
 use clap::{CommandFactory as _, Parser as _};
-use mixmode_register::{Args, Config, Registration, Status};
+use mixmode_register::{
+    wait_until_quiet, Args, Config, Decision, DrainConfig, Registration, Status,
+};
 use tokio::net::TcpStream;
 use tokio::process::Child;
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -18,13 +21,14 @@ fn main() -> ExitCode {
         eprintln!("mixmode-register: -- must be followed by a command\n\n{usage}");
         return ExitCode::from(2);
     }
-    let config = match args.config() {
+    let (config, drain) = match args.config().and_then(|c| Ok((c, args.drain()?))) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("mixmode-register: {e}\n\n{usage}");
             return ExitCode::from(2);
         }
     };
+    let ready_file = args.ready_file;
     let command = args.command;
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -36,7 +40,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(config, command))
+    runtime.block_on(run(config, drain, ready_file, command))
 }
 
 /// Why the registration ends.
@@ -48,6 +52,8 @@ enum End {
 struct Signals {
     term: Signal,
     int: Signal,
+    /// A wrapped server asking to be drained and stopped (`kill -USR1 $PPID`).
+    usr1: Signal,
 }
 
 impl Signals {
@@ -55,19 +61,36 @@ impl Signals {
         tokio::select! {
             _ = self.term.recv() => libc::SIGTERM,
             _ = self.int.recv() => libc::SIGINT,
+            _ = self.usr1.recv() => libc::SIGUSR1,
         }
     }
 }
 
-async fn run(config: Config, command: Vec<String>) -> ExitCode {
+/// The signal the wrapped command gets at the end: the one we got, but a drain request
+/// (SIGUSR1) means "stop" to us and may mean anything to the command.
+fn passed_on(sig: libc::c_int) -> libc::c_int {
+    if sig == libc::SIGUSR1 {
+        libc::SIGTERM
+    } else {
+        sig
+    }
+}
+
+async fn run(
+    config: Config,
+    drain: Option<DrainConfig>,
+    ready_file: Option<PathBuf>,
+    command: Vec<String>,
+) -> ExitCode {
     // Installed before anything else, so a signal during start-up still deregisters instead
     // of killing the process with the key left behind.
     let mut signals = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::user_defined1()),
     ) {
-        (Ok(term), Ok(int)) => Signals { term, int },
-        (Err(e), _) | (_, Err(e)) => {
+        (Ok(term), Ok(int), Ok(usr1)) => Signals { term, int, usr1 },
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             eprintln!("mixmode-register: cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
         }
@@ -89,7 +112,7 @@ async fn run(config: Config, command: Vec<String>) -> ExitCode {
     if child.is_some() {
         tokio::select! {
             () = accepts_connections(config.address) => {}
-            sig = signals.next() => return finish_command(&mut child, Some(sig)).await,
+            sig = signals.next() => return finish_command(&mut child, Some(passed_on(sig))).await,
             status = wait(&mut child) => {
                 eprintln!("mixmode-register: command exited before {} accepted connections", config.address);
                 return exit_code(status);
@@ -111,7 +134,7 @@ async fn run(config: Config, command: Vec<String>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
-        sig = signals.next() => return finish_command(&mut child, Some(sig)).await,
+        sig = signals.next() => return finish_command(&mut child, Some(passed_on(sig))).await,
         status = wait(&mut child) => return exit_code(status),
     };
     let mut seen = registration.status();
@@ -119,8 +142,19 @@ async fn run(config: Config, command: Vec<String>) -> ExitCode {
         "mixmode-register: registered {key} at {etcd}, lease {:x}",
         seen.lease
     );
+    if let Some(path) = &ready_file {
+        if let Err(e) = std::fs::write(path, b"ready\n") {
+            eprintln!(
+                "mixmode-register: cannot create the ready file {}: {e}",
+                path.display()
+            );
+            let _ = registration.stop().await;
+            let _ = finish_command(&mut child, Some(libc::SIGTERM)).await;
+            return ExitCode::FAILURE;
+        }
+    }
     let mut changes = registration.watch();
-    let end = loop {
+    let mut end = loop {
         tokio::select! {
             sig = signals.next() => break End::Signal(sig),
             status = wait(&mut child) => break End::CommandExited(status),
@@ -136,6 +170,18 @@ async fn run(config: Config, command: Vec<String>) -> ExitCode {
             }
         }
     };
+    let mut gave_up = false;
+    leave_load_balancer(ready_file.as_deref());
+    if let End::Signal(sig) = end {
+        end = End::Signal(passed_on(sig));
+        if let Some(d) = &drain {
+            match drain_while_needed(d, &key, &mut signals, &mut child).await {
+                Drained::Decided(Decision::MaxWait { .. }) => gave_up = true,
+                Drained::Decided(_) => {}
+                Drained::CommandExited(status) => end = End::CommandExited(status),
+            }
+        }
+    }
     let revoked = match registration.stop().await {
         Ok(()) => {
             eprintln!("mixmode-register: deregistered {key}");
@@ -146,11 +192,89 @@ async fn run(config: Config, command: Vec<String>) -> ExitCode {
             false
         }
     };
-    match end {
+    let code = match end {
         End::CommandExited(status) => exit_code(status),
         End::Signal(sig) if child.is_some() => finish_command(&mut child, Some(sig)).await,
         End::Signal(_) if revoked => ExitCode::SUCCESS,
         End::Signal(_) => ExitCode::FAILURE,
+    };
+    if gave_up {
+        // Whatever the command answered: the drain did not end quiet, and a supervisor (or
+        // the rollout's log) should see that.
+        return ExitCode::from(EXIT_MAX_WAIT);
+    }
+    code
+}
+
+/// Exit code of a drain that ended at `--max-wait-s`.
+const EXIT_MAX_WAIT: u8 = 3;
+
+/// A readiness probe or health check reading the file now fails: the load balancer stops
+/// sending new requests (how soon depends on its probe period).
+fn leave_load_balancer(ready_file: Option<&Path>) {
+    if let Some(path) = ready_file {
+        match std::fs::remove_file(path) {
+            Ok(()) => eprintln!(
+                "mixmode-register: removed {}: leaving the load balancer",
+                path.display()
+            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => eprintln!(
+                "mixmode-register: cannot remove the ready file {}: {e}",
+                path.display()
+            ),
+        }
+    }
+}
+
+enum Drained {
+    Decided(Decision),
+    CommandExited(io::Result<ExitStatus>),
+}
+
+/// Keeps the registration (its keep-alive runs on) while the Envoys need the version. More
+/// signals do not cut the wait short (a supervisor's repeated SIGTERM would otherwise undo the
+/// drain); SIGKILL does. A wrapped command that exits ends the wait: there is no server left
+/// to rescue to.
+async fn drain_while_needed(
+    d: &DrainConfig,
+    key: &str,
+    signals: &mut Signals,
+    child: &mut Option<Child>,
+) -> Drained {
+    let urls: Vec<String> = d.sources.iter().map(|s| s.url()).collect();
+    eprintln!(
+        "mixmode-register: draining: {key} stays registered until version {} has not been needed for {} ms on {} (at most {} s)",
+        d.target.version,
+        d.policy.quiet_ms,
+        urls.join(", "),
+        d.policy.max_wait_ms / 1000,
+    );
+    let quiet = wait_until_quiet(d.target.clone(), d.policy, &d.sources, |line| {
+        eprintln!("mixmode-register: {line}")
+    });
+    tokio::pin!(quiet);
+    loop {
+        tokio::select! {
+            decision = &mut quiet => {
+                match &decision {
+                    Decision::MaxWait { .. } => eprintln!(
+                        "mixmode-register: gave up draining: version {} {decision} (--max-wait-s {}); deregistering anyway",
+                        d.target.version,
+                        d.policy.max_wait_ms / 1000
+                    ),
+                    _ => eprintln!("mixmode-register: drained: version {} {decision}", d.target.version),
+                }
+                return Drained::Decided(decision);
+            }
+            sig = signals.next() => eprintln!(
+                "mixmode-register: signal {sig} while draining: still waiting (SIGKILL stops at once)"
+            ),
+            status = wait(child) => {
+                eprintln!("mixmode-register: the command exited while draining; deregistering now");
+                return Drained::CommandExited(status);
+            }
+        }
     }
 }
 

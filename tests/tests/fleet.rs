@@ -765,7 +765,7 @@ wrk.headers["content-type"] = "application/json"
 local i = 0
 request = function()
   i = (i + 1) % {RECORDS}
-  local body = string.format('{{"app":"checkout","version":"1","address":"127.{net}.%d.%d:8080"}}', i // 250, i % 250 + 1)
+  local body = string.format('{{"app":"checkout","version":"1","address":"127.{net}.%d.%d:8080"}}', math.floor(i / 250), i % 250 + 1)
   return wrk.format(nil, "{DEFAULT_HEARTBEAT_PATH}", nil, body)
 end
 done = function(summary, latency, requests)
@@ -791,12 +791,18 @@ end
         let line = text
             .lines()
             .find_map(|l| l.strip_prefix("RESULT "))
-            .unwrap_or_else(|| panic!("wrk printed no result: {text}"));
+            .unwrap_or_else(|| {
+                panic!(
+                    "wrk printed no result: {text}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
         let v: Vec<f64> = line.split(' ').map(|x| x.parse().unwrap()).collect();
         // requests/s, non-2xx answers, mean, p50, p99 (µs)
         (v[0] / 3.0, v[1], v[2], v[3], v[4], v[0])
     };
-    let mut ratios = Vec::new();
+    // Per round: refused / refresh for throughput, mean and median latency.
+    let mut ratios: [Vec<f64>; 3] = Default::default();
     for round in 0..ROUNDS {
         // Alternate which goes first: a drift in the machine's load hits both alike.
         let order = if round % 2 == 0 {
@@ -816,18 +822,25 @@ end
              {:.0}/s mean {:.0} µs p50 {:.0} p99 {:.0}",
             r.0, r.2, r.3, r.4, a.0, a.2, a.3, a.4
         );
-        ratios.push(r.2 / a.2);
+        ratios[0].push(r.0 / a.0);
+        ratios[1].push(r.2 / a.2);
+        ratios[2].push(r.3 / a.3);
     }
-    let n = ratios.len() as f64;
-    let mean = ratios.iter().sum::<f64>() / n;
-    let sd = (ratios.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
-    // Student's t for 5 degrees of freedom, 95% two-sided.
-    let half = 2.571 * sd / n.sqrt();
-    eprintln!(
-        "flood: refused / refresh mean latency {mean:.2} [{:.2}, {:.2}] (95%, {ROUNDS} interleaved rounds)",
-        mean - half,
-        mean + half
-    );
+    for (name, v) in ["throughput", "mean latency", "median latency"]
+        .iter()
+        .zip(&ratios)
+    {
+        let n = v.len() as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        let sd = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+        // Student's t for 5 degrees of freedom, 95% two-sided.
+        let half = 2.571 * sd / n.sqrt();
+        eprintln!(
+            "flood: refused / refresh {name} {mean:.2} [{:.2}, {:.2}] (95%, {ROUNDS} interleaved rounds)",
+            mean - half,
+            mean + half
+        );
+    }
     assert_eq!(
         hb(&e).list().await.unwrap().len(),
         RECORDS as usize,

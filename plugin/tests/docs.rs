@@ -240,3 +240,26 @@ fn readme_and_design_list_the_metrics_the_filter_defines() {
         );
     }
 }
+
+/// The per-version counters (docs/design.md#draining-by-demand): the names the core builds are the
+/// ones the test kit and the docs use.
+#[test]
+fn per_version_counter_names_match_the_list() {
+    use mixmode::core::demand::{counter_name, OTHER_COUNTER};
+    assert_eq!(
+        counter_name("2"),
+        format!("{}2", metric_names::NEEDED_PREFIX)
+    );
+    assert_eq!(OTHER_COUNTER, metric_names::NEEDED_OTHER);
+    let root = root();
+    for page in ["README.md", "docs/design.md"] {
+        let text = read(&root.join(page));
+        for name in ["needed.<version>", metric_names::NEEDED_OTHER] {
+            assert!(
+                text.contains(&format!("{}{name}`", metric_names::PREFIX)),
+                "{page} does not name the counter {}{name}",
+                metric_names::PREFIX
+            );
+        }
+    }
+}

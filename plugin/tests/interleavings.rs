@@ -461,3 +461,48 @@ fn no_record_is_lost_between_a_move_a_delete_and_the_prune() {
         &e,
     );
 }
+
+/// docs/design.md#draining-by-demand: two workers record needs of the same version at once (and
+/// one of another version hashed anywhere): every need that was stored is counted, none twice,
+/// `last_needed_ms` is the latest stored need, and the keys stay within the bound.
+#[test]
+fn concurrent_needs_lose_no_count() {
+    // A small cap keeps the final checks' prune cycle short.
+    let cfg = config("p", r#""max_records":8"#);
+    let w1 = |h: &mut Handle| {
+        [1000, 1500, 2000]
+            .iter()
+            .map(|t| (need(h, &cfg, "1", *t), *t))
+            .collect::<Vec<_>>()
+    };
+    let w2 = |h: &mut Handle| {
+        vec![
+            (need(h, &cfg, "1", 1200), 1200),
+            (need(h, &cfg, "2", 1300), 1300),
+            (need(h, &cfg, "1", 2500), 2500),
+        ]
+    };
+    let writers: [Writer<Vec<(bool, u64)>>; 2] = [&w1, &w2];
+    let e = explore(&MemoryStore::default, &writers, 1, 4000, 1000, &|s, r| {
+        let stored_v1: Vec<u64> = r[0]
+            .iter()
+            .chain([&r[1][0], &r[1][2]])
+            .filter(|(ok, _)| *ok)
+            .map(|(_, t)| *t)
+            .collect();
+        let stored_v2 = r[1][1].0;
+        let listed = demand_listed(s, &cfg, 3000);
+        let mut want = Vec::new();
+        if let Some(last) = stored_v1.iter().max() {
+            want.push(("1".to_string(), *last, stored_v1.len() as u64));
+        }
+        if stored_v2 {
+            want.push(("2".to_string(), 1300, 1));
+        }
+        if listed != want {
+            return Err(format!("listed {listed:?}, stored needs say {want:?}"));
+        }
+        quiet_invariants(s, &[&cfg], 3000)
+    });
+    assert_clean("concurrent_needs_lose_no_count", &e);
+}

@@ -1,6 +1,8 @@
-//! The push heartbeat API (docs/design.md#heartbeat-api): POST/DELETE/GET answered by the filter itself.
+//! The push heartbeat API (docs/design.md#heartbeat-api): POST/DELETE/GET answered by the filter itself,
+//! and the demand listing `GET ?demand` (docs/design.md#draining-by-demand).
 
 use crate::core::config::{is_token_text, Config};
+use crate::core::demand;
 use crate::core::registry::{self, Ident, RecordId, RegistryError, Scope, SharedStore};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -64,6 +66,19 @@ struct Body {
 #[derive(Serialize)]
 struct Listing {
     records: Vec<registry::Record>,
+}
+
+#[derive(Serialize)]
+struct DemandListing {
+    demand: Vec<demand::Demand>,
+}
+
+/// The query asks for the demand listing: one of its `&`-separated parameters is named `demand`
+/// (`?demand`, `?demand=1`).
+pub fn is_demand_query(query: &[u8]) -> bool {
+    query
+        .split(|b| *b == b'&')
+        .any(|p| p.split(|b| *b == b'=').next() == Some(b"demand".as_slice()))
 }
 
 /// Constant-time equality: the time taken does not depend on where the inputs differ.
@@ -161,12 +176,38 @@ fn store_error(e: RegistryError, cfg: &Config) -> Answer {
     }
 }
 
-/// Answers one heartbeat request.
+/// Answers one heartbeat request (no query string).
 pub fn handle<S: SharedStore>(cfg: &Config, req: &Request, store: &mut S, now_ms: u64) -> Answer {
+    handle_query(cfg, req, None, store, now_ms)
+}
+
+/// Answers one request for the heartbeat path; `query` is what followed `?` in its path.
+pub fn handle_query<S: SharedStore>(
+    cfg: &Config,
+    req: &Request,
+    query: Option<&[u8]>,
+    store: &mut S,
+    now_ms: u64,
+) -> Answer {
     if !authorized(req.authorization, &cfg.heartbeat.token) {
         return error(401, "missing or wrong bearer token");
     }
     let scope = Scope::of(cfg);
+    if query.is_some_and(is_demand_query) {
+        if req.method != "GET" {
+            return error(405, "method not allowed (GET for ?demand)");
+        }
+        return match demand::list(store, &scope, now_ms) {
+            Ok(demand) => Answer {
+                status: 200,
+                body: serde_json::to_string(&DemandListing { demand })
+                    .unwrap_or_else(|_| String::from("{\"demand\":[]}")),
+                outcome: Outcome::Listed,
+                records: None,
+            },
+            Err(e) => store_error(e, cfg),
+        };
+    }
     match req.method {
         "GET" => match registry::list(store, &scope, now_ms) {
             Ok(records) => Answer {
@@ -396,6 +437,54 @@ mod tests {
             handle(&cfg(), &req("DELETE", OK, body), &mut s, 0).records,
             Some(0)
         );
+    }
+
+    fn demand(store: &mut MemoryStore, auth: Option<&str>, q: &str, now: u64) -> Answer {
+        handle_query(
+            &cfg(),
+            &req("GET", auth, ""),
+            Some(q.as_bytes()),
+            store,
+            now,
+        )
+    }
+
+    #[test]
+    fn demand_listing_shows_recorded_needs() {
+        let mut s = MemoryStore::default();
+        let a = demand(&mut s, OK, "demand", 0);
+        assert_eq!((a.status, a.outcome), (200, Outcome::Listed));
+        assert_eq!(a.body, r#"{"demand":[]}"#);
+        let scope = Scope::of(&cfg());
+        let need = demand::Need {
+            pool: "pool-a",
+            app: "checkout",
+            version: "1",
+        };
+        demand::record(&mut s, &scope, &need, 5_000, 1).unwrap();
+        demand::record(&mut s, &scope, &need, 6_000, 1).unwrap();
+        let a = demand(&mut s, OK, "demand", 7_000);
+        let v: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"demand":[{"pool":"pool-a","app":"checkout","version":"1",
+                "last_needed_ms":6000,"needed_60s":2}]})
+        );
+        // `?demand=1` and other parameters beside it ask for the same listing.
+        assert_eq!(demand(&mut s, OK, "x=1&demand=1", 7_000).body, a.body);
+        // Any other query is the records listing.
+        let other = demand(&mut s, OK, "demands", 7_000);
+        assert!(other.body.starts_with(r#"{"records""#), "{}", other.body);
+    }
+
+    #[test]
+    fn demand_listing_needs_the_token_and_a_get() {
+        let mut s = MemoryStore::default();
+        for auth in [None, Some("Bearer nope"), Some("s3cret")] {
+            assert_rejected(&demand(&mut s, auth, "demand", 0), 401, &s);
+        }
+        let a = handle_query(&cfg(), &req("POST", OK, BODY), Some(b"demand"), &mut s, 0);
+        assert_rejected(&a, 405, &s);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod affinity;
 pub mod budget;
 pub mod config;
+pub mod demand;
 pub mod etcd;
 pub mod heartbeat;
 pub mod jobs;

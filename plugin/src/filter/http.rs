@@ -4,6 +4,7 @@
 use crate::core::affinity;
 use crate::core::budget::Hold;
 use crate::core::config::Affinity;
+use crate::core::demand::{self, Need};
 use crate::core::heartbeat::{self, Outcome, MAX_BODY};
 use crate::core::pairs::find_raw;
 use crate::core::redispatch::{
@@ -24,6 +25,8 @@ use std::time::Duration;
 struct HeartbeatCall {
     method: String,
     authorization: Option<Vec<u8>>,
+    /// What followed `?` in the path (`?demand`: the demand listing).
+    query: Option<Vec<u8>>,
     answered: bool,
 }
 
@@ -65,6 +68,12 @@ fn path_only(path: &[u8]) -> &[u8] {
     }
 }
 
+/// The query string of a path, without the `?`.
+fn query_of(path: &[u8]) -> Option<&[u8]> {
+    let i = path.iter().position(|b| *b == b'?')?;
+    path.get(i.saturating_add(1)..)
+}
+
 impl MixHttp {
     pub fn new(context_id: u32, shared: Option<Rc<Shared>>) -> Self {
         MixHttp {
@@ -88,7 +97,13 @@ impl MixHttp {
             body,
             body_too_large: too_large,
         };
-        let answer = heartbeat::handle(&shared.config, &req, &mut HostStore, abi::now_ms());
+        let answer = heartbeat::handle_query(
+            &shared.config,
+            &req,
+            call.query.as_deref(),
+            &mut HostStore,
+            abi::now_ms(),
+        );
         let m = &shared.metrics;
         match answer.outcome {
             Outcome::Accepted => crate::filter::metrics::Metrics::bump(m.heartbeat_accepted),
@@ -335,11 +350,9 @@ impl HttpContext for MixHttp {
         // One host call for everything a replay needs (docs/envoy-facts.md#request-phase: later it is gone); it is
         // decoded only if a mismatch needs it.
         let raw = abi::get_pairs_raw(map::REQUEST_HEADERS);
-        let path = raw
-            .as_deref()
-            .and_then(|r| find_raw(r, b":path"))
-            .map(path_only);
-        if path == Some(cfg.heartbeat.path.as_bytes()) {
+        let full_path = raw.as_deref().and_then(|r| find_raw(r, b":path"));
+        if full_path.map(path_only) == Some(cfg.heartbeat.path.as_bytes()) {
+            let query = full_path.and_then(query_of).map(<[u8]>::to_vec);
             let raw = raw.unwrap_or_default();
             self.mode = Mode::Heartbeat(HeartbeatCall {
                 method: find_raw(&raw, b":method")
@@ -347,6 +360,7 @@ impl HttpContext for MixHttp {
                     .unwrap_or_default()
                     .to_string(),
                 authorization: find_raw(&raw, b"authorization").map(<[u8]>::to_vec),
+                query,
                 answered: false,
             });
             if end_of_stream {
@@ -505,6 +519,29 @@ impl MixHttp {
         if let Some(c) = plan.counter {
             shared.metrics.count_affinity(c);
         }
+        if plan.counter == Some(affinity::Counter::Routed) {
+            if let Some(v) = facts.version {
+                Self::record_need(shared, v, now_ns / 1_000_000);
+            }
+        }
+    }
+
+    /// A request needed `version` (docs/design.md#draining-by-demand): its counter, and one CAS
+    /// write of its demand bucket. Never called on the happy path.
+    fn record_need(shared: &Shared, version: &str, now_ms: u64) {
+        let cfg = &shared.config;
+        shared.metrics.count_need(version);
+        let need = Need {
+            pool: &cfg.pool,
+            app: &cfg.app,
+            version,
+        };
+        if let Err(e) = demand::record(&mut HostStore, &shared.scope, &need, now_ms, 1) {
+            abi::log(
+                abi::level::DEBUG,
+                &format!("mixmode: demand for version {version} not recorded: {e:?}"),
+            );
+        }
     }
 
     fn decide_response(&mut self) -> Action {
@@ -572,6 +609,9 @@ impl MixHttp {
                     text(av.clone()),
                 ),
             );
+        }
+        if let Some(v) = demand::needed_version(&step.counters, sv.as_deref()) {
+            Self::record_need(&shared, v, now);
         }
         *redispatch = r;
         self.execute(&shared, step, false)

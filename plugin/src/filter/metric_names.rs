@@ -20,6 +20,14 @@ pub const AFFINITY_MISS: &str = "affinity_miss";
 
 pub const REGISTRY_RECORDS: &str = "registry_records";
 
+/// Per-version counters, defined on a version's first need (`core::demand::counter_name`):
+/// `needed.<version>` for a VM's first 32 versions, `needed.other` past them. Not in the lists
+/// below: their names depend on the traffic.
+#[allow(dead_code)]
+pub const NEEDED_PREFIX: &str = "needed.";
+#[allow(dead_code)]
+pub const NEEDED_OTHER: &str = "needed.other";
+
 // The lists are read by the test kit; the filter defines each metric by its name.
 #[allow(dead_code)]
 pub const COUNTERS: [&str; 13] = [

@@ -2,9 +2,11 @@
 //! `metric_names.rs`).
 
 use crate::core::affinity::Counter as AffinityCounter;
+use crate::core::demand::VersionCounters;
 use crate::core::redispatch::Counter;
 use crate::filter::abi;
 use crate::filter::metric_names::*;
+use std::cell::RefCell;
 
 #[derive(Default)]
 pub struct Metrics {
@@ -23,6 +25,8 @@ pub struct Metrics {
     registry_records: Option<u32>,
     affinity_routed: Option<u32>,
     affinity_miss: Option<u32>,
+    /// `needed.<version>`, defined on a version's first need (docs/design.md#draining-by-demand).
+    needed: RefCell<VersionCounters<Option<u32>>>,
 }
 
 fn counter(name: &str) -> Option<u32> {
@@ -49,6 +53,7 @@ impl Metrics {
             ),
             affinity_routed: counter(AFFINITY_ROUTED),
             affinity_miss: counter(AFFINITY_MISS),
+            needed: RefCell::default(),
         }
     }
 
@@ -76,6 +81,14 @@ impl Metrics {
             AffinityCounter::Routed => self.affinity_routed,
             AffinityCounter::Miss => self.affinity_miss,
         });
+    }
+
+    /// One need of `version`: its `needed.<version>` counter (or `needed.other`).
+    pub fn count_need(&self, version: &str) {
+        // Not reachable (one callback at a time per VM), but never worth a panic.
+        if let Ok(mut needed) = self.needed.try_borrow_mut() {
+            Self::bump(needed.id(version, counter));
+        }
     }
 
     pub fn set_records(&self, n: u64) {

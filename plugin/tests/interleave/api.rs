@@ -7,7 +7,7 @@ use mixmode::core::heartbeat::{self, Request};
 use mixmode::core::lookup::{pick, LookupCache, Query};
 use mixmode::core::registry::{self, PruneCursor, Scope};
 use mixmode::core::store::{MemoryStore, SharedStore};
-use mixmode::core::{etcd, jobs};
+use mixmode::core::{demand, etcd, jobs};
 
 pub const TOKEN: &str = "s3cret-token";
 
@@ -193,4 +193,44 @@ pub fn stored(store: &mut MemoryStore, cfg: &Config) -> Vec<(String, String, Str
 /// The most shared-data keys the configurations may use together (docs/design.md#registry-invariants).
 pub fn key_bound(cfgs: &[&Config]) -> usize {
     cfgs.iter().map(|c| Scope::of(c).max_keys()).sum::<usize>() + registry::GLOBAL_KEYS
+}
+
+/// One need of `version` in the configuration's pool (what the filter records on a rescue, a
+/// `no-peer` or an affinity-routed request): whether it was stored.
+pub fn need<S: SharedStore>(store: &mut S, cfg: &Config, version: &str, now: u64) -> bool {
+    let n = demand::Need {
+        pool: &cfg.pool,
+        app: &cfg.app,
+        version,
+    };
+    demand::record(store, &Scope::of(cfg), &n, now, 1).is_ok()
+}
+
+/// The demand listing (`GET ?demand`): (version, last_needed_ms, needed_60s).
+pub fn demand_listed(store: &mut MemoryStore, cfg: &Config, now: u64) -> Vec<(String, u64, u64)> {
+    let auth = format!("Bearer {TOKEN}");
+    let req = Request {
+        method: "GET",
+        authorization: Some(auth.as_bytes()),
+        body: b"",
+        body_too_large: false,
+    };
+    let a = heartbeat::handle_query(cfg, &req, Some(b"demand"), store, now);
+    assert_eq!(a.status, 200, "{}", a.body);
+    let v: serde_json::Value = serde_json::from_str(&a.body).unwrap_or_default();
+    let mut out: Vec<(String, u64, u64)> = v["demand"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|d| {
+            (
+                d["version"].as_str().unwrap_or("").to_string(),
+                d["last_needed_ms"].as_u64().unwrap_or(0),
+                d["needed_60s"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    out.sort();
+    out
 }

@@ -43,6 +43,16 @@ pub struct Record {
     pub last_seen_ms: u64,
 }
 
+/// A line of the demand listing (`GET <heartbeat.path>?demand`, docs/design.md#draining-by-demand).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Demand {
+    pub pool: String,
+    pub app: String,
+    pub version: String,
+    pub last_needed_ms: u64,
+    pub needed_60s: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct HeartbeatClient {
     /// The full URL of the heartbeat path, e.g. `http://127.0.0.1:10001/.well-known/mixmode/heartbeat`.
@@ -129,6 +139,30 @@ impl HeartbeatClient {
         let l: Listing = serde_json::from_slice(&r.body)
             .with_context(|| format!("listing is not {{\"records\": [...]}}: {}", r.text()))?;
         Ok(l.records)
+    }
+
+    /// `GET ?demand` with any (or no) token: the answer whatever its status.
+    pub async fn demand_raw(&self, token: Option<&str>) -> Result<Resp> {
+        let mut req = Req::get(format!("{}?demand", self.url));
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        req.send().await
+    }
+
+    /// The demand listing: the versions needed lately.
+    pub async fn demand(&self) -> Result<Vec<Demand>> {
+        let r = self.demand_raw(Some(&self.token)).await?;
+        if r.status != 200 {
+            bail!("demand listing refused: {} {}", r.status, r.text());
+        }
+        #[derive(Deserialize)]
+        struct Listing {
+            demand: Vec<Demand>,
+        }
+        let l: Listing = serde_json::from_slice(&r.body)
+            .with_context(|| format!("listing is not {{\"demand\": [...]}}: {}", r.text()))?;
+        Ok(l.demand)
     }
 
     /// Sends a heartbeat every `interval` until the handle is aborted (a running server's

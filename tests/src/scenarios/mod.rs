@@ -10,6 +10,7 @@
 pub mod affinity;
 pub mod bodies;
 pub mod config;
+pub mod demand;
 pub mod failures;
 pub mod faults;
 pub mod registry;
@@ -279,6 +280,10 @@ macro_rules! all_scenarios {
             config::example_token_warned_at_start,
             affinity::affinity_version_a_cookie_cannot_carry,
             affinity::affinity_off_sets_no_cookie,
+            demand::demand_listed_after_a_rescue_and_a_no_peer,
+            demand::demand_leaves_the_listing_after_its_window,
+            demand::demand_listing_needs_the_token,
+            demand::demand_counts_an_affinity_routed_request,
         );
     };
 }

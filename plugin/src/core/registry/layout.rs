@@ -11,6 +11,9 @@ pub const GLOBAL_KEYS: usize = 1;
 /// prune, etcd and poll leases; the etcd outage flag. (Poll outage flags: one per target.)
 pub const FIXED_KEYS: usize = 8;
 
+/// Demand buckets of a scope (`core::demand`): a fixed number, whatever versions are needed.
+pub const DEMAND_BUCKETS: u32 = 16;
+
 /// Most slot buckets a scope has: past ~4 records a bucket a refresh pays for its neighbours'
 /// bytes; 4096 keeps the default cap of 10,000 records at ~2.4 a bucket.
 pub const MAX_SLOT_BUCKETS: u32 = 4096;
@@ -105,6 +108,7 @@ impl Scope {
         let m = usize::try_from(self.members_buckets).unwrap_or(usize::MAX);
         b.saturating_add(m.saturating_mul(2))
             .saturating_add(FIXED_KEYS)
+            .saturating_add(usize::try_from(DEMAND_BUCKETS).unwrap_or(usize::MAX))
             .saturating_add(self.extra_keys)
     }
 
@@ -138,6 +142,19 @@ impl Scope {
     /// The CAS the members bucket had at its last change (see `index`).
     pub fn members_gen_key_at(&self, m: u32) -> String {
         format!("{}members-gen/{m}", self.prefix)
+    }
+
+    pub fn demand_buckets(&self) -> u32 {
+        DEMAND_BUCKETS
+    }
+
+    /// The demand bucket of a `(pool, app, version)` (`core::demand`).
+    pub fn demand_key(&self, pool: &str, app: &str, version: &str) -> String {
+        self.demand_key_at(bucket(fnv64(&[pool, app, version]), DEMAND_BUCKETS))
+    }
+
+    pub fn demand_key_at(&self, n: u32) -> String {
+        format!("{}demand/{n}", self.prefix)
     }
 
     pub fn count_key(&self) -> String {
@@ -199,7 +216,7 @@ mod tests {
     fn buckets_follow_the_cap() {
         let s = Scope::new(&["a"], limits(10_000));
         assert_eq!((s.slot_buckets, s.members_buckets), (4096, 256));
-        assert_eq!(s.max_keys(), 4096 + 512 + FIXED_KEYS);
+        assert_eq!(s.max_keys(), 4096 + 512 + FIXED_KEYS + 16);
         let s = Scope::new(&["a"], limits(3));
         assert_eq!((s.slot_buckets, s.members_buckets), (8, 2));
         let s = Scope::new(&["a"], limits(u32::MAX));

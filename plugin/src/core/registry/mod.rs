@@ -19,9 +19,10 @@
 //! - `count` (the `max_records` cap, checked and counted in one CAS), `etcd/snapshot`,
 //!   `etcd/state`, `etcd/seen` (the mirror, `core::etcd`), `lease/{prune,etcd,poll}`,
 //!   `outage/…` (the jobs, `core::jobs`).
+//! - `demand/<d>`, d < 16: when each version was last needed (`core::demand`, its own bound).
 //!
-//! **Bound**: a scope writes at most B + 2M + 8 keys (+ one outage flag per pull target), and
-//! the store has one more (`mixmode/v2/vm_seq`): 4,616 for the default cap of 10,000, whatever
+//! **Bound**: a scope writes at most B + 2M + 8 + 16 keys (+ one outage flag per pull target),
+//! and the store has one more (`mixmode/v2/vm_seq`): 4,632 for the default cap of 10,000, whatever
 //! versions, apps, pools or addresses come and go (the ABI has no delete; an emptied bucket is
 //! reused by the next record or set hashed there). `Scope::max_keys` computes it. One address
 //! heartbeating 1,000 versions leaves 4 keys: its slot bucket, the count, its app's members

@@ -1,0 +1,240 @@
+//! Demand (docs/design.md#draining-by-demand): the filter lists, on `GET <heartbeat.path>?demand`,
+//! the versions requests needed lately (a rescue toward one, a `no-peer` for one, a request
+//! routed by the affinity cookie) with when and how often, and counts `needed.<version>`.
+//! The 60-s count's decay is checked in the core with a moved clock (plugin/src/core/demand);
+//! here, what a host shows within seconds: times, counts, the window, the token.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hyper::Method;
+use serde_json::json;
+
+use super::{server, show, Fixture, TOKEN};
+use crate::app::heartbeat::Demand;
+use crate::app::SessionStore;
+use crate::client::{Req, Resp};
+use crate::host::Host;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// A request of a session written by `version`.
+async fn request<H: Host>(f: &Fixture<H>, version: &str) -> Resp {
+    Req::get(f.url("/echo"))
+        .header("cookie", f.session(version))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The listing's line of `version`.
+fn line<'a>(d: &'a [Demand], version: &str) -> &'a Demand {
+    d.iter()
+        .find(|l| l.version == version)
+        .unwrap_or_else(|| panic!("version {version} not in the demand listing {d:?}"))
+}
+
+/// The host's clock and the test's are the same machine's; a second of slack covers the
+/// host's cached time.
+fn assert_between(d: &Demand, before: u64, after: u64) {
+    assert!(
+        d.last_needed_ms + 1000 >= before && d.last_needed_ms <= after + 1000,
+        "last_needed_ms {} outside [{before}, {after}]",
+        d.last_needed_ms
+    );
+}
+
+/// A rescue toward v2 and a `no-peer` for v3 are listed with their time and a count of 1, in the
+/// filter's pool and app; a second rescue counts 2; a request of the server's own version (the
+/// happy path) and an empty listing before any need list nothing. `needed.2` and `needed.3`
+/// count the same needs.
+pub async fn demand_listed_after_a_rescue_and_a_no_peer<H: Host>() {
+    let store = SessionStore::new();
+    let v1 = server(&store, "v1", "1").await;
+    let v2 = server(&store, "v2", "2").await;
+    let f = Fixture::<H>::start(&store, &[&v1], json!({})).await;
+    f.register(&v1).await;
+    f.register(&v2).await;
+    assert!(f.hb.demand().await.unwrap().is_empty());
+
+    let r = request(&f, "1").await;
+    assert_eq!(
+        (r.status, r.header("x-mixmode")),
+        (200, None),
+        "{}",
+        show(&r)
+    );
+    let d = f.hb.demand().await.unwrap();
+    assert!(d.is_empty(), "the happy path needs nothing: {d:?}");
+
+    let before = now_ms();
+    let r = request(&f, "2").await;
+    assert_eq!(r.status, 200, "{}", show(&r));
+    assert_eq!(r.header("x-mixmode").as_deref(), Some("redispatched"));
+    let r = request(&f, "3").await;
+    assert_eq!(r.status, 409, "{}", show(&r));
+    assert_eq!(r.header("x-mixmode").as_deref(), Some("no-peer"));
+    let after = now_ms();
+
+    let d = f.hb.demand().await.unwrap();
+    assert_eq!(d.len(), 2, "{d:?}");
+    for v in ["2", "3"] {
+        let l = line(&d, v);
+        assert_eq!((l.pool.as_str(), l.app.as_str()), ("default", "checkout"));
+        assert_eq!(l.needed_60s, 1, "{d:?}");
+        assert_between(l, before, after);
+    }
+    let first = line(&d, "2").last_needed_ms;
+
+    let r = request(&f, "2").await;
+    assert_eq!(r.header("x-mixmode").as_deref(), Some("redispatched"));
+    let d = f.hb.demand().await.unwrap();
+    assert_eq!(line(&d, "2").needed_60s, 2, "{d:?}");
+    assert!(line(&d, "2").last_needed_ms >= first, "{d:?}");
+    assert_eq!(line(&d, "3").needed_60s, 1, "{d:?}");
+
+    let m = f.host.metrics().await.unwrap();
+    assert_eq!(m.get("mixmode.needed.2"), Some(&2), "{m:?}");
+    assert_eq!(m.get("mixmode.needed.3"), Some(&1), "{m:?}");
+    assert_eq!(m.get("mixmode.needed.1"), None, "{m:?}");
+    f.expect_counters(&[
+        ("mismatch_detected", 3),
+        ("redispatch_ok", 2),
+        ("no_peer", 1),
+        ("heartbeat_accepted", 2),
+    ])
+    .await;
+}
+
+/// A version leaves the listing once it was not needed for `registry.stale_after_ms` × 4 (here
+/// 4 s), not before; a new need brings it back with a fresh count.
+pub async fn demand_leaves_the_listing_after_its_window<H: Host>() {
+    let store = SessionStore::new();
+    let v1 = server(&store, "v1", "1").await;
+    let f = Fixture::<H>::start(
+        &store,
+        &[&v1],
+        json!({"registry": {"stale_after_ms": 1000}}),
+    )
+    .await;
+    let r = request(&f, "3").await;
+    assert_eq!(
+        r.header("x-mixmode").as_deref(),
+        Some("no-peer"),
+        "{}",
+        show(&r)
+    );
+    let needed = line(&f.hb.demand().await.unwrap(), "3").last_needed_ms;
+
+    let start = Instant::now();
+    let gone_at = loop {
+        let d = f.hb.demand().await.unwrap();
+        let t = now_ms();
+        if d.is_empty() {
+            break t;
+        }
+        assert_eq!(line(&d, "3").needed_60s, 1);
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{}: still listed after 30 s: {d:?}",
+            H::NAME
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        gone_at + 1000 >= needed + 4000,
+        "{}: gone {} ms after the need, before the 4 s window",
+        H::NAME,
+        gone_at.saturating_sub(needed)
+    );
+
+    let r = request(&f, "3").await;
+    assert_eq!(r.header("x-mixmode").as_deref(), Some("no-peer"));
+    let d = f.hb.demand().await.unwrap();
+    assert_eq!(
+        line(&d, "3").needed_60s,
+        2,
+        "the 60-s count outlives the window: {d:?}"
+    );
+    assert!(line(&d, "3").last_needed_ms > needed);
+}
+
+/// The listing needs the heartbeat token: without it or with a wrong one, the same `401` JSON
+/// refusal heartbeats get (counted `heartbeat_rejected`); with it, `200 {"demand": []}`; it
+/// only answers `GET`.
+pub async fn demand_listing_needs_the_token<H: Host>() {
+    let store = SessionStore::new();
+    let v1 = server(&store, "v1", "1").await;
+    let f = Fixture::<H>::start(&store, &[&v1], json!({})).await;
+    for token in [None, Some("wrong-token")] {
+        let r = f.hb.demand_raw(token).await.unwrap();
+        assert_eq!(r.status, 401, "{}", show(&r));
+        assert_eq!(
+            r.header("content-type").as_deref(),
+            Some("application/json")
+        );
+        let body = r.json().unwrap();
+        assert!(
+            body["error"].as_str().is_some_and(|e| e.contains("token")),
+            "{body}"
+        );
+        assert!(body.get("demand").is_none(), "{body}");
+    }
+    let r = f.hb.demand_raw(Some(TOKEN)).await.unwrap();
+    assert_eq!(r.status, 200, "{}", show(&r));
+    assert_eq!(r.json().unwrap(), json!({"demand": []}));
+    let r = Req::new(Method::POST, format!("{}?demand", f.hb.url))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status, 405, "{}", show(&r));
+    f.expect_counters(&[("heartbeat_rejected", 3), ("heartbeat_accepted", 0)])
+        .await;
+}
+
+/// With affinity, a request routed by its cookie (`affinity_routed`) is a need of the cookie's
+/// version, even when no rescue follows; a cookie with no fresh server of its version
+/// (`affinity_miss`) is not routed and records nothing.
+pub async fn demand_counts_an_affinity_routed_request<H: Host>() {
+    let store = SessionStore::new();
+    let v1 = server(&store, "v1", "1").await;
+    let v2 = server(&store, "v2", "2").await;
+    let f = Fixture::<H>::start(
+        &store,
+        &[&v1],
+        json!({"affinity": {"cookie": "mixmode-version"}}),
+    )
+    .await;
+    f.register(&v2).await;
+    let before = now_ms();
+    for cookie in ["mixmode-version=2", "mixmode-version=7"] {
+        let r = Req::get(f.url("/echo"))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        // v2 is not a member of the pool: the hint falls back to round robin (v1), whose
+        // answer needs no rescue (no session).
+        assert_eq!(r.status, 200, "{}", show(&r));
+    }
+    let after = now_ms();
+    let d = f.hb.demand().await.unwrap();
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(line(&d, "2").needed_60s, 1);
+    assert_between(line(&d, "2"), before, after);
+    let m = f.host.metrics().await.unwrap();
+    assert_eq!(m.get("mixmode.needed.2"), Some(&1), "{m:?}");
+    assert_eq!(m.get("mixmode.needed.7"), None, "{m:?}");
+    f.expect_counters(&[
+        ("affinity_routed", 1),
+        ("affinity_miss", 1),
+        ("heartbeat_accepted", 1),
+    ])
+    .await;
+}

@@ -8,7 +8,7 @@ use mixmode_tests::app::{AppConfig, AppServer, SessionStore};
 use mixmode_tests::client::Req;
 use mixmode_tests::envoy::{envoy_version, EnvoyHost};
 use mixmode_tests::host::{Host, HostSpec};
-use mixmode_tests::metric_names::{COUNTERS, GAUGES};
+use mixmode_tests::metric_names::{COUNTERS, GAUGES, NEEDED_PREFIX};
 use mixmode_tests::scenarios::{plugin_config, Fixture};
 use serde_json::json;
 
@@ -57,6 +57,14 @@ async fn prometheus_names_the_metrics_mixmode() {
         let in_stats = stats[&format!("mixmode.{metric}")];
         assert_eq!(value, in_stats, "{name}: Prometheus and /stats differ");
     }
+    // The per-version counter of the rescue's version (docs/design.md#draining-by-demand).
+    let needed = format!("mixmode_{}2", NEEDED_PREFIX.replace('.', "_"));
+    assert!(
+        prom.lines()
+            .any(|l| l == format!("# TYPE {needed} counter")),
+        "no `# TYPE {needed} counter` in /stats/prometheus:\n{prom}"
+    );
+    assert_eq!(prometheus_value(&prom, &needed), Some(1));
     assert_eq!(prometheus_value(&prom, "mixmode_redispatch_ok"), Some(1));
     assert_eq!(
         prometheus_value(&prom, "mixmode_heartbeat_accepted"),
@@ -100,7 +108,18 @@ async fn grafana_dashboard_queries_the_exposed_metrics() {
         .await
         .unwrap();
     let prom = host.envoy.admin_get("/stats/prometheus").await.unwrap();
-    for name in &queried {
+    // A family (`mixmode_needed_.+`): the per-version counters, defined at a version's first
+    // need, so a fresh Envoy has none; its prefix must be theirs (prometheus_names_the_metrics_mixmode
+    // checks one member's name on a real Envoy).
+    let family = format!("mixmode_{}", NEEDED_PREFIX.replace('.', "_"));
+    assert!(
+        queried.contains(&family),
+        "the dashboard does not graph the per-version counters {family}<version>"
+    );
+    for name in queried.iter().filter(|n| n.ends_with('_')) {
+        assert_eq!(name, &family, "a query of an unknown metric family {name}");
+    }
+    for name in queried.iter().filter(|n| !n.ends_with('_')) {
         assert!(
             prom.lines()
                 .any(|l| l.starts_with(&format!("# TYPE {name} "))),

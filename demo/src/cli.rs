@@ -6,7 +6,9 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::Parser;
 
-use crate::pool::{wave_sizes, waves_of, Plan};
+use mixmode_register::Policy;
+
+use crate::pool::{wave_sizes, waves_of, DrainBy, Plan};
 use crate::run::RunOptions;
 use crate::setup::Setup;
 use crate::soak::SoakOptions;
@@ -29,9 +31,10 @@ pub struct Cli {
     /// App servers in the pool [default: 10; with --soak 6, plus 3 fault servers]
     #[arg(long, value_name = "N")]
     servers: Option<usize>,
-    /// Simulated users running transfers back to back
-    #[arg(long, value_name = "N", default_value_t = 8)]
-    users: usize,
+    /// Simulated users running transfers back to back [default: 8; 100 with --think-ms 1000 or
+    /// more, so that long sessions are in flight at every wave]
+    #[arg(long, value_name = "N")]
+    users: Option<usize>,
     /// Seed of the users' think times and recipients
     #[arg(long, value_name = "N", default_value_t = 42)]
     seed: u64,
@@ -42,10 +45,27 @@ pub struct Cli {
     /// Wait between waves, after a wave is back up [default: 1.5]
     #[arg(long, value_name = "SECS", value_parser = secs, conflicts_with = "duration")]
     wave_wait: Option<Duration>,
-    /// How long a drained server keeps serving before it stops, about one session: 4 steps
-    /// with 20-60 ms think time [default: 0.75]
+    /// How long a drained server keeps serving before it stops with the fixed drain, about one
+    /// session of 4 steps with 20-60 ms think time; draining by demand, the least it waits
+    /// [default: 0.75]
     #[arg(long, value_name = "SECS", value_parser = secs)]
     drain: Option<Duration>,
+    /// How the mixmode setups drain old servers, in order (both: each mixmode setup runs once
+    /// per mode): `fixed` (--drain seconds) or `demand` (the last servers of a version stay
+    /// until no Envoy has needed it for --quiet-ms)
+    #[arg(long, value_name = "MODE,...", value_delimiter = ',', value_parser = ["fixed", "demand"], default_value = "demand")]
+    drain_by: Vec<String>,
+    /// Draining by demand: how long the old version must go unneeded [default: 1.5 x
+    /// --think-ms + 500]
+    #[arg(long, value_name = "MS")]
+    quiet_ms: Option<u64>,
+    /// Draining by demand: give up (and stop the server) after this long
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    max_wait_s: u64,
+    /// Longest think time between a session's steps (and between sessions), in ms; each is
+    /// drawn from a third of it up to it. Long sessions: --think-ms 2000
+    #[arg(long, value_name = "MS", default_value_t = 60)]
+    think_ms: u64,
     /// Servers upgraded per wave, adding up to --servers [default: 1,4,4,1 for 10]
     #[arg(long, value_name = "N,N,...", value_delimiter = ',')]
     waves: Option<Vec<usize>>,
@@ -73,7 +93,7 @@ pub struct Cli {
     fleet: bool,
     /// Rolling deploys back and forth under load with faults injected on the peers, for
     /// --duration (takes --servers, --users, --seed, --envoy-workers)
-    #[arg(long, conflicts_with_all = ["quick", "wave_wait", "drain", "waves", "no_walkthrough"])]
+    #[arg(long, conflicts_with_all = ["quick", "wave_wait", "drain", "waves", "no_walkthrough", "drain_by", "quiet_ms", "think_ms"])]
     soak: bool,
 }
 
@@ -100,7 +120,7 @@ fn setup(key: &str) -> Result<Setup, String> {
 
 /// What the command line asks for.
 pub enum Job {
-    Demo(DemoArgs),
+    Demo(Box<DemoArgs>),
     Soak(SoakOptions),
 }
 
@@ -110,6 +130,8 @@ pub struct DemoArgs {
     pub out: PathBuf,
     pub walkthrough: bool,
     pub fleet: bool,
+    /// Each mixmode setup runs once per mode (the others run with the fixed drain).
+    pub drain_modes: Vec<DrainBy>,
 }
 
 impl Cli {
@@ -120,7 +142,7 @@ impl Cli {
             let o = SoakOptions {
                 duration,
                 servers: self.servers.unwrap_or(6),
-                users: self.users,
+                users: self.users.unwrap_or(8),
                 seed: self.seed,
                 wasm,
                 envoy_workers: self.envoy_workers,
@@ -137,12 +159,39 @@ impl Cli {
             return Ok(Job::Soak(o));
         }
         let servers = self.servers.unwrap_or(10);
-        let users = self.users;
+        let users = self
+            .users
+            .unwrap_or(if self.think_ms >= 1000 { 100 } else { 8 });
         if !(2..=200).contains(&servers) || !(1..=500).contains(&users) || self.envoy_workers == 0 {
             bail!("need 2..=200 servers, 1..=500 users, at least one Envoy worker");
         }
         if self.duration.is_some_and(|d| d > Duration::from_secs(3600)) {
             bail!("--duration must be at most 3600 seconds");
+        }
+        if !(3..=60_000).contains(&self.think_ms) {
+            bail!("--think-ms must be 3..=60000");
+        }
+        let quiet_ms = self.quiet_ms.unwrap_or(self.think_ms * 3 / 2 + 500);
+        if quiet_ms == 0 || self.max_wait_s == 0 || quiet_ms > self.max_wait_s * 1000 {
+            bail!(
+                "--quiet-ms must be at least 1 and at most --max-wait-s ({} s)",
+                self.max_wait_s
+            );
+        }
+        let policy = Policy {
+            quiet_ms,
+            max_wait_ms: self.max_wait_s * 1000,
+        };
+        let mut drain_modes = Vec::new();
+        for m in &self.drain_by {
+            let mode = if m == "fixed" {
+                DrainBy::Fixed
+            } else {
+                DrainBy::Demand(policy)
+            };
+            if !drain_modes.contains(&mode) {
+                drain_modes.push(mode);
+            }
         }
         let sizes = self.waves.unwrap_or_else(|| wave_sizes(servers));
         if sizes.iter().sum::<usize>() != servers || sizes.contains(&0) {
@@ -155,6 +204,7 @@ impl Cli {
                 // As long as the default: a session cut short by a slow, busy CI machine would
                 // otherwise count as mixmode's loss.
                 drain: Duration::from_millis(750),
+                drain_by: DrainBy::Fixed,
                 down: Duration::from_millis(200),
                 wave_wait: Duration::from_millis(500),
                 tail: Duration::from_millis(500),
@@ -164,6 +214,7 @@ impl Cli {
                 waves: waves_of(&sizes),
                 warmup: Duration::from_millis(1500),
                 drain: Duration::from_millis(750),
+                drain_by: DrainBy::Fixed,
                 down: Duration::from_millis(300),
                 wave_wait: Duration::from_millis(1500),
                 tail: Duration::from_millis(1000),
@@ -182,13 +233,13 @@ impl Cli {
             }
             (None, None) => {}
         }
-        Ok(Job::Demo(DemoArgs {
+        Ok(Job::Demo(Box::new(DemoArgs {
             opts: RunOptions {
                 servers,
                 workload: Workload {
                     users,
                     seed: self.seed,
-                    think_ms: (20, 60),
+                    think_ms: (self.think_ms / 3, self.think_ms),
                 },
                 plan,
                 wasm,
@@ -198,7 +249,8 @@ impl Cli {
             out: self.out,
             walkthrough: !self.no_walkthrough,
             fleet: self.fleet,
-        }))
+            drain_modes,
+        })))
     }
 }
 
@@ -225,6 +277,22 @@ mod tests {
         assert_eq!(d.opts.servers, 10);
         assert_eq!(d.setups, Setup::ALL.to_vec());
         assert!(d.walkthrough && !d.fleet);
+        assert_eq!(d.opts.workload.think_ms, (20, 60));
+        let policy = Policy {
+            quiet_ms: 590,
+            max_wait_ms: 60_000,
+        };
+        assert_eq!(d.drain_modes, vec![DrainBy::Demand(policy)]);
+        let Ok(Job::Demo(d)) = job(&["--think-ms", "2000", "--drain-by", "fixed,demand"]) else {
+            panic!("not a demo")
+        };
+        assert_eq!(d.opts.workload.think_ms, (666, 2000));
+        assert_eq!(d.opts.workload.users, 100);
+        let policy = Policy {
+            quiet_ms: 3500,
+            max_wait_ms: 60_000,
+        };
+        assert_eq!(d.drain_modes, vec![DrainBy::Fixed, DrainBy::Demand(policy)]);
         let Ok(Job::Soak(s)) = job(&["--soak", "--duration", "60"]) else {
             panic!("not a soak")
         };
@@ -251,6 +319,9 @@ mod tests {
             (&["--soak", "--quick"], "--quick"),
             (&["--soak", "--duration", "5"], "20..=86400"),
             (&["--servers", "1"], "2..=200"),
+            (&["--drain-by", "sometimes"], "--drain-by"),
+            (&["--think-ms", "1"], "--think-ms"),
+            (&["--quiet-ms", "9000", "--max-wait-s", "5"], "--quiet-ms"),
             (&["--bogus"], "--bogus"),
         ] {
             let e = job(args).err().map(|e| e.to_string()).unwrap_or_default();

@@ -10,14 +10,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
+use mixmode_register::DemandSource;
 use mixmode_tests::envoy::config::with_clusters;
 use mixmode_tests::etcd::Etcd;
 use serde_json::json;
 
 use crate::envoy::Envoy;
 use crate::pool::{deploy, Pool, PoolView};
-use crate::run::{result_of, spawn_progress, Counted, RunOptions, SetupResult};
-use crate::setup::{plugin_config, render_yaml, Render, Setup, TOKEN};
+use crate::run::{drain_label, result_of, spawn_progress, Counted, RunOptions, SetupResult};
+use crate::setup::{plugin_config, render_yaml, Render, Setup, HEARTBEAT_PATH, TOKEN};
 use crate::users::{run_user, Live};
 
 pub const KEY: &str = "mixmode-fleet";
@@ -81,6 +82,13 @@ pub async fn run_fleet(o: &RunOptions) -> Result<(SetupResult, Vec<EnvoyRescues>
         ));
     }
     wait_mirrored(&envoys, o.servers).await?;
+    // Draining by demand asks both Envoys: a session may continue through either.
+    pool.read_demand_from(
+        envoys
+            .iter()
+            .map(|e| DemandSource::parse(&e.heartbeat_url(HEARTBEAT_PATH), TOKEN))
+            .collect::<Result<_, _>>()?,
+    );
     say(format!(
         "{} servers v1 registered in etcd (lease TTL 2 s), mirrored by both Envoys",
         o.servers
@@ -162,6 +170,7 @@ pub async fn run_fleet(o: &RunOptions) -> Result<(SetupResult, Vec<EnvoyRescues>
     let result = result_of(
         KEY,
         "two Envoys + mixmode, servers registered in etcd",
+        drain_label(&o.plan, true),
         Counted {
             txs,
             step_us,

@@ -25,7 +25,8 @@ use anyhow::{bail, Context as _, Result};
 use clap::Parser as _;
 
 use crate::cli::{Cli, DemoArgs, Job};
-use crate::run::run_setup;
+use crate::pool::DrainBy;
+use crate::run::{run_setup, RunOptions};
 use crate::setup::Setup;
 
 fn wasm_path() -> Result<PathBuf> {
@@ -57,7 +58,7 @@ async fn run(args: DemoArgs) -> Result<bool> {
     println!("== Rolling deploy, v1 -> v2 ==");
     println!(
         "  {} servers, waves {} (drain {:.2} s, down {:.2} s, then {:.2} s before the next wave), {} users, \
-         think {}-{} ms, seed {}; about {:.0} s per setup.",
+         think {}-{} ms, seed {}; about {:.0} s per setup (drain by demand: longer).",
         o.servers,
         sizes.join("-"),
         o.plan.drain.as_secs_f64(),
@@ -70,22 +71,24 @@ async fn run(args: DemoArgs) -> Result<bool> {
         o.plan.total().as_secs_f64(),
     );
     println!(
-        "  Draining: the server leaves Envoy's pool (no new requests) but keeps serving and stays\n  registered with mixmode for one session length; then it deregisters, stops, and restarts as v2."
+        "  Draining: the server leaves Envoy's pool (no new requests) but keeps serving and stays\n  registered with mixmode; then it deregisters, stops, and restarts as v2. Fixed: after\n  {:.2} s. By demand (mixmode setups): the last servers of v1 stay until the Envoy has not\n  needed v1 for the quiet time; the others leave after {:.2} s (v1 servers remain).",
+        o.plan.drain.as_secs_f64(),
+        o.plan.drain.as_secs_f64(),
     );
     let mut results = Vec::new();
     for setup in &args.setups {
-        println!("-- {} --", setup.describe());
-        let key = setup.key();
-        let r = run_setup(*setup, o, &|m| println!("  [{key:<16}] {m}")).await?;
-        println!(
-            "  [{key:<16}] done: {} transfers completed, {} lost",
-            r.completed, r.failed
-        );
-        results.push(r);
+        for mode in modes_for(setup.uses_mixmode(), &args.drain_modes) {
+            let o = with_drain(o, mode);
+            let r = run_setup_drained(*setup, &o, args.drain_modes.len() > 1).await?;
+            results.push(r);
+        }
     }
     println!();
     println!("== Comparison (same users, same seed, same rollout) ==");
     println!("{}", table::render(&results));
+    println!();
+    println!("== Drains per wave (how long the old servers stayed out of the load balancer, still serving) ==");
+    println!("{}", table::render_drains(&results));
     std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
     let svg = args.out.join("failures.svg");
     chart::failures_svg(&svg, &results)?;
@@ -97,6 +100,13 @@ async fn run(args: DemoArgs) -> Result<bool> {
 
     let mut ok = true;
     for r in &results {
+        if r.drain.starts_with("demand") && r.failed > 0 {
+            eprintln!(
+                "FAIL: {} drained by demand and still lost {} transfers ({:?})",
+                r.setup, r.failed, r.failures
+            );
+            ok = false;
+        }
         if (r.setup == Setup::Mixmode.key() || r.setup == Setup::MixmodeAffinity.key())
             && r.lost_with_peer > 0
         {
@@ -116,6 +126,41 @@ async fn run(args: DemoArgs) -> Result<bool> {
     Ok(ok)
 }
 
+/// The drain modes a setup runs with: without mixmode there is no demand to read.
+fn modes_for(mixmode: bool, modes: &[DrainBy]) -> Vec<DrainBy> {
+    if mixmode {
+        modes.to_vec()
+    } else {
+        vec![DrainBy::Fixed]
+    }
+}
+
+fn with_drain(o: &RunOptions, mode: DrainBy) -> RunOptions {
+    let mut o = o.clone();
+    o.plan.drain_by = mode;
+    o
+}
+
+async fn run_setup_drained(
+    setup: Setup,
+    o: &RunOptions,
+    name_drain: bool,
+) -> Result<run::SetupResult> {
+    let key = setup.key();
+    let label = if name_drain {
+        format!(", {} drain", o.plan.drain_by.key())
+    } else {
+        String::new()
+    };
+    println!("-- {}{label} --", setup.describe());
+    let r = run_setup(setup, o, &|m| println!("  [{key:<16}] {m}")).await?;
+    println!(
+        "  [{key:<16}] done: {} transfers completed, {} lost",
+        r.completed, r.failed
+    );
+    Ok(r)
+}
+
 async fn run_fleet(args: &DemoArgs, started: Instant) -> Result<bool> {
     let o = &args.opts;
     let sizes: Vec<String> = o.plan.waves.iter().map(|w| w.len().to_string()).collect();
@@ -131,34 +176,50 @@ async fn run_fleet(args: &DemoArgs, started: Instant) -> Result<bool> {
     println!(
         "  The servers register in etcd (lease TTL 2 s); a server revokes its lease before it\n  stops and registers again with its new version after it restarts. Each Envoy mirrors etcd."
     );
-    let (r, rescues) = fleet::run_fleet(o).await?;
-    println!(
-        "  [{:<13}] done: {} transfers completed, {} lost",
-        fleet::KEY,
-        r.completed,
-        r.failed
-    );
-    println!();
-    println!("{}", table::render(std::slice::from_ref(&r)));
-    for (name, e) in ["A", "B"].iter().zip(&rescues) {
+    let mut results = Vec::new();
+    let mut ok = true;
+    for mode in &args.drain_modes {
+        let o = with_drain(o, *mode);
+        let (r, rescues) = fleet::run_fleet(&o).await?;
         println!(
-            "Envoy {name} (pid {}): {} requests rescued (re-dispatched to a peer)",
-            e.pid, e.redispatched
+            "  [{:<13}] done ({} drain): {} transfers completed, {} lost",
+            fleet::KEY,
+            mode.key(),
+            r.completed,
+            r.failed
         );
+        for (name, e) in ["A", "B"].iter().zip(&rescues) {
+            println!(
+                "  Envoy {name} (pid {}): {} requests rescued (re-dispatched to a peer)",
+                e.pid, e.redispatched
+            );
+        }
+        if r.lost_with_peer > 0 {
+            eprintln!(
+                "FAIL: the fleet lost {} transfers whose version still had a server ({:?})",
+                r.lost_with_peer, r.failures
+            );
+            ok = false;
+        }
+        if r.drain.starts_with("demand") && r.failed > 0 {
+            eprintln!(
+                "FAIL: the fleet drained by demand and still lost {} transfers ({:?})",
+                r.failed, r.failures
+            );
+            ok = false;
+        }
+        results.push(r);
     }
+    println!();
+    println!("{}", table::render(&results));
+    println!();
+    println!("{}", table::render_drains(&results));
     std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
     let summary = args.out.join("fleet-summary.json");
-    std::fs::write(&summary, serde_json::to_vec_pretty(&r)?)?;
+    std::fs::write(&summary, serde_json::to_vec_pretty(&results)?)?;
     println!("summary: {}", summary.display());
     println!("total time {:.1} s", started.elapsed().as_secs_f64());
-    if r.lost_with_peer > 0 {
-        eprintln!(
-            "FAIL: the fleet lost {} transfers whose version still had a server ({:?})",
-            r.lost_with_peer, r.failures
-        );
-        return Ok(false);
-    }
-    Ok(true)
+    Ok(ok)
 }
 
 async fn interrupted() -> &'static str {
@@ -203,7 +264,7 @@ fn main() -> ExitCode {
             // Dropping the run future drops every Envoy handle it owns, which kills that Envoy.
             r = async {
                 match job {
-                    Job::Demo(args) => run(args).await,
+                    Job::Demo(args) => run(*args).await,
                     Job::Soak(o) => soak::soak(&o).await,
                 }
             } => match r {

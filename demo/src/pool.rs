@@ -11,7 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use mixmode_register::{Config as EtcdConfig, Registration as EtcdRegistration};
+use mixmode_register::{
+    wait_until_quiet, Config as EtcdConfig, Decision, DemandSource, Policy,
+    Registration as EtcdRegistration, Target,
+};
 use mixmode_tests::app::{AppConfig, AppServer, HeartbeatClient, Registration, SessionStore};
 use serde::Serialize;
 use tokio::task::JoinHandle;
@@ -54,6 +57,8 @@ pub struct Pool {
     eds_version: u64,
     /// When each server was registered and serving (the soak's accounting).
     liveness: Option<Liveness>,
+    /// The Envoys' demand listings, read when the plan drains by demand.
+    demand: Vec<DemandSource>,
 }
 
 /// What the progress line shows.
@@ -88,6 +93,7 @@ impl Pool {
             eds,
             eds_version: 0,
             liveness: None,
+            demand: Vec::new(),
         };
         pool.publish()?;
         Ok(pool)
@@ -103,6 +109,12 @@ impl Pool {
             .map(|s| s.app.addr())
             .collect();
         write_eds(&self.eds, self.eds_version, &members)
+    }
+
+    /// Where a drain by demand reads whether the old version is still needed: every Envoy in
+    /// front of the pool.
+    pub fn read_demand_from(&mut self, sources: Vec<DemandSource>) {
+        self.demand = sources;
     }
 
     /// Records registrations and deregistrations in `l` from now on.
@@ -183,6 +195,68 @@ impl Pool {
             .flat_map(|s| s.app.requests())
             .filter(|r| r.path.starts_with("/transfer/"))
             .count()
+    }
+
+    /// Servers of `version` still in the load balancer.
+    fn serving(&self, version: &str) -> usize {
+        self.servers
+            .iter()
+            .filter(|s| s.state == State::Serving && s.app.version() == version)
+            .count()
+    }
+
+    /// How long the drained `wave` keeps serving, and why it may leave then.
+    async fn wait_drained(&self, wave: &[usize], plan: &Plan, log: &impl Fn(String)) -> Drained {
+        let started = Instant::now();
+        let old = wave
+            .first()
+            .and_then(|&i| self.servers.get(i))
+            .map(|s| s.app.version())
+            .unwrap_or_default();
+        let policy = match plan.drain_by {
+            DrainBy::Demand(p) if !self.demand.is_empty() => p,
+            // No mixmode, no demand to read: the fixed time.
+            _ => {
+                tokio::time::sleep(plan.drain).await;
+                return Drained {
+                    waited_s: started.elapsed().as_secs_f64(),
+                    why: format!("fixed drain {:.2} s", plan.drain.as_secs_f64()),
+                };
+            }
+        };
+        // Envoy needs a moment to apply the new pool and in-flight requests to finish: never
+        // less than the fixed drain.
+        let settle = tokio::time::sleep(plan.drain);
+        let others = self.serving(&old);
+        if others > 0 {
+            // Any v<old> server can take the sessions of this one (they share the session
+            // store): only the last servers of a version have to wait for its sessions.
+            settle.await;
+            return Drained {
+                waited_s: started.elapsed().as_secs_f64(),
+                why: format!("v{old} still served by {others} other servers"),
+            };
+        }
+        let target = Target {
+            pool: "default".into(),
+            app: "checkout".into(),
+            version: old.clone(),
+        };
+        let (decision, ()) =
+            tokio::join!(wait_until_quiet(target, policy, &self.demand, log), settle);
+        Drained {
+            waited_s: started.elapsed().as_secs_f64(),
+            why: match decision {
+                Decision::Quiet { quiet_for_ms, .. } => {
+                    format!("v{old} not needed for {quiet_for_ms} ms")
+                }
+                Decision::MaxWait { .. } => format!(
+                    "max wait {:.0} s (v{old} still needed)",
+                    policy.max_wait_ms as f64 / 1000.0
+                ),
+                Decision::Wait { .. } => "still waiting".into(),
+            },
+        }
     }
 
     fn drain(&mut self, wave: &[usize]) -> Result<()> {
@@ -278,13 +352,42 @@ pub struct Plan {
     /// Load before the first wave.
     pub warmup: Duration,
     /// How long a drained server keeps serving (and stays a rescue target): ~ one session.
+    /// Draining by demand, the least it waits.
     pub drain: Duration,
+    /// A fixed drain, or until the Envoys no longer need the old version.
+    pub drain_by: DrainBy,
     /// How long a server is down for its upgrade.
     pub down: Duration,
     /// Wait after a wave is back up before the next wave starts (~ one session or more).
     pub wave_wait: Duration,
     /// Load after the last wave.
     pub tail: Duration,
+}
+
+/// How a wave's drained servers decide to leave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainBy {
+    /// After `Plan::drain`, whoever still needs them.
+    Fixed,
+    /// The last servers of a version wait until no Envoy has needed it for the policy's quiet
+    /// time (docs/design.md#draining-by-demand); the others after `Plan::drain`, since servers of
+    /// their version remain. Setups without mixmode have no demand to read: fixed.
+    Demand(Policy),
+}
+
+impl DrainBy {
+    pub fn key(&self) -> &'static str {
+        match self {
+            DrainBy::Fixed => "fixed",
+            DrainBy::Demand(_) => "demand",
+        }
+    }
+}
+
+/// How long a wave's servers kept serving out of the load balancer, and why they left.
+pub struct Drained {
+    pub waited_s: f64,
+    pub why: String,
 }
 
 /// The patent's shape for `n` servers: one, then larger waves of about 40 % of the pool, then
@@ -338,6 +441,12 @@ pub struct WaveTimes {
     pub drain_at: f64,
     pub stop_at: f64,
     pub up_at: f64,
+    /// Their names, e.g. "s10".
+    pub names: String,
+    /// How long they drained (out of the load balancer, still serving and registered).
+    pub drained_s: f64,
+    /// Why they left then.
+    pub why: String,
 }
 
 /// Runs the plan against the pool (v1 -> v2); `view` is kept current for the progress line.
@@ -388,7 +497,16 @@ pub async fn deploy_to(
         ));
         pool.drain(wave)?;
         publish(pool, w + 1);
-        tokio::time::sleep(plan.drain).await;
+        let drained = pool
+            .wait_drained(wave, plan, &|m| log(format!("wave {}: {m}", w + 1)))
+            .await;
+        log(format!(
+            "wave {}/{}: {names} leave after {:.2} s: {}",
+            w + 1,
+            plan.waves.len(),
+            drained.waited_s,
+            drained.why
+        ));
         let stop_at = since(Instant::now());
         pool.deregister_etcd(wave).await?;
         for &i in wave {
@@ -417,6 +535,9 @@ pub async fn deploy_to(
             drain_at,
             stop_at,
             up_at,
+            names,
+            drained_s: drained.waited_s,
+            why: drained.why,
         });
     }
     tokio::time::sleep(plan.tail).await;

@@ -8,11 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
+use mixmode_register::DemandSource;
 use mixmode_tests::app::HeartbeatClient;
 use serde::Serialize;
 
 use crate::envoy::Envoy;
-use crate::pool::{deploy, Plan, Pool, PoolView, WaveTimes};
+use crate::pool::{deploy, DrainBy, Plan, Pool, PoolView, WaveTimes};
 use crate::setup::{plugin_config, render_yaml, Render, Setup, HEARTBEAT_PATH, TOKEN};
 use crate::users::{run_user, Live, Tx, Workload};
 
@@ -29,6 +30,8 @@ pub struct RunOptions {
 pub struct SetupResult {
     pub setup: String,
     pub description: String,
+    /// How old servers were drained: "fixed 0.75 s" or "demand (quiet 590 ms)".
+    pub drain: String,
     pub completed: usize,
     pub failed: usize,
     pub failure_rate: f64,
@@ -88,6 +91,10 @@ pub async fn run_setup(
             TOKEN,
         ))
         .await?;
+        pool.read_demand_from(vec![DemandSource::parse(
+            &envoy.heartbeat_url(HEARTBEAT_PATH),
+            TOKEN,
+        )?]);
     }
 
     let t0 = Instant::now();
@@ -151,6 +158,7 @@ pub async fn run_setup(
     Ok(result_of(
         setup.key(),
         setup.describe(),
+        drain_label(&o.plan, setup.uses_mixmode()),
         Counted {
             txs,
             step_us,
@@ -176,7 +184,15 @@ pub struct Counted {
     pub duration_s: f64,
 }
 
-pub fn result_of(key: &str, description: &str, c: Counted) -> SetupResult {
+/// The table's name for how a run drained (setups without mixmode have no demand to read).
+pub fn drain_label(plan: &Plan, mixmode: bool) -> String {
+    match plan.drain_by {
+        DrainBy::Demand(p) if mixmode => format!("demand (quiet {} ms)", p.quiet_ms),
+        _ => format!("fixed {:.2} s", plan.drain.as_secs_f64()),
+    }
+}
+
+pub fn result_of(key: &str, description: &str, drain: String, c: Counted) -> SetupResult {
     let Counted {
         txs,
         mut step_us,
@@ -202,6 +218,7 @@ pub fn result_of(key: &str, description: &str, c: Counted) -> SetupResult {
     SetupResult {
         setup: key.to_string(),
         description: description.to_string(),
+        drain,
         completed,
         failed,
         failure_rate: if txs.is_empty() {

@@ -29,7 +29,7 @@ use mixmode_tests::app::{AppConfig, AppServer, HeartbeatClient, Mode, Registrati
 
 use crate::envoy::Envoy;
 use crate::liveness::Liveness;
-use crate::pool::{deploy_to, wave_sizes, waves_of, Plan, Pool, PoolView};
+use crate::pool::{deploy_to, wave_sizes, waves_of, DrainBy, Plan, Pool, PoolView};
 use crate::setup::{plugin_config, render_yaml, Render, Setup, HEARTBEAT_PATH, TOKEN};
 use crate::users::{run_user, Live, Workload};
 
@@ -269,6 +269,8 @@ pub async fn soak(o: &SoakOptions) -> Result<bool> {
         waves: waves_of(&wave_sizes(o.servers)),
         warmup: Duration::ZERO,
         drain: Duration::from_millis(750),
+        // The soak's faults are on the peers, not the drain; its sessions are short.
+        drain_by: DrainBy::Fixed,
         down: Duration::from_millis(200),
         wave_wait: Duration::from_millis(500),
         tail: Duration::from_millis(500),

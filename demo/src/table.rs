@@ -5,6 +5,7 @@ use crate::run::SetupResult;
 pub fn render(results: &[SetupResult]) -> String {
     let header = [
         "setup",
+        "drain",
         "transfers",
         "completed",
         "lost",
@@ -32,6 +33,7 @@ pub fn render(results: &[SetupResult]) -> String {
             };
             vec![
                 r.setup.clone(),
+                r.drain.clone(),
                 (r.completed + r.failed).to_string(),
                 r.completed.to_string(),
                 r.failed.to_string(),
@@ -51,6 +53,48 @@ pub fn render(results: &[SetupResult]) -> String {
             ]
         })
         .collect();
+    let mut out = grid(&header, rows, &[0, 1]);
+    out.push(String::new());
+    out.push(
+        "409s seen: version errors the servers answered (Envoy's upstream_rq_409, pool and peers). \
+         re-sent: Envoy retries, or mixmode re-dispatch attempts.\nrescued: steps a peer answered after \
+         mixmode re-dispatched them; per rescued session: over the transfers that needed any. extra upstream rq: app requests the servers got beyond the users' steps."
+            .to_string(),
+    );
+    out.join("\n")
+}
+
+/// Per run, per wave: the servers, how long they drained and why they left.
+pub fn render_drains(results: &[SetupResult]) -> String {
+    let header = [
+        "setup",
+        "drain",
+        "wave",
+        "servers",
+        "drained s",
+        "why they left",
+    ];
+    let rows = results
+        .iter()
+        .flat_map(|r| {
+            r.waves.iter().enumerate().map(move |(i, w)| {
+                vec![
+                    r.setup.clone(),
+                    r.drain.clone(),
+                    format!("{}/{}", i + 1, r.waves.len()),
+                    w.names.clone(),
+                    format!("{:.2}", w.drained_s),
+                    w.why.clone(),
+                ]
+            })
+        })
+        .collect();
+    grid(&header, rows, &[0, 1, 3]).join("\n")
+}
+
+/// Columns padded to their widest cell; the `left` columns and the last left-aligned (names
+/// and reasons), numbers right-aligned.
+fn grid(header: &[&str], rows: Vec<Vec<String>>, left: &[usize]) -> Vec<String> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -58,13 +102,13 @@ pub fn render(results: &[SetupResult]) -> String {
         }
     }
     let line = |cells: Vec<String>| {
+        let last = cells.len().saturating_sub(1);
         cells
             .iter()
             .zip(&widths)
             .enumerate()
             .map(|(i, (c, w))| {
-                // Names and reasons left-aligned, numbers right-aligned.
-                if i == 0 || i == cells.len() - 1 {
+                if left.contains(&i) || i == last {
                     format!("{c:<w$}")
                 } else {
                     format!("{c:>w$}")
@@ -86,12 +130,5 @@ pub fn render(results: &[SetupResult]) -> String {
     for row in rows {
         out.push(line(row));
     }
-    out.push(String::new());
-    out.push(
-        "409s seen: version errors the servers answered (Envoy's upstream_rq_409, pool and peers). \
-         re-sent: Envoy retries, or mixmode re-dispatch attempts.\nrescued: steps a peer answered after \
-         mixmode re-dispatched them; per rescued session: over the transfers that needed any. extra upstream rq: app requests the servers got beyond the users' steps."
-            .to_string(),
-    );
-    out.join("\n")
+    out
 }

@@ -45,6 +45,18 @@ fn quick_demo_mixmode_completes_every_transfer_round_robin_does_not() {
         mixmode["rescued_steps"].as_u64().unwrap() > 0,
         "nothing was rescued"
     );
+    // Drained by demand: the last wave's v1 server left once v1 was quiet; the earlier waves
+    // while other v1 servers still served.
+    assert!(
+        mixmode["drain"].as_str().unwrap().starts_with("demand"),
+        "{mixmode}"
+    );
+    let waves = mixmode["waves"].as_array().unwrap();
+    let last = waves.last().unwrap()["why"].as_str().unwrap();
+    assert!(last.starts_with("v1 not needed for"), "{last}");
+    let first = waves.first().unwrap()["why"].as_str().unwrap();
+    assert!(first.contains("still served by"), "{first}");
+    assert_eq!(round_robin["drain"], "fixed 0.75 s");
     assert!(
         round_robin["failed"].as_u64().unwrap() > 0,
         "round robin lost nothing: the deploy never mixed versions"

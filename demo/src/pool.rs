@@ -234,7 +234,10 @@ impl Pool {
             settle.await;
             return Drained {
                 waited_s: started.elapsed().as_secs_f64(),
-                why: format!("v{old} still served by {others} other servers"),
+                why: format!(
+                    "v{old} still served by {others} other server{}",
+                    if others == 1 { "" } else { "s" }
+                ),
             };
         }
         let target = Target {

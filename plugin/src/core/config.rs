@@ -1,7 +1,8 @@
 //! Plugin configuration (docs/design.md#configuration): every default, validation with the full field path.
 
+use crate::core::config_json;
+use crate::core::json::Reader;
 use ipnet::IpNet;
-use serde::Deserialize;
 use std::net::SocketAddr;
 
 /// A configuration error: `path` is the full field path (`redispatch.max_attempts`), empty for
@@ -29,34 +30,25 @@ fn err(path: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Selection {
     Random,
     Freshest,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub app: String,
-    #[serde(default = "default_pool")]
     pub pool: String,
-    #[serde(default)]
     pub detect: Detect,
-    #[serde(default)]
     pub redispatch: Redispatch,
-    #[serde(default)]
     pub registry: Registry,
-    #[serde(default)]
     pub heartbeat: Heartbeat,
     /// Version affinity (docs/design.md#version-affinity); absent = off.
-    #[serde(default)]
     pub affinity: Option<Affinity>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone)]
 pub struct Detect {
     pub statuses: Vec<u16>,
     pub session_version_header: String,
@@ -73,8 +65,7 @@ impl Default for Detect {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone)]
 pub struct Redispatch {
     pub cluster: String,
     pub max_attempts: u32,
@@ -102,15 +93,13 @@ impl Default for Redispatch {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone)]
 pub struct Registry {
     pub stale_after_ms: u64,
     pub max_records: u32,
-    #[serde(rename = "allowed_cidrs")]
+    /// `allowed_cidrs` in the JSON.
     pub allowed_cidrs_text: Vec<String>,
     /// Parsed from `allowed_cidrs_text` by `validate`.
-    #[serde(skip)]
     pub allowed_cidrs: Vec<IpNet>,
     pub cross_pool: bool,
     pub poll: Option<Poll>,
@@ -144,36 +133,48 @@ impl Default for Registry {
 }
 
 /// Pull heartbeats (docs/design.md#pull-polls).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct Poll {
     pub targets: Vec<String>,
-    #[serde(default = "default_poll_path")]
     pub path: String,
-    #[serde(default = "default_poll_interval")]
     pub interval_ms: u64,
-    #[serde(default = "default_poll_timeout")]
     pub timeout_ms: u32,
-    #[serde(default = "default_cluster")]
     pub cluster: String,
+}
+
+impl Default for Poll {
+    fn default() -> Self {
+        Poll {
+            targets: Vec::new(),
+            path: default_poll_path(),
+            interval_ms: default_poll_interval(),
+            timeout_ms: default_poll_timeout(),
+            cluster: default_cluster(),
+        }
+    }
 }
 
 /// The etcd mirror (docs/design.md#etcd-mirror).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct Etcd {
-    #[serde(default = "default_etcd_cluster")]
     pub cluster: String,
-    #[serde(default = "default_etcd_prefix")]
     pub prefix: String,
-    #[serde(default = "default_etcd_interval")]
     pub poll_interval_ms: u64,
-    #[serde(default = "default_poll_timeout")]
     pub timeout_ms: u32,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+impl Default for Etcd {
+    fn default() -> Self {
+        Etcd {
+            cluster: default_etcd_cluster(),
+            prefix: default_etcd_prefix(),
+            poll_interval_ms: default_etcd_interval(),
+            timeout_ms: default_poll_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
 pub struct Heartbeat {
     pub path: String,
     pub token: String,
@@ -190,8 +191,7 @@ impl Default for Heartbeat {
 
 /// Version affinity (docs/design.md#version-affinity): the session's version in a cookie, a host hint for Envoy's
 /// stateful session filter.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone)]
 pub struct Affinity {
     /// The cookie that carries the session's version.
     pub cookie: String,
@@ -213,9 +213,6 @@ impl Default for Affinity {
     }
 }
 
-fn default_pool() -> String {
-    "default".into()
-}
 fn default_poll_path() -> String {
     "/.well-known/mixmode/version".into()
 }
@@ -277,13 +274,9 @@ impl Config {
         if bytes.iter().all(|b| b.is_ascii_whitespace()) {
             return Err(err("app", "missing (the configuration is empty)"));
         }
-        let mut de = serde_json::Deserializer::from_slice(bytes);
-        let mut config: Config = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            let path = if path == "." { String::new() } else { path };
-            err(&path, e.into_inner().to_string())
-        })?;
-        de.end().map_err(|e| err("", e.to_string()))?;
+        let mut r = Reader::new(bytes);
+        let mut config = config_json::config(&mut r)?;
+        r.end().map_err(|e| err("", e.to_string()))?;
         config.validate()?;
         Ok(config)
     }

@@ -3,8 +3,8 @@
 
 use crate::core::config::{is_token_text, Config};
 use crate::core::demand;
-use crate::core::registry::{self, Ident, RecordId, RegistryError, Scope, SharedStore};
-use serde::{Deserialize, Serialize};
+use crate::core::json::{self, Reader, Struct};
+use crate::core::registry::{self, Ident, Record, RecordId, RegistryError, Scope, SharedStore};
 use std::net::SocketAddr;
 
 /// A heartbeat body larger than this is refused (400).
@@ -38,39 +38,110 @@ pub struct Answer {
     pub records: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-}
-
+/// `{"error": reason}`.
 fn error(status: u16, reason: &str) -> Answer {
+    let mut body = String::from("{");
+    json::push_key(&mut body, "error");
+    json::push_str(&mut body, reason);
+    body.push('}');
     Answer {
         status,
-        body: serde_json::to_string(&ErrorBody { error: reason })
-            .unwrap_or_else(|_| String::from("{}")),
+        body,
         outcome: Outcome::Rejected,
         records: None,
     }
 }
 
-#[derive(Deserialize)]
+/// A POST or DELETE body; other keys are ignored.
 struct Body {
     app: String,
-    #[serde(default)]
     version: Option<String>,
     address: String,
-    #[serde(default)]
     pool: Option<String>,
 }
 
-#[derive(Serialize)]
-struct Listing {
-    records: Vec<registry::Record>,
+fn read_body(bytes: &[u8]) -> Result<Body, json::Error> {
+    const WHAT: Struct = Struct {
+        name: "Body",
+        names: &["app", "version", "address", "pool"],
+        required: 0b0101,
+        deny_unknown: false,
+    };
+    let mut r = Reader::new(bytes);
+    let mut b = Body {
+        app: String::new(),
+        version: None,
+        address: String::new(),
+        pool: None,
+    };
+    r.fields(&WHAT, |r, i| {
+        match i {
+            0 => b.app = r.string()?,
+            1 => b.version = r.opt_string()?,
+            2 => b.address = r.string()?,
+            _ => b.pool = r.opt_string()?,
+        }
+        Ok(())
+    })?;
+    r.end()?;
+    Ok(b)
 }
 
-#[derive(Serialize)]
-struct DemandListing {
-    demand: Vec<demand::Demand>,
+/// `{"records": [...]}`, each record's fields in the order the API documents.
+fn listing(records: &[Record]) -> String {
+    let mut out = String::from("{");
+    json::push_key(&mut out, "records");
+    out.push('[');
+    for (i, r) in records.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('{');
+        for (key, value) in [
+            ("pool", &r.pool),
+            ("app", &r.app),
+            ("version", &r.version),
+            ("address", &r.address),
+        ] {
+            json::push_key(&mut out, key);
+            json::push_str(&mut out, value);
+            out.push(',');
+        }
+        json::push_key(&mut out, "first_seen_ms");
+        json::push_u64(&mut out, r.first_seen_ms);
+        out.push(',');
+        json::push_key(&mut out, "last_seen_ms");
+        json::push_u64(&mut out, r.last_seen_ms);
+        out.push('}');
+    }
+    out.push_str("]}");
+    out
+}
+
+/// `{"demand": [...]}`, each line's fields in the order the API documents.
+fn demand_listing(lines: &[demand::Demand]) -> String {
+    let mut out = String::from("{");
+    json::push_key(&mut out, "demand");
+    out.push('[');
+    for (i, d) in lines.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('{');
+        for (key, value) in [("pool", &d.pool), ("app", &d.app), ("version", &d.version)] {
+            json::push_key(&mut out, key);
+            json::push_str(&mut out, value);
+            out.push(',');
+        }
+        json::push_key(&mut out, "last_needed_ms");
+        json::push_u64(&mut out, d.last_needed_ms);
+        out.push(',');
+        json::push_key(&mut out, "needed_60s");
+        json::push_u64(&mut out, d.needed_60s);
+        out.push('}');
+    }
+    out.push_str("]}");
+    out
 }
 
 /// The query asks for the demand listing: one of its `&`-separated parameters is named `demand`
@@ -125,8 +196,7 @@ struct Parsed {
 }
 
 fn parse_body(cfg: &Config, body: &[u8], need_version: bool) -> Result<Parsed, Answer> {
-    let b: Body =
-        serde_json::from_slice(body).map_err(|e| error(400, &format!("invalid JSON body: {e}")))?;
+    let b = read_body(body).map_err(|e| error(400, &format!("invalid JSON body: {e}")))?;
     check_field("app", &b.app)?;
     if let Some(p) = &b.pool {
         check_field("pool", p)?;
@@ -200,8 +270,7 @@ pub fn handle_query<S: SharedStore>(
         return match demand::list(store, &scope, now_ms) {
             Ok(demand) => Answer {
                 status: 200,
-                body: serde_json::to_string(&DemandListing { demand })
-                    .unwrap_or_else(|_| String::from("{\"demand\":[]}")),
+                body: demand_listing(&demand),
                 outcome: Outcome::Listed,
                 records: None,
             },
@@ -212,8 +281,7 @@ pub fn handle_query<S: SharedStore>(
         "GET" => match registry::list(store, &scope, now_ms) {
             Ok(records) => Answer {
                 status: 200,
-                body: serde_json::to_string(&Listing { records })
-                    .unwrap_or_else(|_| String::from("{\"records\":[]}")),
+                body: listing(&records),
                 outcome: Outcome::Listed,
                 records: None,
             },

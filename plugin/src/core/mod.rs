@@ -4,10 +4,12 @@
 pub mod affinity;
 pub mod budget;
 pub mod config;
+mod config_json;
 pub mod demand;
 pub mod etcd;
 pub mod heartbeat;
 pub mod jobs;
+pub mod json;
 pub mod lease;
 pub mod lookup;
 pub mod members;

@@ -2,9 +2,9 @@
 //! answer `{"app": …, "version": …}` refreshes that address's record in the filter's pool.
 
 use crate::core::config::{is_token_text, Config, Poll};
+use crate::core::json::{Reader, Struct};
 use crate::core::registry::{self, Ident, Scope, Upserted};
 use crate::core::store::{RegistryError, SharedStore};
-use serde::Deserialize;
 
 /// The lease job name of the pull poller.
 pub const JOB: &str = "poll";
@@ -21,7 +21,7 @@ pub fn request_headers(poll: &Poll, target: &str) -> Vec<(&'static str, String)>
     ]
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
     pub app: String,
     pub version: String,
@@ -33,8 +33,35 @@ pub fn parse_answer(status: Option<u16>, body: &[u8]) -> Option<Answer> {
     if status != Some(200) {
         return None;
     }
-    let a: Answer = serde_json::from_slice(body).ok()?;
+    let a = read_answer(body)?;
     (is_token_text(&a.app) && is_token_text(&a.version)).then_some(a)
+}
+
+/// `{"app": …, "version": …}`; other keys are ignored.
+fn read_answer(body: &[u8]) -> Option<Answer> {
+    const WHAT: Struct = Struct {
+        name: "Answer",
+        names: &["app", "version"],
+        required: 0b11,
+        deny_unknown: false,
+    };
+    let mut r = Reader::new(body);
+    let mut a = Answer {
+        app: String::new(),
+        version: String::new(),
+    };
+    r.fields(&WHAT, |r, i| {
+        let s = r.string()?;
+        if i == 0 {
+            a.app = s;
+        } else {
+            a.version = s;
+        }
+        Ok(())
+    })
+    .ok()?;
+    r.end().ok()?;
+    Some(a)
 }
 
 /// Refreshes `target`'s record from its answer.

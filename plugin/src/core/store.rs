@@ -75,19 +75,43 @@ where
     S: SharedStore + ?Sized,
     F: FnMut(&mut T) -> (bool, R),
 {
+    let mut result = None;
+    modify_bytes(store, key, &mut |bytes| {
+        let mut value = bytes.map_or_else(T::default, decode::<T>);
+        let (changed, r) = f(&mut value);
+        result = Some(r);
+        if !changed {
+            return Ok(None);
+        }
+        postcard::to_allocvec(&value)
+            .map(Some)
+            .map_err(|_| RegistryError::Store)
+    })?;
+    result.ok_or(RegistryError::Busy)
+}
+
+/// Given the stored bytes (None: absent), the bytes to write instead (None: nothing).
+type Rewrite<'f> = dyn FnMut(Option<&[u8]>) -> Result<Option<Vec<u8>>, RegistryError> + 'f;
+
+/// The CAS loop of `modify` over bytes: one copy of it for every value type (the .wasm's size,
+/// docs/module-size.md). `f` gets the stored bytes (None: absent) and returns the new ones, or
+/// None to write nothing.
+fn modify_bytes<S: SharedStore + ?Sized>(
+    store: &mut S,
+    key: &str,
+    f: &mut Rewrite,
+) -> Result<(), RegistryError> {
     for _ in 0..MAX_TRIES {
-        let (mut value, cas) = match store.get(key) {
-            Ok(Some((bytes, cas))) => (decode::<T>(&bytes), cas),
-            Ok(None) => (T::default(), CREATE_CAS),
+        let (stored, cas) = match store.get(key) {
+            Ok(Some((bytes, cas))) => (Some(bytes), cas),
+            Ok(None) => (None, CREATE_CAS),
             Err(_) => return Err(RegistryError::Store),
         };
-        let (changed, result) = f(&mut value);
-        if !changed {
-            return Ok(result);
-        }
-        let bytes = postcard::to_allocvec(&value).map_err(|_| RegistryError::Store)?;
+        let Some(bytes) = f(stored.as_deref())? else {
+            return Ok(());
+        };
         match store.set(key, &bytes, cas) {
-            Ok(()) => return Ok(result),
+            Ok(()) => return Ok(()),
             Err(StoreError::CasMismatch) => continue,
             Err(StoreError::Other) => return Err(RegistryError::Store),
         }

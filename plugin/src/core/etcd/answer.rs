@@ -3,59 +3,105 @@
 
 use crate::core::config::{is_token_text, Config, Etcd};
 use crate::core::etcd::b64_decode;
+use crate::core::json::{self, Reader, Struct};
 use crate::core::registry::RegistryError;
-use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
-/// etcd's gateway writes 64-bit numbers as strings; accept both.
-fn int<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Num {
-        S(String),
-        N(i64),
-    }
-    match Num::deserialize(d)? {
-        Num::N(n) => Ok(n),
-        Num::S(s) => s.parse().map_err(de::Error::custom),
+/// What a struct of etcd's answer is made of (other keys are ignored).
+const fn answer(name: &'static str, names: &'static [&'static str], required: u32) -> Struct {
+    Struct {
+        name,
+        names,
+        required,
+        deny_unknown: false,
     }
 }
 
-#[derive(Deserialize)]
-struct Header {
-    #[serde(deserialize_with = "int")]
-    revision: i64,
+/// `{"revision": n}` (etcd's gateway writes 64-bit numbers as strings; both are read).
+fn header(r: &mut Reader) -> Result<i64, json::Error> {
+    const WHAT: Struct = answer("Header", &["revision"], 1);
+    let mut revision = 0;
+    r.fields(&WHAT, |r, _| {
+        revision = r.int_or_string()?;
+        Ok(())
+    })?;
+    Ok(revision)
 }
 
-#[derive(Deserialize)]
-struct Head {
-    header: Header,
-}
-
-#[derive(Deserialize)]
-struct Range {
-    header: Header,
-    /// Absent in an empty range: a valid empty snapshot.
-    #[serde(default)]
-    kvs: Vec<KvJson>,
-}
-
-#[derive(Deserialize)]
+/// One of `kvs`: its key, value (both base64) and mod_revision.
 struct KvJson {
     key: String,
-    #[serde(default)]
     value: String,
-    #[serde(default, deserialize_with = "int")]
     mod_revision: i64,
 }
 
-#[derive(Deserialize)]
+fn kv(r: &mut Reader) -> Result<KvJson, json::Error> {
+    const WHAT: Struct = answer("KvJson", &["key", "value", "mod_revision"], 1);
+    let mut kv = KvJson {
+        key: String::new(),
+        value: String::new(),
+        mod_revision: 0,
+    };
+    r.fields(&WHAT, |r, i| {
+        match i {
+            0 => kv.key = r.string()?,
+            1 => kv.value = r.string()?,
+            _ => kv.mod_revision = r.int_or_string()?,
+        }
+        Ok(())
+    })?;
+    Ok(kv)
+}
+
+/// A range answer: `header.revision` and, unless `revision_only`, `kvs` (absent in an empty
+/// range: a valid empty snapshot). The whole document is checked either way.
+fn range(body: &[u8], revision_only: bool) -> Result<(i64, Vec<KvJson>), json::Error> {
+    const RANGE: Struct = answer("Range", &["header", "kvs"], 1);
+    const HEAD: Struct = answer("Head", &["header"], 1);
+    let mut r = Reader::new(body);
+    let (mut revision, mut kvs) = (0, Vec::new());
+    let what = if revision_only { &HEAD } else { &RANGE };
+    r.fields(what, |r, i| {
+        if i == 0 {
+            revision = header(r)?;
+        } else {
+            r.elements(&mut |r| {
+                kvs.push(kv(r)?);
+                Ok(())
+            })?;
+        }
+        Ok(())
+    })?;
+    r.end()?;
+    Ok((revision, kvs))
+}
+
+/// A record's value: `{"pool", "app", "version", "address"}`.
+#[derive(Default)]
 struct Value {
     pool: String,
     app: String,
     version: String,
     address: String,
+}
+
+fn value(bytes: &[u8]) -> Result<Value, json::Error> {
+    const WHAT: Struct = answer("Value", &["pool", "app", "version", "address"], 0b1111);
+    let mut r = Reader::new(bytes);
+    let mut v = Value::default();
+    r.fields(&WHAT, |r, i| {
+        let s = r.string()?;
+        match i {
+            0 => v.pool = s,
+            1 => v.app = s,
+            2 => v.version = s,
+            _ => v.address = s,
+        }
+        Ok(())
+    })?;
+    r.end()?;
+    Ok(v)
 }
 
 /// A record etcd lists.
@@ -71,8 +117,8 @@ pub struct Mirrored {
 /// decoded: an unchanged snapshot of 10,000 keys allocates nothing). A body cut off after its
 /// header is garbage, never the known revision.
 pub(super) fn revision(body: &[u8]) -> Result<i64, SyncError> {
-    serde_json::from_slice::<Head>(body)
-        .map(|h| h.header.revision)
+    range(body, true)
+        .map(|(revision, _)| revision)
         .map_err(|e| SyncError::Garbage(e.to_string()))
 }
 
@@ -102,13 +148,12 @@ pub fn decode(
     etcd: &Etcd,
     body: &[u8],
 ) -> Result<(i64, Vec<Mirrored>, Vec<String>), SyncError> {
-    let range: Range =
-        serde_json::from_slice(body).map_err(|e| SyncError::Garbage(e.to_string()))?;
+    let (revision, kvs) = range(body, false).map_err(|e| SyncError::Garbage(e.to_string()))?;
     let mut skipped = Vec::new();
-    let mut chosen: Vec<(i64, Mirrored)> = Vec::with_capacity(range.kvs.len());
+    let mut chosen: Vec<(i64, Mirrored)> = Vec::with_capacity(kvs.len());
     let mut at: std::collections::HashMap<(String, String, String), usize> =
-        std::collections::HashMap::with_capacity(range.kvs.len());
-    for kv in &range.kvs {
+        std::collections::HashMap::with_capacity(kvs.len());
+    for kv in &kvs {
         let key = b64_decode(&kv.key).map(|k| String::from_utf8_lossy(&k).into_owned());
         let key_text = key.clone().unwrap_or_else(|| kv.key.clone());
         match check(cfg, etcd, key.as_deref(), &kv.value) {
@@ -132,7 +177,7 @@ pub fn decode(
         }
     }
     Ok((
-        range.header.revision,
+        revision,
         chosen.into_iter().map(|(_, m)| m).collect(),
         skipped,
     ))
@@ -146,8 +191,7 @@ fn check(
 ) -> Result<Mirrored, String> {
     let key = key.ok_or("key is not base64")?;
     let value = b64_decode(value_b64).ok_or("value is not base64")?;
-    let v: Value =
-        serde_json::from_slice(&value).map_err(|e| format!("value is not a record: {e}"))?;
+    let v = self::value(&value).map_err(|e| format!("value is not a record: {e}"))?;
     for (name, text) in [("pool", &v.pool), ("app", &v.app), ("version", &v.version)] {
         if !is_token_text(text) {
             return Err(format!("bad {name} {text:?}"));

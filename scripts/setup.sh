@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs, idempotently and at pinned versions, what the recipes need. Safe to run twice.
-#   scripts/setup.sh [etcd] [bench]
+#   scripts/setup.sh [etcd] [bench] [wasm-opt]
 set -euo pipefail
 ENVOY_VERSION=1.40.0
+# binaryen's wasm-opt, from npm (scripts/wasm-opt.sh; keep the two versions the same).
+BINARYEN_VERSION=132.0.0
+CACHE="${MIXMODE_CACHE:-$HOME/.cache/mixmode}"
 
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
   echo "setup: adding the wasm32-wasip1 target" >&2
@@ -26,6 +29,18 @@ apt_install() {
 for want in "$@"; do
   case "$want" in
     etcd) command -v etcd >/dev/null || { echo "setup: installing etcd-server (apt)" >&2; apt_install etcd-server; } ;;
+    wasm-opt)
+      dir="$CACHE/binaryen-$BINARYEN_VERSION"
+      if [ ! -x "$dir/node_modules/.bin/wasm-opt" ]; then
+        if command -v npm >/dev/null; then
+          echo "setup: installing binaryen@$BINARYEN_VERSION (npm) into $dir" >&2
+          mkdir -p "$dir"
+          npm install --silent --no-audit --no-fund --prefix "$dir" "binaryen@$BINARYEN_VERSION" >/dev/null
+        else
+          # Not an error: the build keeps cargo's module, larger but the same (docs/module-size.md).
+          echo "setup: no npm: binaryen's wasm-opt is not installed; the filter is built unoptimised" >&2
+        fi
+      fi ;;
     bench) command -v wrk >/dev/null && command -v hyperfine >/dev/null || { echo "setup: installing wrk, hyperfine (apt)" >&2; apt_install wrk hyperfine; } ;;
     *) echo "setup: unknown extra '$want'" >&2; exit 2 ;;
   esac

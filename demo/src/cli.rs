@@ -52,9 +52,10 @@ pub struct Cli {
     drain: Option<Duration>,
     /// How the mixmode setups drain old servers, in order (both: each mixmode setup runs once
     /// per mode): `fixed` (--drain seconds) or `demand` (the last servers of a version stay
-    /// until no Envoy has needed it for --quiet-ms)
-    #[arg(long, value_name = "MODE,...", value_delimiter = ',', value_parser = ["fixed", "demand"], default_value = "demand")]
-    drain_by: Vec<String>,
+    /// until no Envoy has needed it for --quiet-ms) [default: demand; fixed,demand with
+    /// --think-ms 1000 or more, to compare]
+    #[arg(long, value_name = "MODE,...", value_delimiter = ',', value_parser = ["fixed", "demand"])]
+    drain_by: Option<Vec<String>>,
     /// Draining by demand: how long the old version must go unneeded [default: 1.5 x
     /// --think-ms + 500]
     #[arg(long, value_name = "MS")]
@@ -159,9 +160,10 @@ impl Cli {
             return Ok(Job::Soak(o));
         }
         let servers = self.servers.unwrap_or(10);
-        let users = self
-            .users
-            .unwrap_or(if self.think_ms >= 1000 { 100 } else { 8 });
+        // Long sessions: enough users to have sessions in flight at every wave, and both drains
+        // side by side.
+        let long_sessions = self.think_ms >= 1000;
+        let users = self.users.unwrap_or(if long_sessions { 100 } else { 8 });
         if !(2..=200).contains(&servers) || !(1..=500).contains(&users) || self.envoy_workers == 0 {
             bail!("need 2..=200 servers, 1..=500 users, at least one Envoy worker");
         }
@@ -182,8 +184,16 @@ impl Cli {
             quiet_ms,
             max_wait_ms: self.max_wait_s * 1000,
         };
+        let modes = self.drain_by.clone().unwrap_or_else(|| {
+            let modes: &[&str] = if long_sessions {
+                &["fixed", "demand"]
+            } else {
+                &["demand"]
+            };
+            modes.iter().map(|m| m.to_string()).collect()
+        });
         let mut drain_modes = Vec::new();
-        for m in &self.drain_by {
+        for m in &modes {
             let mode = if m == "fixed" {
                 DrainBy::Fixed
             } else {
@@ -283,7 +293,7 @@ mod tests {
             max_wait_ms: 60_000,
         };
         assert_eq!(d.drain_modes, vec![DrainBy::Demand(policy)]);
-        let Ok(Job::Demo(d)) = job(&["--think-ms", "2000", "--drain-by", "fixed,demand"]) else {
+        let Ok(Job::Demo(d)) = job(&["--think-ms", "2000"]) else {
             panic!("not a demo")
         };
         assert_eq!(d.opts.workload.think_ms, (666, 2000));

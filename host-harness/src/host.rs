@@ -1,9 +1,10 @@
 //! The host type behind the ABI: per-VM state (`HostState`), the plugin-wide environment
 //! (`PluginEnv`) and the guest-memory helpers every ABI section uses.
 
+pub(crate) use crate::messages::StreamProps;
+use crate::messages::{StreamEvent, WorkerMsg};
 use crate::shared::{lock, LogLine, Metrics, Queues, SharedData};
 use crate::types::{Headers, LogLevel, Status};
-use crate::worker::{StreamEvent, WorkerMsg};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::mpsc::Sender;
@@ -62,17 +63,6 @@ impl PluginEnv {
             instance: instance.to_string(),
         });
     }
-}
-
-/// Per-stream facts the `request.*`, `source.*`, `upstream.*` properties read.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct StreamProps {
-    pub source: Option<SocketAddr>,
-    pub destination: Option<SocketAddr>,
-    pub cluster_name: String,
-    pub connection_id: u64,
-    pub upstream_address: Option<String>,
-    pub response_code: Option<u32>,
 }
 
 /// One HTTP stream's data as the filter sees it.

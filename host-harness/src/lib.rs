@@ -61,6 +61,7 @@ mod histogram;
 pub mod host;
 mod load;
 pub mod maps;
+mod messages;
 mod pool;
 pub mod shared;
 pub mod types;

@@ -8,11 +8,20 @@
 //! `include/proxy-wasm/exports.h` (`FOR_ALL_HOST_FUNCTIONS`, `FOR_ALL_WASI_FUNCTIONS`).
 
 use crate::host::HostState;
-use crate::worker::VmStartError;
 use wasmtime::{
     Extern, ExternType, Func, FuncType, Instance, Linker, Memory, Module, Ref, Store, Table,
     ValType,
 };
+
+/// Why a VM instance could not be brought up.
+#[derive(Debug)]
+pub(crate) enum VmStartError {
+    Load(LoadError),
+    Instantiate(String),
+    VmStartRefused,
+    ConfigureRefused,
+    Crashed(String),
+}
 
 /// The ABI a module declares with its `proxy_abi_version_*` export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -71,6 +71,14 @@ pub fn name_eq(a: &[u8], b: &[u8]) -> bool {
     a.eq_ignore_ascii_case(b)
 }
 
+/// The first value of `key` (names compared as HTTP does, ASCII case-insensitive).
+pub(crate) fn get_value<'a>(headers: &'a Headers, key: &[u8]) -> Option<&'a [u8]> {
+    headers
+        .iter()
+        .find(|(k, _)| name_eq(k, key))
+        .map(|(_, v)| v.as_slice())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

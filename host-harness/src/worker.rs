@@ -4,99 +4,14 @@
 
 use crate::calls::{self, CallOutcome};
 use crate::host::{CallResponse, HostState, PluginEnv, Stream, StreamProps};
-use crate::load::{self, AbiVersion, LoadError, RestrictedCallback};
-use crate::types::{Action, Headers, LogLevel};
-use bytes::Bytes;
+use crate::load::{self, AbiVersion, RestrictedCallback, VmStartError};
+pub(crate) use crate::messages::{LocalReply, OpReply, StreamEvent, StreamOp, WorkerMsg};
+use crate::types::{Action, LogLevel};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
-use tokio::sync::oneshot;
 use wasmtime::{Engine, Instance, Linker, Module, Store, TypedFunc, WasmParams, WasmResults};
-
-/// What a filter asked of its stream, delivered to the front end.
-#[derive(Debug)]
-pub(crate) enum StreamEvent {
-    ContinueRequest,
-    ContinueResponse,
-    LocalReply(LocalReply),
-    Reset,
-}
-
-/// A `proxy_send_local_response` as the filter passed it.
-#[derive(Debug, Clone)]
-pub(crate) struct LocalReply {
-    pub status: u16,
-    #[allow(dead_code)]
-    pub details: String,
-    pub headers: Headers,
-    pub body: Vec<u8>,
-}
-
-pub(crate) enum StreamOp {
-    RequestHeaders {
-        headers: Headers,
-        end_of_stream: bool,
-    },
-    RequestBody {
-        chunk: Bytes,
-        end_of_stream: bool,
-    },
-    RequestTrailers {
-        trailers: Headers,
-    },
-    /// The request headers as they are now, and the buffered body (after a resume).
-    TakeRequest,
-    ResponseHeaders {
-        headers: Headers,
-        end_of_stream: bool,
-        upstream: Option<String>,
-    },
-    ResponseBody {
-        chunk: Bytes,
-        end_of_stream: bool,
-    },
-    ResponseTrailers {
-        trailers: Headers,
-    },
-    TakeResponse,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct OpReply {
-    pub action: Option<Action>,
-    /// The headers as the filter left them, when they go on (Continue or Take).
-    pub headers: Option<Headers>,
-    /// Body bytes the filter let through.
-    pub body: Vec<u8>,
-    /// The VM crashed: the request gets Envoy's 503.
-    pub failed: bool,
-}
-
-pub(crate) enum WorkerMsg {
-    Open {
-        props: StreamProps,
-        events: UnboundedSender<StreamEvent>,
-        reply: oneshot::Sender<Option<u32>>,
-    },
-    Op {
-        ctx: u32,
-        op: StreamOp,
-        reply: oneshot::Sender<OpReply>,
-    },
-    Close {
-        ctx: u32,
-    },
-    CallDone {
-        token: u32,
-        outcome: CallOutcome,
-    },
-    QueueReady {
-        queue_id: u32,
-        root_context: u32,
-    },
-    Shutdown,
-}
 
 /// `proxy_on_http_call_response(context, token, headers, body size, trailers)`.
 type CallResponseFn = TypedFunc<(u32, u32, u32, u32, u32), ()>;
@@ -166,16 +81,6 @@ impl Callbacks {
             on_delete: f!("proxy_on_delete"),
         }
     }
-}
-
-/// Why a VM instance could not be brought up.
-#[derive(Debug)]
-pub(crate) enum VmStartError {
-    Load(LoadError),
-    Instantiate(String),
-    VmStartRefused,
-    ConfigureRefused,
-    Crashed(String),
 }
 
 /// A trap in a start function, worded as Envoy logs it.
@@ -483,7 +388,7 @@ impl Vm {
                     s.request_body.clear();
                     s.request_trailers = None;
                     s.props.upstream_address = upstream;
-                    s.props.response_code = crate::abi::headers::get_value(&headers, b":status")
+                    s.props.response_code = crate::maps::get_value(&headers, b":status")
                         .and_then(|v| std::str::from_utf8(v).ok())
                         .and_then(|v| v.parse().ok());
                     s.response_headers = Some(headers);

@@ -2,6 +2,7 @@
 //! a single read (or a write) is `BadArgument`, a read of all pairs is an empty map (§3a).
 
 use crate::host::{code, HostState, Mem};
+pub(crate) use crate::maps::get_value;
 use crate::maps::{self, name_eq};
 use crate::types::{map, Headers, Status};
 use wasmtime::{Caller, Linker};
@@ -35,13 +36,6 @@ fn map_of_mut(state: &mut HostState, ty: u32) -> Result<&mut Headers, Status> {
         _ => None,
     }
     .ok_or(Status::BadArgument)
-}
-
-pub(crate) fn get_value<'a>(headers: &'a Headers, key: &[u8]) -> Option<&'a [u8]> {
-    headers
-        .iter()
-        .find(|(k, _)| name_eq(k, key))
-        .map(|(_, v)| v.as_slice())
 }
 
 /// Envoy's `setCopy`: the first entry keeps its place with the new value, later ones go.

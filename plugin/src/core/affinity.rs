@@ -1,12 +1,12 @@
 //! Version affinity (docs/design.md#version-affinity), sans IO: the cookie that remembers a session's version after
 //! a rescue, and the host hint that lets Envoy's stateful session filter send the session's next
 //! requests to a server of that version. Randomness comes in as a parameter, like in
-//! `core::redispatch`; the registry comes in as a `PeerSource`.
+//! `core::redispatch`; the registry comes in as a `PeerSource` (`core::peers`).
 
 use crate::core::config::Affinity;
 use crate::core::etcd::b64_encode;
 use crate::core::pairs::RawPairs;
-use crate::core::redispatch::PeerSource;
+use crate::core::peers::PeerSource;
 use crate::core::signal::version_text;
 
 /// RFC 6265 §4.1.1 `cookie-octet`: printable ASCII without DQUOTE, comma, semicolon, backslash.
@@ -158,7 +158,7 @@ mod tests {
     use crate::core::etcd::b64_decode;
     use crate::core::lookup::LookupCache;
     use crate::core::pairs::serialize_pairs;
-    use crate::core::redispatch::RegistryPeers;
+    use crate::core::peers::RegistryPeers;
     use crate::core::registry::{upsert, Ident, Limits, Scope};
     use crate::core::store::MemoryStore;
     use std::collections::HashSet;

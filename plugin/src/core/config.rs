@@ -1,7 +1,5 @@
 //! Plugin configuration (docs/design.md#configuration): every default, validation with the full field path.
 
-use crate::core::config_json;
-use crate::core::json::Reader;
 use ipnet::IpNet;
 use std::net::SocketAddr;
 
@@ -269,19 +267,7 @@ impl Config {
         w
     }
 
-    /// Parses and validates the plugin configuration JSON.
-    pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
-        if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-            return Err(err("app", "missing (the configuration is empty)"));
-        }
-        let mut r = Reader::new(bytes);
-        let mut config = config_json::config(&mut r)?;
-        r.end().map_err(|e| err("", e.to_string()))?;
-        config.validate()?;
-        Ok(config)
-    }
-
-    fn validate(&mut self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&mut self) -> Result<(), ConfigError> {
         if self.app.is_empty() {
             return Err(err("app", "must not be empty"));
         }

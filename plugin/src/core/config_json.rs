@@ -16,6 +16,28 @@ impl From<Error> for ConfigError {
     }
 }
 
+impl Config {
+    /// Parses and validates the plugin configuration JSON. (Here, beside the reader, so that
+    /// `core::config` holds the types and their rules and depends on no parser.)
+    pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+        let refuse = |path: &str, message: String| ConfigError {
+            path: path.to_string(),
+            message,
+        };
+        if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+            return Err(refuse(
+                "app",
+                "missing (the configuration is empty)".to_string(),
+            ));
+        }
+        let mut r = Reader::new(bytes);
+        let mut config = config(&mut r)?;
+        r.end().map_err(|e| refuse("", e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+}
+
 /// A struct of the configuration: unknown fields are errors.
 const fn conf(name: &'static str, names: &'static [&'static str], required: u32) -> Struct {
     Struct {

@@ -14,6 +14,7 @@ pub mod lease;
 pub mod lookup;
 pub mod members;
 pub mod pairs;
+pub mod peers;
 pub mod poll;
 pub mod redispatch;
 pub mod registry;

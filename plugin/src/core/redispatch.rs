@@ -2,14 +2,12 @@
 //! out the actions it returns.
 
 use crate::core::affinity;
-use crate::core::config::{Config, Detect, Selection};
-use crate::core::lookup::{pick, LookupCache, Query};
-use crate::core::registry::Scope;
+use crate::core::config::{Config, Detect};
+pub use crate::core::peers::{PeerSource, RegistryPeers};
 use crate::core::replay::{HopByHop, Replay, ReplayState, Request};
 use crate::core::retry::{Failure, Policy};
 use crate::core::select::mix;
 use crate::core::signal::{self, Verdict};
-use crate::core::store::SharedStore;
 
 pub const MIXMODE_HEADER: &str = "x-mixmode";
 /// Every answer that came from an upstream carries it; Envoy's own 503/504 do not.
@@ -65,41 +63,6 @@ impl Step {
     fn count(mut self, c: Counter) -> Self {
         self.counters.push(c);
         self
-    }
-}
-
-/// Where candidates come from: the registry in the filter, a list in tests.
-pub trait PeerSource {
-    /// One fresh peer of `version` not in `exclude`.
-    fn pick(&mut self, version: &str, exclude: &[String], random: u64) -> Option<String>;
-}
-
-/// The registry as a peer source: reads only the set of `(pool, app, version)`.
-pub struct RegistryPeers<'a, S> {
-    pub store: &'a mut S,
-    pub cache: &'a mut LookupCache,
-    pub pool: &'a str,
-    pub app: &'a str,
-    pub cross_pool: bool,
-    /// The configuration's part of the registry (`registry::Scope::of`).
-    pub scope: &'a Scope,
-    pub selection: Selection,
-    pub now_ms: u64,
-}
-
-impl<S: SharedStore> PeerSource for RegistryPeers<'_, S> {
-    fn pick(&mut self, version: &str, exclude: &[String], random: u64) -> Option<String> {
-        let q = Query {
-            pool: self.pool,
-            app: self.app,
-            version,
-            cross_pool: self.cross_pool,
-            selection: self.selection,
-            now_ms: self.now_ms,
-        };
-        pick(self.store, self.scope, self.cache, &q, exclude, random)
-            .ok()
-            .flatten()
     }
 }
 
@@ -335,8 +298,10 @@ impl Redispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::config::Selection;
+    use crate::core::lookup::LookupCache;
     use crate::core::pairs::serialize_pairs;
-    use crate::core::registry::{upsert, Ident, Limits, MemoryStore};
+    use crate::core::registry::{upsert, Ident, Limits, MemoryStore, Scope};
     use Counter::*;
 
     struct List(Vec<&'static str>);

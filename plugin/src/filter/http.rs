@@ -15,7 +15,7 @@ use crate::core::replay::Replay;
 use crate::core::select::mix;
 use crate::core::signal;
 use crate::filter::abi::{self, buffer, map};
-use crate::filter::root::Shared;
+use crate::filter::shared::Shared;
 use crate::filter::store::HostStore;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;

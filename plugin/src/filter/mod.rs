@@ -7,6 +7,7 @@ mod metric_names;
 mod metrics;
 mod poller;
 mod root;
+mod shared;
 mod store;
 
 use proxy_wasm::traits::RootContext;

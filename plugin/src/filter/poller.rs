@@ -9,7 +9,7 @@ use crate::core::registry::{self, PruneCursor, Scope};
 use crate::core::{etcd, poll};
 use crate::filter::abi::{self, buffer, level, map};
 use crate::filter::metrics::Metrics;
-use crate::filter::root::Shared;
+use crate::filter::shared::Shared;
 use crate::filter::store::HostStore;
 use std::collections::HashMap;
 use std::time::Duration;

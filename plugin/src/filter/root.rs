@@ -8,22 +8,12 @@ use crate::filter::abi;
 use crate::filter::http::MixHttp;
 use crate::filter::metrics::Metrics;
 use crate::filter::poller::{self, Poller};
+use crate::filter::shared::Shared;
 use crate::filter::store::HostStore;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 use std::cell::RefCell;
 use std::rc::Rc;
-
-/// What every HTTP context of a configured plugin shares.
-pub struct Shared {
-    pub config: Config,
-    /// The configuration's part of the registry.
-    pub scope: Scope,
-    pub metrics: Metrics,
-    pub cache: RefCell<LookupCache>,
-    /// The VM's replay budget, shared by every configuration in the VM.
-    pub budget: Rc<Budget>,
-}
 
 thread_local! {
     /// One per VM (a VM is one thread): every root context of the VM charges the same bytes.

@@ -1,0 +1,22 @@
+//! What every HTTP context of a configured plugin shares with its root context: a leaf module,
+//! so that the root (which creates it) and the HTTP and job code (which read it) do not import
+//! each other.
+
+use crate::core::budget::Budget;
+use crate::core::config::Config;
+use crate::core::lookup::LookupCache;
+use crate::core::registry::Scope;
+use crate::filter::metrics::Metrics;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// What every HTTP context of a configured plugin shares.
+pub struct Shared {
+    pub config: Config,
+    /// The configuration's part of the registry.
+    pub scope: Scope,
+    pub metrics: Metrics,
+    pub cache: RefCell<LookupCache>,
+    /// The VM's replay budget, shared by every configuration in the VM.
+    pub budget: Rc<Budget>,
+}

@@ -204,6 +204,14 @@ pub(crate) enum Forwarded {
         headers: Headers,
         body: Vec<u8>,
     },
+    /// No connection to the host: what a route's `retry_on: connect-failure` retries, and
+    /// otherwise Envoy's 503 (see [`connect_failure_reply`]).
+    ConnectFailure,
+}
+
+/// Envoy's answer when no connection to the host could be made (and no retry was left).
+pub(crate) fn connect_failure_reply() -> (Headers, Vec<u8>) {
+    envoy_reply(503, CONNECT_FAILURE_BODY)
 }
 
 impl Endpoint {
@@ -232,8 +240,7 @@ impl Endpoint {
     }
 
     /// Forwards a request; `timeout` is Envoy's route timeout (until response headers).
-    pub async fn forward(&self, headers: &Headers, body: Vec<u8>, timeout: Duration) -> Forwarded {
-        let body = Bytes::from(body);
+    pub async fn forward(&self, headers: &Headers, body: Bytes, timeout: Duration) -> Forwarded {
         let attempt = async {
             // A pooled connection the upstream closed meanwhile fails at once: retry fresh.
             for fresh in [false, true] {
@@ -244,11 +251,7 @@ impl Endpoint {
                 };
                 let Some(mut sender) = sender else {
                     if fresh {
-                        let (h, b) = envoy_reply(503, CONNECT_FAILURE_BODY);
-                        return Forwarded::Envoy {
-                            headers: h,
-                            body: b,
-                        };
+                        return Forwarded::ConnectFailure;
                     }
                     continue;
                 };
@@ -282,11 +285,7 @@ impl Endpoint {
                     }
                 }
             }
-            let (h, b) = envoy_reply(503, CONNECT_FAILURE_BODY);
-            Forwarded::Envoy {
-                headers: h,
-                body: b,
-            }
+            Forwarded::ConnectFailure
         };
         match tokio::time::timeout(timeout, attempt).await {
             Ok(f) => f,

@@ -5,9 +5,9 @@
 //! Bodies are buffered by the front end (the client gets the response once it is complete);
 //! what the filter sees, chunk by chunk and pause by pause, follows Envoy (§3a).
 
-use crate::calls::{envoy_reply, Forwarded};
+use crate::calls::{connect_failure_reply, envoy_reply, Endpoint, Forwarded};
 use crate::host::StreamProps;
-use crate::pool::{encode_host, UpstreamPool};
+use crate::pool::{encode_host, Pick, UpstreamPool};
 use crate::types::{Action, Headers};
 use crate::worker::{LocalReply, OpReply, StreamEvent, StreamOp, WorkerMsg};
 use bytes::Bytes;
@@ -37,6 +37,10 @@ pub(crate) struct ListenerCtx {
     /// `None`: no route (Envoy's 404).
     pub upstream: Option<Arc<UpstreamPool>>,
     pub cluster_name: String,
+    /// See [`crate::ListenerSpec::response_headers_removed`].
+    pub response_headers_removed: Vec<String>,
+    /// See [`crate::ListenerSpec::connect_failure_retries`].
+    pub connect_failure_retries: u32,
     pub opts: Arc<FrontOptions>,
     pub conn_ids: Arc<AtomicU64>,
 }
@@ -527,6 +531,36 @@ fn envoy_response(status: u16, body: &str) -> Response<Full<Bytes>> {
     client_response(&h, b)
 }
 
+/// The router: the request to the host picked, and on a connect failure to other hosts as the
+/// listener's retry policy allows, all within the route timeout. Returns the host that gave
+/// the final answer.
+async fn route(
+    listener: &ListenerCtx,
+    pool: &UpstreamPool,
+    pick: &Pick,
+    headers: &Headers,
+    body: Bytes,
+) -> (Arc<Endpoint>, Forwarded) {
+    let timeout = listener.opts.route_timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut endpoint = pick.endpoint.clone();
+    let mut tried = vec![endpoint.addr];
+    let mut forwarded = endpoint.forward(headers, body.clone(), timeout).await;
+    for _ in 0..listener.connect_failure_retries {
+        if !matches!(forwarded, Forwarded::ConnectFailure) {
+            break;
+        }
+        let Some(next) = pool.pick_retry(&tried) else {
+            break;
+        };
+        endpoint = next;
+        tried.push(endpoint.addr);
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        forwarded = endpoint.forward(headers, body.clone(), left).await;
+    }
+    (endpoint, forwarded)
+}
+
 async fn handle(
     req: Request<Incoming>,
     conn: Arc<Conn>,
@@ -606,41 +640,46 @@ async fn handle(
                         b"x-envoy-expected-rq-timeout-ms".to_vec(),
                         opts.route_timeout.as_millis().to_string().into_bytes(),
                     ));
-                    let addr = pick.endpoint.addr;
+                    let (endpoint, forwarded) =
+                        route(&listener, pool, &pick, &headers, Bytes::from(body)).await;
+                    let addr = endpoint.addr;
                     let upstream = Some(addr.to_string());
-                    match pick
-                        .endpoint
-                        .forward(&headers, body, opts.route_timeout)
-                        .await
-                    {
+                    let (mut headers, source, eos) = match forwarded {
                         Forwarded::Upstream {
                             mut headers,
                             body,
                             sender,
                         } => {
                             // The stateful session filter (after the wasm filters) names the
-                            // host it chose when the request did not.
-                            if let (Some(name), false) = (pool.session_header(), pick.hinted) {
-                                headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name.as_bytes()));
-                                headers.push((
-                                    name.as_bytes().to_vec(),
-                                    encode_host(addr).into_bytes(),
-                                ));
+                            // host that answered when the request's header did not.
+                            if let Some(name) = pool.session_header() {
+                                if pick.requested != Some(addr) {
+                                    headers
+                                        .retain(|(k, _)| !k.eq_ignore_ascii_case(name.as_bytes()));
+                                    headers.push((
+                                        name.as_bytes().to_vec(),
+                                        encode_host(addr).into_bytes(),
+                                    ));
+                                }
                             }
-                            sender_back = Some((sender, pick.endpoint.clone()));
+                            sender_back = Some((sender, endpoint.clone()));
                             let eos = body.is_end_stream();
-                            (headers, Source::Incoming(body), eos, upstream)
+                            (headers, Source::Incoming(body), eos)
                         }
                         Forwarded::Envoy { headers, body } => {
                             let eos = body.is_empty();
-                            (
-                                headers,
-                                Source::Fixed(Some(Bytes::from(body))),
-                                eos,
-                                upstream,
-                            )
+                            (headers, Source::Fixed(Some(Bytes::from(body))), eos)
                         }
+                        Forwarded::ConnectFailure => {
+                            let (headers, body) = connect_failure_reply();
+                            (headers, Source::Fixed(Some(Bytes::from(body))), false)
+                        }
+                    };
+                    // A header_mutation after the wasm filters: they never see these.
+                    for name in &listener.response_headers_removed {
+                        headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name.as_bytes()));
                     }
+                    (headers, source, eos, upstream)
                 }
             },
         },

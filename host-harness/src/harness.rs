@@ -98,6 +98,15 @@ pub struct ListenerSpec {
     /// header holds base64("ip:port") of a member goes to that member; any other gets round
     /// robin and the response carries the header naming the host chosen.
     pub stateful_session_header: Option<String>,
+    /// Response headers removed between the wasm filters and the upstream, as an
+    /// `envoy.filters.http.header_mutation` placed after the wasm filters does (encoders run
+    /// in reverse, so the filter never sees them): e.g. the stateful session's header, which
+    /// names an internal host.
+    pub response_headers_removed: Vec<String>,
+    /// The route's `retry_on: connect-failure` with `num_retries` this many, to another host
+    /// (the `previous_hosts` predicate, `host_selection_retry_max_attempts: 3`). 0: no
+    /// retry (Envoy's default route): the client gets the 503.
+    pub connect_failure_retries: u32,
 }
 
 impl ListenerSpec {
@@ -108,6 +117,8 @@ impl ListenerSpec {
             upstreams: Some(upstreams),
             cluster_name: "upstream".into(),
             stateful_session_header: None,
+            response_headers_removed: Vec::new(),
+            connect_failure_retries: 0,
         }
     }
 
@@ -118,12 +129,27 @@ impl ListenerSpec {
             upstreams: None,
             cluster_name: String::new(),
             stateful_session_header: None,
+            response_headers_removed: Vec::new(),
+            connect_failure_retries: 0,
         }
     }
 
     /// Turns on the header-based stateful session with this header.
     pub fn stateful_session(mut self, header: impl Into<String>) -> Self {
         self.stateful_session_header = Some(header.into());
+        self
+    }
+
+    /// Removes this header from every response the route gives (a header_mutation after the
+    /// wasm filters).
+    pub fn remove_response_header(mut self, header: impl Into<String>) -> Self {
+        self.response_headers_removed.push(header.into());
+        self
+    }
+
+    /// Retries a connect failure this many times on another host of the pool.
+    pub fn connect_failure_retries(mut self, n: u32) -> Self {
+        self.connect_failure_retries = n;
         self
     }
 }
@@ -488,6 +514,8 @@ impl HarnessBuilder {
                 next_worker: AtomicUsize::new(0),
                 upstream: pool,
                 cluster_name: spec.cluster_name,
+                response_headers_removed: spec.response_headers_removed,
+                connect_failure_retries: spec.connect_failure_retries,
                 opts: opts.clone(),
                 conn_ids: conn_ids.clone(),
             });

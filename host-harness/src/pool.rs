@@ -20,9 +20,22 @@ pub struct UpstreamPool {
 /// The host a request goes to.
 pub(crate) struct Pick {
     pub endpoint: Arc<Endpoint>,
-    /// The request's session header named this host (so no response header is written).
-    pub hinted: bool,
+    /// The host the request's session header names, member or not: the stateful session
+    /// writes the response header when the host that answered is not this one.
+    pub requested: Option<SocketAddr>,
 }
+
+#[cfg(test)]
+impl Pick {
+    /// The request's session header chose this host (a hint is honoured only for a member).
+    fn hinted(&self) -> bool {
+        self.requested == Some(self.endpoint.addr)
+    }
+}
+
+/// How many more times a retry re-picks a host it already tried before taking it anyway
+/// (envoy.yaml's `host_selection_retry_max_attempts: 3` with the `previous_hosts` predicate).
+const RETRY_HOST_SELECTIONS: usize = 3;
 
 impl UpstreamPool {
     pub(crate) fn new(members: &[SocketAddr], session_header: Option<String>) -> Self {
@@ -72,27 +85,46 @@ impl UpstreamPool {
     /// next in round robin. `None` for an empty pool (Envoy: 503 "no healthy upstream").
     pub(crate) fn pick(&self, request: &Headers) -> Option<Pick> {
         let members = lock(&self.members);
-        if let Some(name) = &self.session_header {
-            let hinted = request
+        let requested = self.session_header.as_ref().and_then(|name| {
+            request
                 .iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case(name.as_bytes()))
                 .and_then(|(_, v)| decode_host(v))
-                .and_then(|addr| members.iter().find(|e| e.addr == addr));
-            if let Some(e) = hinted {
-                return Some(Pick {
-                    endpoint: e.clone(),
-                    hinted: true,
-                });
-            }
+        });
+        if let Some(e) = requested.and_then(|addr| members.iter().find(|e| e.addr == addr)) {
+            return Some(Pick {
+                endpoint: e.clone(),
+                requested,
+            });
         }
+        self.round_robin(&members).map(|endpoint| Pick {
+            endpoint,
+            requested,
+        })
+    }
+
+    /// The host of a retry after a connect failure: round robin without the session's hint
+    /// (docs/design.md#version-affinity: observed on Envoy 1.40), re-picked while it is one
+    /// already `tried` (Envoy's `previous_hosts` predicate), at most [`RETRY_HOST_SELECTIONS`]
+    /// times, then taken anyway. `None` for an empty pool.
+    pub(crate) fn pick_retry(&self, tried: &[SocketAddr]) -> Option<Arc<Endpoint>> {
+        let members = lock(&self.members);
+        let mut chosen = self.round_robin(&members)?;
+        for _ in 0..RETRY_HOST_SELECTIONS {
+            if !tried.contains(&chosen.addr) {
+                break;
+            }
+            chosen = self.round_robin(&members)?;
+        }
+        Some(chosen)
+    }
+
+    fn round_robin(&self, members: &[Arc<Endpoint>]) -> Option<Arc<Endpoint>> {
         if members.is_empty() {
             return None;
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed) % members.len();
-        members.get(n).map(|e| Pick {
-            endpoint: e.clone(),
-            hinted: false,
-        })
+        members.get(n).cloned()
     }
 }
 
@@ -153,7 +185,7 @@ mod tests {
         for _ in 0..4 {
             let pick = p.pick(&to3).unwrap();
             assert_eq!(pick.endpoint.addr, a(3));
-            assert!(pick.hinted);
+            assert!(pick.hinted());
         }
         // Outside the pool, taken out, or not base64 of an address: round robin.
         for bad in [
@@ -162,13 +194,28 @@ mod tests {
             encode_host(a(3)) + "x",
         ] {
             let pick = p.pick(&hint("x-host", &bad)).unwrap();
-            assert!(!pick.hinted, "{bad}");
+            assert!(!pick.hinted(), "{bad}");
         }
         p.remove(a(3));
-        assert!(!p.pick(&to3).unwrap().hinted);
+        let gone = p.pick(&to3).unwrap();
+        assert!(!gone.hinted());
+        assert_eq!(gone.requested, Some(a(3)), "the header is still read");
         // Without a configured header the hint means nothing.
         let plain = UpstreamPool::new(&[a(1), a(2), a(3)], None);
-        assert!(!plain.pick(&to3).unwrap().hinted);
+        assert!(!plain.pick(&to3).unwrap().hinted());
+    }
+
+    #[test]
+    fn a_retry_avoids_the_hosts_tried_and_ignores_the_hint() {
+        let p = UpstreamPool::new(&[a(1), a(2), a(3)], Some("x-host".into()));
+        for _ in 0..6 {
+            let next = p.pick_retry(&[a(2)]).unwrap();
+            assert_ne!(next.addr, a(2));
+        }
+        // Every member tried: after the re-picks Envoy takes the last host chosen.
+        assert!(p.pick_retry(&[a(1), a(2), a(3)]).is_some());
+        let empty = UpstreamPool::new(&[], None);
+        assert!(empty.pick_retry(&[a(1)]).is_none());
     }
 
     #[test]

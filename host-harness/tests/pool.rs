@@ -2,7 +2,8 @@
 //! flows (from the library and from `host-harness pool`), and Envoy's header-based stateful
 //! session (observed on Envoy 1.40, docs/design.md#version-affinity: a hint naming a member goes there and gets
 //! no response header; anything else is round robin and the response names the host chosen;
-//! the request header reaches the upstream untouched).
+//! the request header reaches the upstream untouched), with envoy.yaml's connect-failure retry
+//! and the header_mutation that hides the session header.
 #![cfg(test)]
 
 mod common;
@@ -112,6 +113,67 @@ async fn the_header_based_stateful_session_follows_envoy() {
         assert_ne!(got.text(), "server 2");
         assert!(got.header("x-host").is_some());
     }
+    h.shutdown().await;
+}
+
+/// envoy.yaml's public route as the harness lays it out: a hinted member that stopped is tried,
+/// then the route's one connect-failure retry goes to another member (`previous_hosts`, the
+/// hint no longer counts) and the response header names the host that answered; with a
+/// header_mutation after the wasm filter the client never sees that header. Without the retry
+/// the client gets Envoy's 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_hinted_member_is_retried_elsewhere_as_the_route_says() {
+    let ups = servers(2).await;
+    let dead = dead_addr().await;
+    let members = vec![dead, ups[0].addr, ups[1].addr];
+    let bind: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let session = || ListenerSpec::pool(bind, members.clone()).stateful_session("x-host");
+    let h = Harness::builder()
+        .plugin_wasm(guest("noop"))
+        .listener_spec(
+            session()
+                .connect_failure_retries(1)
+                .remove_response_header("x-host"),
+        )
+        .listener_spec(session().connect_failure_retries(1))
+        .listener_spec(session())
+        .start()
+        .await
+        .unwrap();
+    let [removed, retried, plain] = h.listener_addrs()[..] else {
+        panic!("three listeners: {:?}", h.listener_addrs());
+    };
+    let to_dead = encode_host(dead);
+
+    for got in answers(retried, 4, &[("x-host", &to_dead)]).await {
+        assert_eq!(got.status, 200, "{}", got.text());
+        let named = got
+            .header("x-host")
+            .expect("the host that answered is written");
+        let i = ups
+            .iter()
+            .position(|u| encode_host(u.addr) == named)
+            .unwrap();
+        assert_eq!(got.text(), format!("server {i}"));
+    }
+    // Round robin meets the stopped member every third request; the retry moves on.
+    for got in answers(retried, 6, &[]).await {
+        assert_eq!(got.status, 200, "{}", got.text());
+    }
+    // With the header_mutation: the same answers, without the header.
+    for hint in [to_dead.as_str(), "", &encode_host(ups[1].addr)] {
+        for got in answers(removed, 3, &[("x-host", hint)]).await {
+            assert_eq!(got.status, 200, "{}", got.text());
+            assert!(got.header("x-host").is_none(), "{hint}");
+            if !hint.is_empty() && hint != to_dead {
+                assert_eq!(got.text(), "server 1", "a live hinted member still wins");
+            }
+        }
+    }
+    // No retry: Envoy's 503 for the stopped member.
+    let got = get(plain, "/", &[("x-host", &to_dead)]).await;
+    assert_eq!(got.status, 503);
+    assert_eq!(got.text(), host_harness::CONNECT_FAILURE_BODY);
     h.shutdown().await;
 }
 

@@ -14,15 +14,18 @@
 //!   harness buffers without limit and rescues it or passes it on `exhausted`.
 //!
 //! The public listener fronts the pool itself, round robin like the `app` cluster, so
-//! `upstream.address` is the server that answered, as in Envoy.
+//! `upstream.address` is the server that answered, as in Envoy. Around it, what envoy.yaml's
+//! public listener has for version affinity (docs/design.md#version-affinity), read from the
+//! file: the header-based stateful session on its header, the header_mutation that removes
+//! that header from responses, and the `/` route's connect-failure retry to another host.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use anyhow::Result;
-use host_harness::{Harness, LogLine, RunningHarness};
+use host_harness::{Harness, ListenerSpec, LogLine, RunningHarness};
 
-use crate::envoy::wasm_path;
+use crate::envoy::{example_public_route, wasm_path};
 use crate::host::{Host, HostSpec, StartError};
 
 /// Names shared with envoy.yaml, so logs and properties read the same on both hosts.
@@ -56,7 +59,12 @@ impl Host for HarnessHost {
             .workers(spec.concurrency.max(1))
             .original_dst_cluster(PEERS_CLUSTER);
         // An empty pool answers Envoy's 503 "no healthy upstream", as the `app` cluster does.
-        builder = builder.listener_pool("127.0.0.1:0", spec.upstreams.clone());
+        builder = builder.listener_spec(public_listener(spec.upstreams.clone()).map_err(|e| {
+            fail(
+                format!("envoy.yaml's public listener: {e:#}"),
+                String::new(),
+            )
+        })?);
         builder = builder.listener_without_upstream("127.0.0.1:0");
         for (name, addr) in &spec.clusters {
             builder = builder.cluster(name.clone(), *addr);
@@ -108,6 +116,21 @@ impl Host for HarnessHost {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+/// The public listener in front of `upstreams`, with envoy.yaml's stateful session, response
+/// header removal and connect-failure retries.
+fn public_listener(upstreams: Vec<SocketAddr>) -> Result<ListenerSpec> {
+    let route = example_public_route()?;
+    let mut l = ListenerSpec::pool(SocketAddr::from(([127, 0, 0, 1], 0)), upstreams)
+        .connect_failure_retries(route.connect_failure_retries);
+    if let Some(header) = route.session_header {
+        l = l.stateful_session(header);
+    }
+    for header in route.response_headers_removed {
+        l = l.remove_response_header(header);
+    }
+    Ok(l)
 }
 
 /// A plugin log line as Envoy writes it (`[error][wasm] wasm log mixmode mixmode: …`), with the

@@ -13,13 +13,6 @@ use mixmode_tests::scenarios::{plugin_config, Fixture};
 use serde_json::json;
 
 mixmode_tests::all_scenarios!(EnvoyHost);
-// Version affinity (docs/design.md#version-affinity): Envoy only until the harness honours the header-based
-// stateful session (each scenario's doc says why).
-mixmode_tests::scenario_tests!(EnvoyHost:
-    affinity::affinity_cookie_routes_the_session_to_its_version,
-    affinity::affinity_stopped_hinted_server_falls_back_then_rescued,
-    affinity::affinity_forged_hint_or_cookie_reaches_no_outside_host,
-);
 
 /// `/stats/prometheus` exposes every metric the filter defines (`metric_names`, the filter's own
 /// list) as `mixmode_<name>`, typed counter or gauge, with the value `/stats` shows (docs/envoy-facts.md#shared-data-ticks-metrics).

@@ -411,6 +411,75 @@ pub fn example_plugin_config() -> Result<serde_json::Value> {
     bail!("envoy.yaml has no wasm plugin configuration")
 }
 
+/// What envoy.yaml's public listener does around mixmode besides balancing the pool, read from
+/// the file so the harness (tests/src/harness_host.rs) lays out the same: the header-based
+/// stateful session's header, the response headers its header_mutation removes, and the `/`
+/// route's connect-failure retries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicRoute {
+    pub session_header: Option<String>,
+    pub response_headers_removed: Vec<String>,
+    pub connect_failure_retries: u32,
+}
+
+pub fn example_public_route() -> Result<PublicRoute> {
+    let doc: Value = serde_norway::from_str(ENVOY_YAML)?;
+    let public = doc["static_resources"]["listeners"]
+        .as_sequence()
+        .and_then(|ls| {
+            ls.iter()
+                .find(|l| l["name"].as_str() == Some(PUBLIC_LISTENER))
+        })
+        .ok_or_else(|| anyhow!("envoy.yaml has no listener {PUBLIC_LISTENER:?}"))?;
+    let hcm = &public["filter_chains"][0]["filters"][0]["typed_config"];
+    let filters = hcm["http_filters"]
+        .as_sequence()
+        .ok_or_else(|| anyhow!("the public listener has no http_filters"))?;
+    let named = |name: &'static str| {
+        filters
+            .iter()
+            .filter(move |f| f["name"].as_str() == Some(name))
+            .map(|f| &f["typed_config"])
+    };
+    let session_header = named("envoy.filters.http.stateful_session")
+        .find_map(|t| t["session_state"]["typed_config"]["name"].as_str())
+        .map(str::to_string);
+    let response_headers_removed = named("envoy.filters.http.header_mutation")
+        .flat_map(|t| {
+            t["mutations"]["response_mutations"]
+                .as_sequence()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|m| m["remove"].as_str().map(str::to_string))
+        .collect();
+    let routes = hcm["route_config"]["virtual_hosts"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .flat_map(|vh| vh["routes"].as_sequence().cloned().unwrap_or_default());
+    let mut connect_failure_retries = 0;
+    for r in routes {
+        let policy = &r["route"]["retry_policy"];
+        if r["match"]["prefix"].as_str() == Some("/")
+            && policy["retry_on"]
+                .as_str()
+                .is_some_and(|on| on.split(',').any(|c| c.trim() == "connect-failure"))
+        {
+            // Envoy's default `num_retries` is 1.
+            connect_failure_retries = policy["num_retries"]
+                .as_u64()
+                .map_or(Ok(1), u32::try_from)
+                .context("num_retries")?;
+        }
+    }
+    Ok(PublicRoute {
+        session_header,
+        response_headers_removed,
+        connect_failure_retries,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,6 +573,15 @@ mod tests {
         assert!(
             tc(2).get("strict").is_none(),
             "strict would 503 on a gone host"
+        );
+        // What the harness reads to lay out the same listener.
+        assert_eq!(
+            example_public_route().unwrap(),
+            PublicRoute {
+                session_header: Some(header.to_string()),
+                response_headers_removed: vec![header.to_string()],
+                connect_failure_retries: 1,
+            }
         );
         let hb: Vec<String> = chain(HEARTBEAT_LISTENER)
             .iter()

@@ -5,7 +5,7 @@ pub mod config;
 pub mod host;
 pub mod process;
 
-pub use config::{example_plugin_config, ENVOY_YAML};
+pub use config::{example_plugin_config, example_public_route, PublicRoute, ENVOY_YAML};
 pub use host::{EnvoyH2Host, EnvoyHost};
 pub use process::{
     envoy_bin, envoy_version, wasm_path, Envoy, EnvoyOptions, LdsOutcome, StartError,

@@ -2,9 +2,9 @@
 //! version, and its next requests reach a server of that version directly, through Envoy's own
 //! stateful session filter.
 //!
-//! These need a host that honours Envoy's header-based stateful session on the public listener
-//! (the hint chooses the pool member). The harness does not yet (that work is in progress
-//! elsewhere): until it does they run on the real Envoy only (tests/tests/envoy.rs).
+//! Both hosts lay out envoy.yaml's public listener: the header-based stateful session (the hint
+//! chooses the pool member), the header_mutation that hides its response header, and the
+//! route's connect-failure retry (tests/src/harness_host.rs reads them from the file).
 
 use std::collections::BTreeSet;
 
@@ -74,8 +74,6 @@ fn served_by(r: &Resp) -> String {
 /// After one rescue the client holds `mixmode-version=2`; its next requests go to the v2
 /// servers directly (both of them: the rescue's random rule), no v1 server sees any of them,
 /// nothing is re-dispatched, and no reply names an internal host.
-/// Envoy only: the harness does not honour the header-based stateful session yet (the hint
-/// would be ignored).
 pub async fn affinity_cookie_routes_the_session_to_its_version<H: Host>() {
     let store = SessionStore::new();
     let v1a = server(&store, "v1a", "1").await;
@@ -175,8 +173,6 @@ pub async fn affinity_cookie_routes_the_session_to_its_version<H: Host>() {
 /// The hinted server stops (without deregistering: a crash). The session's next request is
 /// load-balanced instead, meets the v1 server, is rescued by the other v2 server, and the
 /// reply renews the cookie. Nothing is lost.
-/// Envoy only: the harness does not honour the header-based stateful session yet (the hint
-/// would be ignored).
 pub async fn affinity_stopped_hinted_server_falls_back_then_rescued<H: Host>() {
     let store = SessionStore::new();
     let v1 = server(&store, "v1", "1").await;
@@ -230,8 +226,6 @@ pub async fn affinity_stopped_hinted_server_falls_back_then_rescued<H: Host>() {
 /// (to a registered server outside the pool, to an address that never registered, to a pool
 /// member of the wrong version) is removed or replaced, and a forged cookie only names a
 /// version, whose hint Envoy honours only for a member of the pool.
-/// Envoy only: the harness does not honour the header-based stateful session yet (the hint
-/// would be ignored).
 pub async fn affinity_forged_hint_or_cookie_reaches_no_outside_host<H: Host>() {
     let store = SessionStore::new();
     let v1a = server(&store, "v1a", "1").await;

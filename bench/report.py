@@ -37,12 +37,13 @@ def fmt(m, lo, hi):
 
 
 SETUPS = [("plain", "plain Envoy"), ("noop", "Envoy + no-op wasm"),
-          ("floor", "Envoy + floor wasm (replay copy only)"), ("mixmode", "Envoy + mixmode")]
+          ("floor", "Envoy + floor wasm (replay copy only)"), ("mixmode", "Envoy + mixmode"),
+          ("affinity", "Envoy + mixmode, affinity configured")]
 
 out = []
 out.append("# mixmode benchmark, %s UTC" % env["STAMP"])
 out.append("")
-out.append("Produced by `just bench` (bench/run.sh). Four Envoys, one per setup, each `--concurrency 1`, "
+out.append("Produced by `just bench` (bench/run.sh). Five Envoys, one per setup, each `--concurrency 1`, "
            "all pinned to core 0 with `taskset` (only the one measured gets traffic); wrk (`-t1 -c%s`, "
            "%s s per run) and the upstream (`bench-upstream`, one thread, answers `200 ok` after reading "
            "the body) share core 1. V8 runtime. **%s rounds** (at least %s, at most %s; stopped on: %s); in "
@@ -106,6 +107,33 @@ for case, cname in CASES:
         cname, fmt(*ci("floor", "noop", case)), fmt(*mf), 100 * half_width(*mf), cf - cn, cm - cf))
     summary.append("%s: floor/no-op %s, mixmode/floor %s" % (
         cname, fmt(*ci("floor", "noop", case)), fmt(*mf)))
+out.append("")
+
+out.append("## Version affinity: what it costs")
+out.append("")
+out.append("The *affinity* setup is the *mixmode* setup with the `affinity` block added (cookie "
+           "`mixmode-version`, header `x-mixmode-host`) and the upstream registered as version 1. "
+           "Neither has envoy.yaml's stateful session or header_mutation filter: with one upstream "
+           "the hint cannot change the route, so what differs is the filter's own work. The "
+           "*cookie* case is a GET with `cookie: session=bench; mixmode-version=1`, in each round "
+           "on both setups: with affinity it is hinted (the cookie read, one registry lookup, one "
+           "header added); without, mixmode passes it as any request. Same paired ratios as above "
+           "(throughput a dedicated core would show, from Envoy's CPU per request).")
+out.append("")
+out.append("| case | affinity / mixmode | ± | CPU µs/rq: mixmode → affinity | p50 µs mixmode → affinity | rq/s ratio (median of rounds) |")
+out.append("|---|---|---|---|---|---|")
+for case, cname in CASES + [("cookie", "GET with the cookie: hinted vs plain")]:
+    m = ci("affinity", "mixmode", case)
+    rq = [by["affinity", case][r]["rps"] / by["mixmode", case][r]["rps"]
+          for r in set(by.get(("affinity", case), {})) & set(by.get(("mixmode", case), {}))]
+    out.append("| %s | %s | ±%.1f%% | %.1f → %.1f | %.0f → %.0f | %s |" % (
+        cname, fmt(*m), 100 * half_width(*m), mean("mixmode", case, "cpu"),
+        mean("affinity", case, "cpu"), mean("mixmode", case, "p50"), mean("affinity", case, "p50"),
+        "%.3f" % statistics.median(rq) if rq else "n/a"))
+    summary.append("%s: affinity/mixmode %s" % (cname, fmt(*m)))
+out.append("")
+out.append("Counters of the affinity setup after the rounds (`affinity_routed` counts the hinted "
+           "requests): `%s`" % env.get("AFFINITY_METRICS", "").strip())
 out.append("")
 
 pd, md, mr = (("plain", "direct"), ("mixmode", "direct"), ("mixmode", "rescued"))

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The cost of mixmode, side by side in one run: plain Envoy, Envoy + a no-op
 # wasm filter, Envoy + the "floor" filter (only the copy any replaying filter must take), Envoy +
-# mixmode; GET and POST with 1 KiB and 64 KiB bodies; then a rescued request against a direct
-# one; then Envoy's other wasm runtimes. Writes bench/results/<date>.md.
+# mixmode, Envoy + mixmode with version affinity configured; GET and POST with 1 KiB and 64 KiB
+# bodies, and a GET with the affinity cookie (hinted with affinity, a plain request without);
+# then a rescued request against a direct one; then Envoy's other wasm runtimes. Writes
+# bench/results/<date>.md.
 #
-# The four setups run as four Envoys at once (each --concurrency 1, all pinned to core 0; only
+# The five setups run as five Envoys at once (each --concurrency 1, all pinned to core 0; only
 # the one being measured gets traffic); wrk and the upstream share core 1. Many short rounds:
 # in each round every case measures every setup once, in a shuffled order (ABCD, CADB, ...), so
 # the ratios are taken within a round under the same machine load, and the rounds give a median
@@ -82,7 +84,11 @@ filter_yaml() { # name wasm runtime config-json
 EOF
 }
 
-MIXMODE_CONFIG='{"app": "checkout", "heartbeat": {"token": "bench-token"}}'
+# Records never go stale during a run (the affinity setup's hint needs a fresh record of the
+# upstream; no heartbeat loop disturbs the measurements). The two mixmode setups differ only in
+# the `affinity` block.
+MIXMODE_CONFIG='{"app": "checkout", "heartbeat": {"token": "bench-token"}, "registry": {"stale_after_ms": 86400000}}'
+AFFINITY_CONFIG='{"app": "checkout", "heartbeat": {"token": "bench-token"}, "registry": {"stale_after_ms": 86400000}, "affinity": {"cookie": "mixmode-version", "host_header": "x-mixmode-host"}}'
 
 envoy_yaml() { # setup [runtime]
   local rt="${2:-v8}"
@@ -107,6 +113,10 @@ EOF
     noop) filter_yaml noop "$NOOP_WASM" "$rt" '{}' ;;
     floor) filter_yaml floor "$NOOP_WASM" "$rt" 'floor' ;;
     mixmode) filter_yaml mixmode "$MIXMODE_WASM" "$rt" "$MIXMODE_CONFIG" ;;
+    # Without envoy.yaml's stateful session and header_mutation filters: with one upstream the
+    # hint cannot change the route, and what is measured is the filter's own work (cookie, one
+    # registry lookup, one header added), not Envoy's.
+    affinity) filter_yaml mixmode "$MIXMODE_WASM" "$rt" "$AFFINITY_CONFIG" ;;
   esac
   cat <<EOF
                   - name: envoy.filters.http.router
@@ -160,13 +170,18 @@ CLK_TCK="$(getconf CLK_TCK)"
 
 printf 'wrk.method = "POST"\nwrk.body = string.rep("a", 1024)\nwrk.headers["Content-Type"] = "application/octet-stream"\n' >"$WORK/post1k.lua"
 printf 'wrk.method = "POST"\nwrk.body = string.rep("a", 65536)\nwrk.headers["Content-Type"] = "application/octet-stream"\n' >"$WORK/post64k.lua"
+printf 'wrk.headers["Cookie"] = "session=bench; mixmode-version=1"\n' >"$WORK/cookie.lua"
 
 RAW="$WORK/raw.tsv"
 : >"$RAW"
 # One wrk run; appends: setup case round rps p50_us p99_us cpu_us_per_rq requests non2xx
 measure() { # setup case round conns duration path
   local setup="$1" case="$2" round="$3" conns="$4" dur="$5" path="$6" script=()
-  case "$case" in post1k) script=(-s "$WORK/post1k.lua") ;; post64k) script=(-s "$WORK/post64k.lua") ;; esac
+  case "$case" in
+    post1k) script=(-s "$WORK/post1k.lua") ;;
+    post64k) script=(-s "$WORK/post64k.lua") ;;
+    cookie) script=(-s "$WORK/cookie.lua") ;;
+  esac
   local t0 t1 out
   t0="$(cpu_ticks "$ENVOY_PID")"
   out="$("${PRIO[@]}" taskset -c 1 wrk -t1 -c"$conns" -d"${dur}s" --latency "${script[@]}" "http://$LISTEN$path")"
@@ -190,23 +205,32 @@ print("\t".join([setup, case, rnd, "%.0f" % rps, "%.0f" % p50, "%.0f" % p99, "%.
 }
 
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
-declare -A SETUP_PID SETUP_LISTEN
-SETUPS=(plain noop floor mixmode)
+declare -A SETUP_PID SETUP_LISTEN SETUP_ADMIN
+SETUPS=(plain noop floor mixmode affinity)
 for setup in "${SETUPS[@]}"; do
   start_envoy "$setup" || { echo "bench: Envoy ($setup) exited:" >&2; tail -5 "$LAST_LOG" >&2; exit 1; }
   SETUP_PID[$setup]="$ENVOY_PID"
   SETUP_LISTEN[$setup]="$LISTEN"
+  SETUP_ADMIN[$setup]="$ADMIN"
   "${PRIO[@]}" taskset -c 1 wrk -t1 -c"$CONNS" -d2s "http://$LISTEN/" >/dev/null # warm-up
 done
-echo "bench: throughput, rounds of 4 setups x 3 cases x ${DUR}s (shuffled within a round), $CONNS connections," \
-  "until ±3% ($MIN_ROUNDS to $MAX_ROUNDS rounds, at most $MAX_MINUTES min)" >&2
+# The affinity setup's hint: the upstream registered as version 1, which the cookie names.
+reg="{\"app\": \"checkout\", \"version\": \"1\", \"address\": \"$UP\"}"
+code="$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'authorization: Bearer bench-token' \
+  -H 'content-type: application/json' --data "$reg" "http://${SETUP_LISTEN[affinity]}/.well-known/mixmode/heartbeat")"
+[ "$code" = 204 ] || { echo "bench: upstream registration answered $code" >&2; exit 1; }
+case_setups() { # case -> the setups it measures
+  if [ "$1" = cookie ]; then echo mixmode affinity; else echo "${SETUPS[@]}"; fi
+}
+echo "bench: throughput, rounds of 5 setups x 3 cases + 2 setups x the cookie case, ${DUR}s each (shuffled" \
+  "within a round), $CONNS connections, until ±3% ($MIN_ROUNDS to $MAX_ROUNDS rounds, at most $MAX_MINUTES min)" >&2
 ROUNDS=0
 STOP_REASON="round limit ($MAX_ROUNDS)"
 started=$SECONDS
 while [ "$ROUNDS" -lt "$MAX_ROUNDS" ]; do
   ROUNDS=$((ROUNDS + 1))
-  for case in get post1k post64k; do
-    for setup in $(printf '%s\n' "${SETUPS[@]}" | shuf --random-source=<(yes "$ROUNDS$case")); do
+  for case in get post1k post64k cookie; do
+    for setup in $(printf '%s\n' $(case_setups "$case") | shuf --random-source=<(yes "$ROUNDS$case")); do
       ENVOY_PID="${SETUP_PID[$setup]}"
       LISTEN="${SETUP_LISTEN[$setup]}"
       measure "$setup" "$case" "$ROUNDS" "$CONNS" "$DUR" /
@@ -219,6 +243,7 @@ while [ "$ROUNDS" -lt "$MAX_ROUNDS" ]; do
   if [ $((SECONDS - started)) -ge $((MAX_MINUTES * 60)) ]; then STOP_REASON="time limit ($MAX_MINUTES min)"; break; fi
 done
 echo "bench: $ROUNDS rounds; stopped on: $STOP_REASON" >&2
+AFFINITY_METRICS="$(curl -s "http://${SETUP_ADMIN[affinity]}/stats?filter=wasmcustom.mixmode.(affinity|mismatch|redispatch)" | tr '\n' ' ')"
 for setup in "${SETUPS[@]}"; do ENVOY_PID="${SETUP_PID[$setup]}"; stop_envoy; done
 
 echo "bench: rescue vs direct (one connection, requests back to back)" >&2
@@ -252,7 +277,7 @@ done
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 mkdir -p "$(dirname "$OUT")"
-export RAW OUT STAMP DUR ROUNDS MIN_ROUNDS MAX_ROUNDS STOP_REASON CONNS LOAD_BEFORE LOAD_AFTER RUNTIMES METRICS check
+export RAW OUT STAMP DUR ROUNDS MIN_ROUNDS MAX_ROUNDS STOP_REASON CONNS LOAD_BEFORE LOAD_AFTER RUNTIMES METRICS check AFFINITY_METRICS
 export MACHINE="$( (lscpu | grep -E '^(Model name|Architecture|CPU\(s\)|Thread|Core|Socket|CPU max MHz|L2|L3)' ; echo "kernel: $(uname -srm)"; echo "memory: $(free -h | awk '/Mem:/{print $2}')"; echo "envoy: $("$ENVOY" --version 2>/dev/null | grep -o 'version: .*' | head -1)"; echo "wrk: $(wrk --version 2>&1 | head -1 | cut -c1-40)"; echo "rustc: $(rustc --version)"; echo "repo: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)"; echo "mixmode.wasm: $(stat -c %s "$MIXMODE_WASM") bytes, noop_filter.wasm: $(stat -c %s "$NOOP_WASM") bytes") 2>/dev/null)"
 python3 "$ROOT/bench/report.py"
 echo "bench: results in $OUT" >&2

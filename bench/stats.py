@@ -102,6 +102,11 @@ if __name__ == "__main__":
             print("  %-11s mixmode/no-op %.3f [%.3f, %.3f] ±%.1f%%   mixmode/floor %.3f [%.3f, %.3f] ±%.1f%%"
                   % (name, med, lo, hi, 100 * half_width(med, lo, hi),
                      fm, flo, fhi, 100 * half_width(fm, flo, fhi)), file=sys.stderr)
+        for c, name in CASES + [("cookie", "cookie")]:
+            am, alo, ahi = median_ci(throughput_ratio(by, "affinity", "mixmode", c))
+            if am == am:
+                print("  %-11s affinity/mixmode %.3f [%.3f, %.3f]" % (name, am, alo, ahi),
+                      file=sys.stderr)
         sys.exit(0 if resolved(by) else 1)
     print(__doc__, file=sys.stderr)
     sys.exit(2)

@@ -84,6 +84,9 @@ pub enum Counter {
 pub struct RequestPlan {
     /// Set `host_header` to this value (replacing any copy the client sent).
     pub hint: Option<String>,
+    /// The peer (`ip:port`) the hint names: the request counts as a need of the cookie's version
+    /// only if this peer served it ([`served_as_hinted`]).
+    pub peer: Option<String>,
     /// Remove the client's `host_header` (only when there is no hint to write over it).
     pub remove_client_header: bool,
     pub counter: Option<Counter>,
@@ -143,12 +146,22 @@ pub fn on_request(facts: &RequestFacts, peers: &mut dyn PeerSource, random: u64)
     match peers.pick(version, &[], random) {
         Some(peer) => {
             plan.hint = Some(host_hint_value(&peer));
+            plan.peer = Some(peer);
             plan.remove_client_header = false;
             plan.counter = Some(Counter::Routed);
         }
         None => plan.counter = Some(Counter::Miss),
     }
     plan
+}
+
+/// Whether the hinted peer served the request: Envoy follows a hint only to a healthy member of
+/// the cluster, so a server that has left the load balancer (draining) but is still registered
+/// is hinted and not reached. Only a request the hinted server served needs the cookie's version
+/// (docs/design.md#draining-by-demand); otherwise a cookie that outlived its session would keep
+/// an old version needed for ever.
+pub fn served_as_hinted(peer: &str, upstream: Option<&str>) -> bool {
+    upstream == Some(peer)
 }
 
 #[cfg(test)]
@@ -325,6 +338,7 @@ mod tests {
             plan,
             RequestPlan {
                 hint: None,
+                peer: None,
                 remove_client_header: false,
                 counter: Some(Counter::Miss)
             }
@@ -430,5 +444,12 @@ mod tests {
         let mut peers = fixed(&["10.0.0.2:80"]);
         assert!(decide(&a, &[9, 0, 0, 0, 1], &mut peers, 0).is_noop());
         assert!(decide(&a, &[], &mut peers, 0).is_noop());
+    }
+
+    #[test]
+    fn a_need_only_when_the_hinted_peer_served() {
+        assert!(served_as_hinted("127.0.0.1:8081", Some("127.0.0.1:8081")));
+        assert!(!served_as_hinted("127.0.0.1:8081", Some("127.0.0.1:8082")));
+        assert!(!served_as_hinted("127.0.0.1:8081", None));
     }
 }

@@ -51,6 +51,8 @@ pub struct MixHttp {
     context_id: u32,
     shared: Option<Rc<Shared>>,
     mode: Mode,
+    /// The cookie's version and the peer hinted for it, until the response says who served.
+    hinted: Option<(String, String)>,
 }
 
 fn find<'a>(pairs: &'a [(Vec<u8>, Vec<u8>)], name: &[u8]) -> Option<&'a [u8]> {
@@ -80,6 +82,7 @@ impl MixHttp {
             context_id,
             shared,
             mode: Mode::Inert,
+            hinted: None,
         }
     }
 
@@ -469,6 +472,7 @@ impl HttpContext for MixHttp {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        self.settle_hint();
         let action = self.decide_response();
         // Nothing will be replayed: free the copy (up to max_replay_body_bytes) right away.
         if action == Action::Continue
@@ -490,7 +494,7 @@ impl MixHttp {
     /// Version affinity on the way in (docs/design.md#version-affinity): the hint toward a server of the cookie's
     /// version, and never a client's own hint. Without the cookie or a forged header this reads
     /// only the headers already held: no host call.
-    fn apply_affinity(&self, shared: &Shared, a: &Affinity, raw: &[u8]) {
+    fn apply_affinity(&mut self, shared: &Shared, a: &Affinity, raw: &[u8]) {
         let facts = affinity::read_request(a, raw);
         if facts.is_nothing() {
             return;
@@ -519,10 +523,22 @@ impl MixHttp {
         if let Some(c) = plan.counter {
             shared.metrics.count_affinity(c);
         }
-        if plan.counter == Some(affinity::Counter::Routed) {
-            if let Some(v) = facts.version {
-                Self::record_need(shared, v, now_ns / 1_000_000);
-            }
+        if let (Some(v), Some(peer)) = (facts.version, plan.peer) {
+            self.hinted = Some((v.to_string(), peer));
+        }
+    }
+
+    /// A hinted request needs the cookie's version only if the hinted peer served it
+    /// (`affinity::served_as_hinted`): one property read, on hinted requests only.
+    fn settle_hint(&mut self) {
+        let (Some((version, peer)), Some(shared)) = (self.hinted.take(), self.shared.clone())
+        else {
+            return;
+        };
+        let upstream =
+            abi::get_property(&["upstream", "address"]).and_then(|a| String::from_utf8(a).ok());
+        if affinity::served_as_hinted(&peer, upstream.as_deref()) {
+            Self::record_need(&shared, &version, abi::now_ns() / 1_000_000);
         }
     }
 

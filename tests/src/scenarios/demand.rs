@@ -198,30 +198,41 @@ pub async fn demand_listing_needs_the_token<H: Host>() {
         .await;
 }
 
-/// With affinity, a request routed by its cookie (`affinity_routed`) is a need of the cookie's
-/// version, even when no rescue follows; a cookie with no fresh server of its version
-/// (`affinity_miss`) is not routed and records nothing.
+/// With affinity, a request its cookie routed to a server of its version counts as a need of
+/// that version; one whose hinted server is registered but not in the pool (a draining server
+/// that left the load balancer) was served by another and does not, or a cookie that outlived
+/// its session would keep an old version needed for ever; a cookie with no peer is a miss.
 pub async fn demand_counts_an_affinity_routed_request<H: Host>() {
     let store = SessionStore::new();
     let v1 = server(&store, "v1", "1").await;
     let v2 = server(&store, "v2", "2").await;
+    let v3 = server(&store, "v3", "3").await;
     let f = Fixture::<H>::start(
         &store,
-        &[&v1],
+        &[&v1, &v2],
         json!({"affinity": {"cookie": "mixmode-version"}}),
     )
     .await;
     f.register(&v2).await;
+    f.register(&v3).await;
     let before = now_ms();
-    for cookie in ["mixmode-version=2", "mixmode-version=7"] {
+    for (cookie, served_by) in [
+        ("mixmode-version=2", Some("v2")),
+        ("mixmode-version=3", None),
+        ("mixmode-version=7", None),
+    ] {
         let r = Req::get(f.url("/echo"))
             .header("cookie", cookie)
             .send()
             .await
             .unwrap();
-        // v2 is not a member of the pool: the hint falls back to round robin (v1), whose
-        // answer needs no rescue (no session).
+        // No session: whoever serves it answers 200, no rescue.
         assert_eq!(r.status, 200, "{}", show(&r));
+        if let Some(s) = served_by {
+            assert_eq!(r.json().unwrap()["server"], s, "{cookie}: {}", show(&r));
+        } else {
+            assert_ne!(r.json().unwrap()["server"], "v3", "{cookie}: {}", show(&r));
+        }
     }
     let after = now_ms();
     let d = f.hb.demand().await.unwrap();
@@ -230,11 +241,12 @@ pub async fn demand_counts_an_affinity_routed_request<H: Host>() {
     assert_between(line(&d, "2"), before, after);
     let m = f.host.metrics().await.unwrap();
     assert_eq!(m.get("mixmode.needed.2"), Some(&1), "{m:?}");
+    assert_eq!(m.get("mixmode.needed.3"), None, "{m:?}");
     assert_eq!(m.get("mixmode.needed.7"), None, "{m:?}");
     f.expect_counters(&[
-        ("affinity_routed", 1),
+        ("affinity_routed", 2),
         ("affinity_miss", 1),
-        ("heartbeat_accepted", 1),
+        ("heartbeat_accepted", 2),
     ])
     .await;
 }

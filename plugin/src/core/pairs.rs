@@ -73,6 +73,15 @@ pub fn find_raw<'a>(bytes: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
         .map(|(_, v)| v)
 }
 
+/// The first value of `name` in decoded pairs (names compared ASCII case-insensitively): the one
+/// header finder of the core and the glue.
+pub fn find_pair<'a>(pairs: &'a [(Vec<u8>, Vec<u8>)], name: &[u8]) -> Option<&'a [u8]> {
+    pairs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_slice())
+}
+
 /// Decodes the ABI's map serialization; None if it is malformed.
 pub fn parse_pairs(bytes: &[u8]) -> Option<Pairs> {
     RawPairs::new(bytes)

@@ -3,6 +3,7 @@
 
 use crate::core::affinity;
 use crate::core::config::{Config, Detect};
+use crate::core::pairs::find_pair;
 pub use crate::core::peers::{PeerSource, RegistryPeers};
 use crate::core::replay::{HopByHop, Replay, ReplayState, Request};
 use crate::core::retry::{Failure, Policy};
@@ -78,13 +79,6 @@ pub struct CallResponse {
     pub status: u16,
     pub headers: Headers,
     pub body: Vec<u8>,
-}
-
-fn header<'a>(headers: &'a Headers, name: &[u8]) -> Option<&'a [u8]> {
-    headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_slice())
 }
 
 /// One request's re-dispatch, from the mismatch to the final answer.
@@ -249,7 +243,7 @@ impl Redispatcher {
         let Some(resp) = response else {
             return self.failed(Failure::ResetWhileAnswering, now_ms, peers);
         };
-        if header(&resp.headers, SERVICE_TIME_HEADER).is_none() {
+        if find_pair(&resp.headers, SERVICE_TIME_HEADER).is_none() {
             let why = if resp.status == 504 {
                 Failure::TimedOut
             } else {
@@ -260,8 +254,8 @@ impl Redispatcher {
         let verdict = signal::classify(
             detect,
             resp.status,
-            header(&resp.headers, detect.session_version_header.as_bytes()),
-            header(&resp.headers, detect.app_version_header.as_bytes()),
+            find_pair(&resp.headers, detect.session_version_header.as_bytes()),
+            find_pair(&resp.headers, detect.app_version_header.as_bytes()),
         );
         if matches!(verdict, Verdict::Mismatch { .. }) {
             return self.failed(Failure::PeerMismatch, now_ms, peers);

@@ -6,7 +6,7 @@ use crate::core::budget::Hold;
 use crate::core::config::Affinity;
 use crate::core::demand::{self, Need};
 use crate::core::heartbeat::{self, Outcome, MAX_BODY};
-use crate::core::pairs::find_raw;
+use crate::core::pairs::{find_pair, find_raw};
 use crate::core::redispatch::{
     self, Action as Do, CallResponse, PeerSource, Redispatcher, RegistryPeers, ResponseFacts, Step,
     MIXMODE_HEADER,
@@ -53,13 +53,6 @@ pub struct MixHttp {
     mode: Mode,
     /// The cookie's version and the peer hinted for it, until the response says who served.
     hinted: Option<(String, String)>,
-}
-
-fn find<'a>(pairs: &'a [(Vec<u8>, Vec<u8>)], name: &[u8]) -> Option<&'a [u8]> {
-    pairs
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_slice())
 }
 
 /// The path without its query string.
@@ -320,7 +313,7 @@ impl Context for MixHttp {
             None
         } else {
             abi::get_pairs(map::CALL_RESPONSE_HEADERS).and_then(|headers| {
-                let status = find(&headers, b":status").and_then(signal::parse_status)?;
+                let status = find_pair(&headers, b":status").and_then(signal::parse_status)?;
                 let body =
                     abi::get_buffer(buffer::CALL_RESPONSE_BODY, 0, body_size).unwrap_or_default();
                 Some(CallResponse {

@@ -120,22 +120,31 @@ async fn run(
         }
     }
 
-    let registration = tokio::select! {
-        r = Registration::start(config) => match r {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("mixmode-register: cannot register {key} at {etcd}: {e}");
-                // Fail fast, also for a wrapped server: a supervisor restarting us is clearer
-                // than a server that runs but is silently missing from the registry.
-                if child.is_some() {
-                    eprintln!("mixmode-register: stopping the command");
-                    let _ = finish_command(&mut child, Some(libc::SIGTERM)).await;
+    // A signal while the key is being put does not cancel the start: etcd may already hold the
+    // key, and only the finished start knows its lease. The start is bounded by the request
+    // timeout; then the lease is revoked at once instead of the key staying for a TTL.
+    let mut early: Option<libc::c_int> = None;
+    let start = Registration::start(config);
+    tokio::pin!(start);
+    let registration = loop {
+        tokio::select! {
+            r = &mut start => match r {
+                Ok(r) => break r,
+                Err(e) => {
+                    eprintln!("mixmode-register: cannot register {key} at {etcd}: {e}");
+                    // Fail fast, also for a wrapped server: a supervisor restarting us is clearer
+                    // than a server that runs but is silently missing from the registry.
+                    if child.is_some() {
+                        eprintln!("mixmode-register: stopping the command");
+                        let sig = early.map_or(libc::SIGTERM, passed_on);
+                        let _ = finish_command(&mut child, Some(sig)).await;
+                    }
+                    return ExitCode::FAILURE;
                 }
-                return ExitCode::FAILURE;
-            }
-        },
-        sig = signals.next() => return finish_command(&mut child, Some(passed_on(sig))).await,
-        status = wait(&mut child) => return exit_code(status),
+            },
+            sig = signals.next(), if early.is_none() => early = Some(sig),
+            status = wait(&mut child), if early.is_none() => return exit_code(status),
+        }
     };
     let mut seen = registration.status();
     eprintln!(
@@ -154,19 +163,23 @@ async fn run(
         }
     }
     let mut changes = registration.watch();
-    let mut end = loop {
-        tokio::select! {
-            sig = signals.next() => break End::Signal(sig),
-            status = wait(&mut child) => break End::CommandExited(status),
-            changed = changes.changed() => {
-                if changed.is_err() {
-                    // Cannot happen while `registration` lives; never spin on it.
-                    eprintln!("mixmode-register: keep-alive stopped unexpectedly");
-                    break End::Signal(libc::SIGTERM);
+    let mut end = if let Some(sig) = early {
+        End::Signal(sig)
+    } else {
+        loop {
+            tokio::select! {
+                sig = signals.next() => break End::Signal(sig),
+                status = wait(&mut child) => break End::CommandExited(status),
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        // Cannot happen while `registration` lives; never spin on it.
+                        eprintln!("mixmode-register: keep-alive stopped unexpectedly");
+                        break End::Signal(libc::SIGTERM);
+                    }
+                    let now = changes.borrow_and_update().clone();
+                    log_change(&seen, &now, &key);
+                    seen = now;
                 }
-                let now = changes.borrow_and_update().clone();
-                log_change(&seen, &now, &key);
-                seen = now;
             }
         }
     };
@@ -174,7 +187,8 @@ async fn run(
     leave_load_balancer(ready_file.as_deref());
     if let End::Signal(sig) = end {
         end = End::Signal(passed_on(sig));
-        if let Some(d) = &drain {
+        // A server stopped during its start was never in a load balancer: nothing to drain.
+        if let (Some(d), None) = (&drain, early) {
             match drain_while_needed(d, &key, &mut signals, &mut child).await {
                 Drained::Decided(Decision::MaxWait { .. }) => gave_up = true,
                 Drained::Decided(_) => {}

@@ -285,3 +285,63 @@ async fn sigterm_to_wrapper_deregisters_then_stops_the_command() {
     assert!(keys(&etcd).await.is_empty());
     assert!(stderr(&out).contains("deregistered"), "{}", stderr(&out));
 }
+
+/// A loopback proxy in front of etcd that holds every answer for `delay`: the key is in etcd
+/// while the answer to its put is still on the way.
+async fn slow_gateway(upstream: std::net::SocketAddr, delay: Duration) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move { tokio::io::copy(&mut cr, &mut sw).await });
+                let mut buf = vec![0u8; 16384];
+                while let Ok(n) = sr.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(delay).await;
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// SIGTERM while the registration is still being made (the key already in etcd, the answer not
+/// yet back) must not leave the key until its lease expires: the start finishes, then the lease
+/// is revoked. (Seen once under load before the fix: the key stayed after a prompt SIGTERM.)
+#[tokio::test]
+async fn sigterm_during_the_start_still_deregisters() {
+    let etcd = Etcd::start().await.unwrap();
+    let slow = slow_gateway(etcd.client_addr(), Duration::from_millis(700)).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let child = Command::new(BIN)
+        .args(["--app", "a", "--version", "1", "--address", &address])
+        .args(["--etcd", &format!("http://{slow}"), "--", "sleep", "60"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The key is in etcd; the put's answer is held by the proxy.
+    wait_for_keys(&etcd, 1, Duration::from_secs(10)).await;
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    assert!(keys(&etcd).await.is_empty(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("deregistered"), "{}", stderr(&out));
+}

@@ -277,6 +277,14 @@ pub async fn attempts_bounded_by_count_and_deadline<H: Host>() {
         slow.iter().map(|s| s.request_count()).collect::<Vec<_>>(),
         show(&r)
     );
-    f.expect_counters(&[("attempt_failed", tried as u64), ("exhausted", 1)])
-        .await;
+    // A third attempt started with a few milliseconds of the deadline left can time out inside
+    // Envoy before its connection reaches a peer (seen once in CI: 3 attempts, 2 requests
+    // received), so the counter bounds the peers' count from above instead of equalling it.
+    let m = f.host.metrics().await.unwrap();
+    let failed = m.get("mixmode.attempt_failed").copied().unwrap_or(0);
+    assert!(
+        (tried as u64..=3).contains(&failed),
+        "attempt_failed = {failed}, peers reached = {tried}; {m:?}"
+    );
+    f.expect_counters(&[("exhausted", 1)]).await;
 }

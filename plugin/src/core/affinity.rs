@@ -4,6 +4,7 @@
 //! `core::redispatch`; the registry comes in as a `PeerSource` (`core::peers`).
 
 use crate::core::config::Affinity;
+use crate::core::counter::Counter;
 use crate::core::etcd::b64_encode;
 use crate::core::pairs::RawPairs;
 use crate::core::peers::PeerSource;
@@ -69,14 +70,6 @@ pub fn cookie_version<'a>(
 /// The request header value Envoy's header-based stateful session reads: `base64("ip:port")`.
 pub fn host_hint_value(address: &str) -> String {
     b64_encode(address.as_bytes())
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Counter {
-    /// The request carried the cookie and got a hint.
-    Routed,
-    /// The request carried the cookie but no fresh peer of its version exists.
-    Miss,
 }
 
 /// What to do with a request's headers.
@@ -148,9 +141,9 @@ pub fn on_request(facts: &RequestFacts, peers: &mut dyn PeerSource, random: u64)
             plan.hint = Some(host_hint_value(&peer));
             plan.peer = Some(peer);
             plan.remove_client_header = false;
-            plan.counter = Some(Counter::Routed);
+            plan.counter = Some(Counter::AffinityRouted);
         }
-        None => plan.counter = Some(Counter::Miss),
+        None => plan.counter = Some(Counter::AffinityMiss),
     }
     plan
 }
@@ -324,7 +317,7 @@ mod tests {
             0,
         );
         assert_eq!(plan.hint.as_deref(), Some("MTAuMC4wLjI6ODA="));
-        assert_eq!(plan.counter, Some(Counter::Routed));
+        assert_eq!(plan.counter, Some(Counter::AffinityRouted));
         assert!(!plan.remove_client_header);
         assert_eq!(peers.asked, vec!["2"]);
     }
@@ -340,7 +333,7 @@ mod tests {
                 hint: None,
                 peer: None,
                 remove_client_header: false,
-                counter: Some(Counter::Miss)
+                counter: Some(Counter::AffinityMiss)
             }
         );
     }
@@ -370,7 +363,7 @@ mod tests {
             0,
         );
         assert!(plan.remove_client_header && plan.hint.is_none());
-        assert_eq!(plan.counter, Some(Counter::Miss));
+        assert_eq!(plan.counter, Some(Counter::AffinityMiss));
     }
 
     #[test]
@@ -430,12 +423,12 @@ mod tests {
         ] {
             let plan = decide(&a, &raw(&[("cookie", forged)]), &mut peers, 1);
             assert_eq!(plan.hint, None, "{forged}");
-            assert_eq!(plan.counter, Some(Counter::Miss));
+            assert_eq!(plan.counter, Some(Counter::AffinityMiss));
         }
         // A stale record is never hinted.
         peers.now_ms = 5000;
         let plan = decide(&a, &raw(&[("cookie", "mixmode-version=2")]), &mut peers, 1);
-        assert_eq!(plan.counter, Some(Counter::Miss));
+        assert_eq!(plan.counter, Some(Counter::AffinityMiss));
     }
 
     #[test]

@@ -25,7 +25,7 @@
 //! host's clock).
 
 use crate::core::config::is_token_text;
-use crate::core::redispatch::Counter;
+use crate::core::counter::Counter;
 use crate::core::registry::Scope;
 use crate::core::signal::version_text;
 use crate::core::store::{modify, read, RegistryError, SharedStore};

@@ -5,6 +5,7 @@ pub mod affinity;
 pub mod budget;
 pub mod config;
 mod config_json;
+pub mod counter;
 pub mod demand;
 pub mod etcd;
 pub mod heartbeat;

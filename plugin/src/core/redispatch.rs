@@ -3,6 +3,7 @@
 
 use crate::core::affinity;
 use crate::core::config::{Config, Detect};
+use crate::core::counter::Counter;
 use crate::core::pairs::find_pair;
 pub use crate::core::peers::{PeerSource, RegistryPeers};
 use crate::core::replay::{HopByHop, Replay, ReplayState, Request};
@@ -13,18 +14,6 @@ use crate::core::signal::{self, Verdict};
 pub const MIXMODE_HEADER: &str = "x-mixmode";
 /// Every answer that came from an upstream carries it; Envoy's own 503/504 do not.
 pub const SERVICE_TIME_HEADER: &[u8] = b"x-envoy-upstream-service-time";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Counter {
-    MismatchDetected,
-    RedispatchOk,
-    AttemptFailed,
-    Exhausted,
-    NoPeer,
-    NotVersionError,
-    ReplayTooLarge,
-    ReplayUnsupported,
-}
 
 pub type Headers = Vec<(Vec<u8>, Vec<u8>)>;
 

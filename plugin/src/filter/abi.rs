@@ -5,6 +5,7 @@
 
 use crate::core::pairs::{parse_pairs, serialize_pairs, Pairs};
 use std::ptr::{null, null_mut};
+use std::time::Duration;
 
 const OK: u32 = 0;
 const NOT_FOUND: u32 = 1;
@@ -294,6 +295,28 @@ pub fn increment_metric(id: u32, by: i64) {
     unsafe {
         proxy_increment_metric(id, by);
     }
+}
+
+/// An HTTP call through `cluster`: Ok(its token), or Err(the status the host refused it with).
+/// Through the SDK, not the raw ABI: the SDK hands the answer to the calling context by the token
+/// its own `dispatch_http_call` registers (docs/envoy-facts.md#sdk-and-failure). The SDK panics
+/// on any status but Ok, BadArgument and InternalFailure; Envoy refuses a call only with those
+/// two (docs/envoy-facts.md#response-phase-and-calls). No trailers: none of our calls has any.
+pub fn dispatch_http_call(
+    cluster: &str,
+    headers: &[(&str, String)],
+    body: Option<&[u8]>,
+    timeout_ms: u32,
+) -> Result<u32, String> {
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    proxy_wasm::hostcalls::dispatch_http_call(
+        cluster,
+        headers,
+        body,
+        Vec::new(),
+        Duration::from_millis(u64::from(timeout_ms)),
+    )
+    .map_err(|status| format!("{status:?}"))
 }
 
 /// The SDK's `set_tick_period` panics on any status but Ok.

@@ -4,6 +4,7 @@
 use crate::core::affinity;
 use crate::core::budget::Hold;
 use crate::core::config::Affinity;
+use crate::core::counter::Counter;
 use crate::core::demand::{self, Need};
 use crate::core::heartbeat::{self, Outcome, MAX_BODY};
 use crate::core::pairs::{find_pair, find_raw};
@@ -20,7 +21,6 @@ use crate::filter::store::HostStore;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::rc::Rc;
-use std::time::Duration;
 
 struct HeartbeatCall {
     method: String,
@@ -102,8 +102,8 @@ impl MixHttp {
         );
         let m = &shared.metrics;
         match answer.outcome {
-            Outcome::Accepted => crate::filter::metrics::Metrics::bump(m.heartbeat_accepted),
-            Outcome::Rejected => crate::filter::metrics::Metrics::bump(m.heartbeat_rejected),
+            Outcome::Accepted => m.count(Counter::HeartbeatAccepted),
+            Outcome::Rejected => m.count(Counter::HeartbeatRejected),
             Outcome::Listed => {}
         }
         if let Some(n) = answer.records {
@@ -260,15 +260,12 @@ impl MixHttp {
                         return Action::Continue;
                     };
                     let owned = r.attempt_headers(&peer, attempt);
-                    let headers: Vec<(&str, &str)> =
-                        owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
                     let body = Some(replay.body()).filter(|b| !b.is_empty());
-                    let result = proxy_wasm::hostcalls::dispatch_http_call(
+                    let result = abi::dispatch_http_call(
                         &shared.config.redispatch.cluster,
-                        headers,
+                        &owned,
                         body,
-                        Vec::new(),
-                        Duration::from_millis(u64::from(timeout_ms)),
+                        timeout_ms,
                     );
                     match result {
                         Ok(_) => {
@@ -514,7 +511,7 @@ impl MixHttp {
             );
         }
         if let Some(c) = plan.counter {
-            shared.metrics.count_affinity(c);
+            shared.metrics.count(c);
         }
         if let (Some(v), Some(peer)) = (facts.version, plan.peer) {
             self.hinted = Some((v.to_string(), peer));
@@ -595,10 +592,7 @@ impl MixHttp {
         let (r, step) = Self::with_peers(&shared, now, |p| {
             redispatch::on_response_headers(cfg, replay, &facts, upstream.clone(), now, seed, p)
         });
-        if step
-            .counters
-            .contains(&redispatch::Counter::MismatchDetected)
-        {
+        if step.counters.contains(&Counter::MismatchDetected) {
             let class = abi::get_header(map::RESPONSE_HEADERS, "x-session-class");
             let size = abi::get_header(map::RESPONSE_HEADERS, "x-session-size");
             let text = |v: Option<Vec<u8>>| {

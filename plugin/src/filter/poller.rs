@@ -3,16 +3,15 @@
 //! a `dispatch_http_call` from the root context; its answer comes back to the same VM.
 
 use crate::core::config::Config;
+use crate::core::counter::Counter;
 use crate::core::jobs;
 use crate::core::lease::{self, Outage};
 use crate::core::registry::{self, PruneCursor, Scope};
 use crate::core::{etcd, poll};
 use crate::filter::abi::{self, buffer, level, map};
-use crate::filter::metrics::Metrics;
 use crate::filter::shared::Shared;
 use crate::filter::store::HostStore;
 use std::collections::HashMap;
-use std::time::Duration;
 
 enum Pending {
     Target(String),
@@ -105,20 +104,13 @@ impl Poller {
         what: Pending,
         shared: &Shared,
     ) {
-        let hs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        match proxy_wasm::hostcalls::dispatch_http_call(
-            cluster,
-            hs,
-            body,
-            Vec::new(),
-            Duration::from_millis(u64::from(timeout_ms)),
-        ) {
+        match abi::dispatch_http_call(cluster, headers, body, timeout_ms) {
             Ok(token) => {
                 self.pending.insert(token, what);
             }
             // Unknown cluster, bad headers: no callback will come; a failed poll now.
             Err(status) => {
-                let why = format!("dispatch via cluster {cluster:?} refused: {status:?}");
+                let why = format!("dispatch via cluster {cluster:?} refused: {status}");
                 self.failed(&what, &why, shared);
             }
         }
@@ -237,7 +229,7 @@ impl Poller {
 
     fn failed(&self, what: &Pending, why: &str, shared: &Shared) {
         let cfg = &shared.config;
-        Metrics::bump(shared.metrics.registry_sync_failed);
+        shared.metrics.count(Counter::RegistrySyncFailed);
         let job = Self::job_name(what);
         let key = shared.scope.outage_key(&job);
         // One log line per outage, not per poll (the counter counts every one).

@@ -2,12 +2,13 @@
 
 use crate::core::budget::Budget;
 use crate::core::config::Config;
+use crate::core::jobs::Jobs;
 use crate::core::lookup::LookupCache;
 use crate::core::registry::{self, Scope};
 use crate::filter::abi;
 use crate::filter::http::MixHttp;
 use crate::filter::metrics::Metrics;
-use crate::filter::poller::{self, Poller};
+use crate::filter::poller::Poller;
 use crate::filter::shared::Shared;
 use crate::filter::store::HostStore;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -35,7 +36,7 @@ impl Context for Root {
         _num_trailers: usize,
     ) {
         if let (Some(shared), Some(p)) = (&self.shared, &mut self.poller) {
-            p.on_http_call_response(token_id, num_headers, body_size, shared);
+            p.on_http_call_response(token_id, num_headers, body_size, &shared.metrics);
         }
     }
 }
@@ -71,11 +72,12 @@ impl RootContext for Root {
         // Every VM ticks (the canary never does); the lease picks one per job and interval.
         match crate::core::lease::next_vm_id(&mut HostStore) {
             Ok(id) => {
-                let period = poller::tick_period_ms(&scope, &config);
+                let poller = Poller::new(Jobs::new(id, &config));
+                let period = poller.tick_period_ms();
                 if !abi::set_tick_period_ms(u32::try_from(period).unwrap_or(1000)) {
                     abi::log(abi::level::WARN, "mixmode: could not set the tick period");
                 }
-                self.poller = Some(Poller::new(id));
+                self.poller = Some(poller);
             }
             Err(e) => abi::log(
                 abi::level::WARN,
@@ -94,7 +96,7 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         if let (Some(shared), Some(p)) = (&self.shared, &mut self.poller) {
-            p.on_tick(shared);
+            p.on_tick(&shared.metrics);
         }
     }
 

@@ -1,5 +1,5 @@
 //! What every HTTP context of a configured plugin shares with its root context: a leaf module,
-//! so that the root (which creates it) and the HTTP and job code (which read it) do not import
+//! so that the root (which creates it) and the HTTP code (which reads it) do not import
 //! each other.
 
 use crate::core::budget::Budget;

@@ -114,5 +114,6 @@ pub fn b64_decode(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Its helpers build range answers for the jobs' tests too.
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -13,14 +13,14 @@ fn cfg(extra: &str) -> Config {
     .unwrap()
 }
 
-fn kv(pool: &str, app: &str, version: &str, address: &str, rev: i64) -> String {
+pub(crate) fn kv(pool: &str, app: &str, version: &str, address: &str, rev: i64) -> String {
     let key = format!("/mixmode/{pool}/{app}/{version}/{address}");
     let value =
         format!(r#"{{"address":"{address}","app":"{app}","pool":"{pool}","version":"{version}"}}"#);
     raw_kv(&key, &value, rev)
 }
 
-fn raw_kv(key: &str, value: &str, rev: i64) -> String {
+pub(crate) fn raw_kv(key: &str, value: &str, rev: i64) -> String {
     format!(
         r#"{{"key":"{}","create_revision":"{rev}","mod_revision":"{rev}","version":"1","value":"{}","lease":"7587883015538218244"}}"#,
         b64_encode(key.as_bytes()),
@@ -28,7 +28,7 @@ fn raw_kv(key: &str, value: &str, rev: i64) -> String {
     )
 }
 
-fn answer(revision: i64, kvs: &[String]) -> Vec<u8> {
+pub(crate) fn answer(revision: i64, kvs: &[String]) -> Vec<u8> {
     let header = format!(
         r#""header":{{"cluster_id":"14841639068965178418","member_id":"10276657743932975437","revision":"{revision}","raft_term":"2"}}"#
     );

@@ -30,7 +30,10 @@ pub(crate) fn stats_text(env: &PluginEnv) -> String {
 fn logs_text(env: &PluginEnv) -> String {
     let mut out = String::new();
     for l in lock(&env.logs).iter() {
-        out.push_str(&format!("[{}][{}] {}\n", l.level, l.instance, l.message));
+        out.push_str(&format!(
+            "[{}][{} {}] {}\n",
+            l.level, l.plugin, l.instance, l.message
+        ));
     }
     out
 }

@@ -1,6 +1,7 @@
 //! The HTTP front end: one hyper HTTP/1 server per listener. Each request runs through the
-//! filter on the worker its connection was given to (Envoy assigns connections to workers),
-//! then goes to the listener's upstream; the answer runs back through the filter.
+//! filter chain on the worker its connection was given to (Envoy assigns connections to
+//! workers): the filters in order, then the listener's upstream; the answer runs back through
+//! the filters in reverse order, as Envoy runs decoder and encoder filters.
 //!
 //! Bodies are buffered by the front end (the client gets the response once it is complete);
 //! what the filter sees, chunk by chunk and pause by pause, follows Envoy (§3a).
@@ -26,13 +27,15 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio::sync::{oneshot, watch};
 
 pub(crate) struct FrontOptions {
-    pub allow_on_headers_stop_iteration: bool,
+    /// Per filter of the chain, in order.
+    pub allow_on_headers_stop_iteration: Vec<bool>,
     pub route_timeout: Duration,
     pub stream_idle_timeout: Duration,
 }
 
 pub(crate) struct ListenerCtx {
-    pub workers: Arc<Vec<Sender<WorkerMsg>>>,
+    /// `workers[w][f]`: filter `f`'s VM instance on worker `w`.
+    pub workers: Arc<Vec<Vec<Sender<WorkerMsg>>>>,
     pub next_worker: AtomicUsize,
     /// `None`: no route (Envoy's 404).
     pub upstream: Option<Arc<UpstreamPool>>,
@@ -46,7 +49,8 @@ pub(crate) struct ListenerCtx {
 }
 
 struct Conn {
-    worker: Sender<WorkerMsg>,
+    /// The filter chain on this connection's worker, in order.
+    chain: Vec<Sender<WorkerMsg>>,
     listener: Arc<ListenerCtx>,
     source: SocketAddr,
     destination: SocketAddr,
@@ -83,11 +87,11 @@ pub(crate) async fn serve(
         let destination = stream.local_addr().unwrap_or(source);
         let n = ctx.workers.len().max(1);
         let idx = ctx.next_worker.fetch_add(1, Ordering::Relaxed) % n;
-        let Some(worker) = ctx.workers.get(idx).cloned() else {
+        let Some(chain) = ctx.workers.get(idx).cloned() else {
             continue;
         };
         let conn = Arc::new(Conn {
-            worker,
+            chain,
             listener: ctx.clone(),
             source,
             destination,
@@ -561,13 +565,74 @@ async fn route(
     (endpoint, forwarded)
 }
 
+/// One filter's context on a stream: the VM instance it runs on, its context id, the events
+/// it raises. Opened when the request reaches the filter, as Envoy creates a wasm filter's
+/// context at its `decodeHeaders`: a filter the request never reached gets no callback at all
+/// (`in_vm_context_created_`), neither for the response nor `on_done`/`on_log`.
+struct FilterStream {
+    worker: Sender<WorkerMsg>,
+    ctx: u32,
+    events: UnboundedReceiver<StreamEvent>,
+    allow_on_headers_stop_iteration: bool,
+    _close: CloseGuard,
+}
+
+impl FilterStream {
+    /// `None` when the filter's VM has failed.
+    async fn open(worker: &Sender<WorkerMsg>, props: StreamProps, allow: bool) -> Option<Self> {
+        let (ev_tx, events) = unbounded_channel();
+        let (tx, rx) = oneshot::channel();
+        worker
+            .send(WorkerMsg::Open {
+                props,
+                events: ev_tx,
+                reply: tx,
+            })
+            .ok()?;
+        let ctx = rx.await.ok()??;
+        Some(FilterStream {
+            worker: worker.clone(),
+            ctx,
+            events,
+            allow_on_headers_stop_iteration: allow,
+            _close: CloseGuard {
+                worker: worker.clone(),
+                ctx,
+            },
+        })
+    }
+
+    fn io(&mut self, accept_local_reply: bool, idle: Duration) -> PhaseIo<'_> {
+        PhaseIo {
+            worker: &self.worker,
+            ctx: self.ctx,
+            events: &mut self.events,
+            accept_local_reply,
+            idle,
+        }
+    }
+}
+
+/// What a phase left to hand on: the body the filters let through, or the original body when
+/// no filter ran.
+async fn body_of(source: Source) -> Result<Bytes, StreamReset> {
+    match source {
+        Source::Fixed(b) => Ok(b.unwrap_or_default()),
+        Source::Incoming(body) => body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .map_err(|_| StreamReset),
+    }
+}
+
 async fn handle(
     req: Request<Incoming>,
     conn: Arc<Conn>,
 ) -> Result<Response<Full<Bytes>>, StreamReset> {
     let listener = conn.listener.clone();
     let opts = listener.opts.clone();
-    let (ev_tx, mut ev_rx) = unbounded_channel();
+    let idle = opts.stream_idle_timeout;
     let props = StreamProps {
         source: Some(conn.source),
         destination: Some(conn.destination),
@@ -576,51 +641,52 @@ async fn handle(
         upstream_address: None,
         response_code: None,
     };
-    let (tx, rx) = oneshot::channel();
-    if conn
-        .worker
-        .send(WorkerMsg::Open {
-            props,
-            events: ev_tx,
-            reply: tx,
-        })
-        .is_err()
-    {
-        return Ok(vm_failed());
-    }
-    let Ok(Some(ctx)) = rx.await else {
-        return Ok(vm_failed());
-    };
-    let _guard = CloseGuard {
-        worker: conn.worker.clone(),
-        ctx,
-    };
     let (parts, body) = req.into_parts();
-    let headers = request_headers(&parts);
-    let eos = body.is_end_stream();
-    let mut io = PhaseIo {
-        worker: &conn.worker,
-        ctx,
-        events: &mut ev_rx,
-        accept_local_reply: true,
-        idle: opts.stream_idle_timeout,
-    };
-    let request = run_phase(
-        &mut io,
-        PhaseInput {
+    let mut headers = request_headers(&parts);
+    let request_eos = body.is_end_stream();
+    let mut source = Source::Incoming(body);
+    let mut filters: Vec<FilterStream> = Vec::with_capacity(conn.chain.len());
+    let mut request_reply: Option<(usize, LocalReply)> = None;
+    // Decoder filters in order, each given what the one before let through; a pause holds the
+    // rest of the chain, a local reply ends it.
+    for (i, worker) in conn.chain.iter().enumerate() {
+        let allow = opts
+            .allow_on_headers_stop_iteration
+            .get(i)
+            .copied()
+            .unwrap_or(false);
+        let Some(mut filter) = FilterStream::open(worker, props.clone(), allow).await else {
+            return Ok(vm_failed());
+        };
+        let input = PhaseInput {
             kind: Kind::Request,
-            headers,
-            source: Source::Incoming(body),
-            headers_eos: eos,
-            allow_body_while_held: opts.allow_on_headers_stop_iteration,
+            headers: std::mem::take(&mut headers),
+            source: std::mem::replace(&mut source, Source::Fixed(None)),
+            headers_eos: request_eos,
+            allow_body_while_held: filter.allow_on_headers_stop_iteration,
             upstream: None,
-        },
-    )
-    .await;
+        };
+        let phase = run_phase(&mut filter.io(true, idle), input).await;
+        filters.push(filter);
+        match phase {
+            Ok((h, b)) => {
+                headers = h;
+                source = Source::Fixed((!request_eos).then(|| Bytes::from(b)));
+            }
+            Err(Interrupt::LocalReply(lr)) => {
+                request_reply = Some((i, lr));
+                break;
+            }
+            Err(Interrupt::Failed) => return Ok(vm_failed()),
+            Err(Interrupt::IdleTimeout) => return Ok(envoy_response(408, "stream timeout")),
+            Err(Interrupt::Reset) => return Err(StreamReset),
+        }
+    }
 
     let mut sender_back = None;
-    let (resp_headers, source, resp_eos, upstream) = match request {
-        Ok((headers, body)) => match &listener.upstream {
+    let replied_by = request_reply.as_ref().map(|(i, _)| *i);
+    let (resp_headers, resp_source, resp_eos, upstream) = match request_reply {
+        None => match &listener.upstream {
             None => {
                 // No route: Envoy's router answers 404 with no body.
                 let h = vec![
@@ -635,13 +701,12 @@ async fn handle(
                     (h, Source::Fixed(Some(Bytes::from(b))), false, None)
                 }
                 Some(pick) => {
-                    let mut headers = headers;
+                    let body = body_of(source).await?;
                     headers.push((
                         b"x-envoy-expected-rq-timeout-ms".to_vec(),
                         opts.route_timeout.as_millis().to_string().into_bytes(),
                     ));
-                    let (endpoint, forwarded) =
-                        route(&listener, pool, &pick, &headers, Bytes::from(body)).await;
+                    let (endpoint, forwarded) = route(&listener, pool, &pick, &headers, body).await;
                     let addr = endpoint.addr;
                     let upstream = Some(addr.to_string());
                     let (mut headers, source, eos) = match forwarded {
@@ -683,46 +748,47 @@ async fn handle(
                 }
             },
         },
-        Err(Interrupt::LocalReply(lr)) => {
-            // A reply from the request phase runs through the response callbacks (Envoy
-            // sends it through the encoder filters); a second one is ignored.
-            io.accept_local_reply = false;
+        Some((_, lr)) => {
+            // A reply from the request phase runs through the encoder filters that saw the
+            // request, from the one that sent it back to the first (Envoy sends it through the
+            // encoder chain); the sender's own second reply is ignored.
             let h = local_reply_headers(&lr);
             let eos = lr.body.is_empty();
             (h, Source::Fixed(Some(Bytes::from(lr.body))), eos, None)
         }
-        Err(Interrupt::Failed) => return Ok(vm_failed()),
-        Err(Interrupt::IdleTimeout) => return Ok(envoy_response(408, "stream timeout")),
-        Err(Interrupt::Reset) => return Err(StreamReset),
     };
 
-    let response = run_phase(
-        &mut io,
-        PhaseInput {
+    // Encoder filters in reverse order. A local reply from the response phase goes straight
+    // to the client, past the filters before it (Envoy's `sendDirectLocalReply`).
+    let mut headers = resp_headers;
+    let mut source = resp_source;
+    for (i, filter) in filters.iter_mut().enumerate().rev() {
+        let input = PhaseInput {
             kind: Kind::Response,
-            headers: resp_headers,
-            source,
+            headers: std::mem::take(&mut headers),
+            source: std::mem::replace(&mut source, Source::Fixed(None)),
             headers_eos: resp_eos,
             allow_body_while_held: false,
-            upstream,
-        },
-    )
-    .await;
-    match response {
-        Ok((headers, body)) => {
-            if let Some((sender, endpoint)) = sender_back {
-                endpoint.release(sender);
+            upstream: upstream.clone(),
+        };
+        match run_phase(&mut filter.io(replied_by != Some(i), idle), input).await {
+            Ok((h, b)) => {
+                headers = h;
+                source = Source::Fixed((!resp_eos).then(|| Bytes::from(b)));
             }
-            Ok(client_response(&headers, body))
+            Err(Interrupt::LocalReply(lr)) => {
+                let h = local_reply_headers(&lr);
+                return Ok(client_response(&h, lr.body));
+            }
+            Err(Interrupt::Failed) => return Ok(vm_failed()),
+            Err(Interrupt::IdleTimeout) | Err(Interrupt::Reset) => return Err(StreamReset),
         }
-        // From the response phase a local reply goes straight to the client.
-        Err(Interrupt::LocalReply(lr)) => {
-            let h = local_reply_headers(&lr);
-            Ok(client_response(&h, lr.body))
-        }
-        Err(Interrupt::Failed) => Ok(vm_failed()),
-        Err(Interrupt::IdleTimeout) | Err(Interrupt::Reset) => Err(StreamReset),
     }
+    let body = body_of(source).await?;
+    if let Some((sender, endpoint)) = sender_back {
+        endpoint.release(sender);
+    }
+    Ok(client_response(&headers, body.to_vec()))
 }
 
 #[cfg(test)]

@@ -6,23 +6,24 @@ use crate::admin;
 use crate::frontend::{self, FrontOptions, ListenerCtx};
 use crate::histogram::Histogram;
 use crate::host::{Cluster, HostState, PluginEnv};
-use crate::load::VmStartError;
-use crate::load::{self, LoadError};
+use crate::load::LoadError;
+use crate::plugin::{Plugin, WasmSource};
 use crate::pool::UpstreamPool;
-use crate::shared::{lock, LogLine, Metrics, Queues, SharedData};
+use crate::shared::{lock, LogLine, SharedData};
+use crate::startup::{self, HostWide, Role, Settings};
 use crate::types::LogLevel;
-use crate::worker::{self, Vm, WorkerMsg};
+use crate::worker::WorkerMsg;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
-use std::sync::mpsc::{channel, Sender};
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use wasmtime::{Config, Engine, Linker, Module};
+use wasmtime::Linker;
 
 /// Why a harness did not start.
 #[derive(Debug)]
@@ -159,20 +160,15 @@ fn bind_addr(bind: &str) -> SocketAddr {
         .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))
 }
 
-enum WasmSource {
-    Path(PathBuf),
-    Bytes(Vec<u8>),
-}
-
 /// Builds a [`RunningHarness`]. Every option has Envoy's default.
+///
+/// The `plugin_*`, `name`, `root_id`, `vm_id` and `allow_on_headers_stop_iteration` methods
+/// describe the first filter of the chain; [`Self::filter`] adds more after it and
+/// [`Self::service`] adds singleton services.
 pub struct HarnessBuilder {
-    wasm: Option<WasmSource>,
-    plugin_config: Vec<u8>,
-    vm_config: Vec<u8>,
-    name: String,
-    root_id: String,
-    vm_id: String,
-    allow_on_headers_stop_iteration: bool,
+    first: Plugin,
+    filters: Vec<Plugin>,
+    services: Vec<Plugin>,
     workers: usize,
     main_thread_vm: bool,
     listeners: Vec<ListenerSpec>,
@@ -191,13 +187,9 @@ pub struct Harness;
 impl Harness {
     pub fn builder() -> HarnessBuilder {
         HarnessBuilder {
-            wasm: None,
-            plugin_config: Vec::new(),
-            vm_config: Vec::new(),
-            name: "plugin".into(),
-            root_id: String::new(),
-            vm_id: String::new(),
-            allow_on_headers_stop_iteration: false,
+            first: Plugin::default(),
+            filters: Vec::new(),
+            services: Vec::new(),
             workers: 1,
             main_thread_vm: true,
             listeners: Vec::new(),
@@ -213,52 +205,69 @@ impl Harness {
 }
 
 impl HarnessBuilder {
+    /// One more filter at the end of the chain (after the one the `plugin_*` methods describe,
+    /// if any): requests go through the filters in the order they were added, responses in
+    /// the reverse order, as Envoy runs `http_filters`.
+    pub fn filter(mut self, plugin: Plugin) -> Self {
+        self.filters.push(plugin);
+        self
+    }
+
+    /// A singleton service (Envoy's `bootstrap_extensions` wasm service with
+    /// `singleton: true`): one VM on the main thread, no HTTP streams; it gets
+    /// `proxy_on_vm_start`, `proxy_on_configure`, ticks, queue and call callbacks, and shares
+    /// the shared-data store of its `vm_id` with the filters of that `vm_id`.
+    pub fn service(mut self, plugin: Plugin) -> Self {
+        self.services.push(plugin);
+        self
+    }
+
     /// The filter module, from a file.
     pub fn plugin_wasm(mut self, path: impl Into<PathBuf>) -> Self {
-        self.wasm = Some(WasmSource::Path(path.into()));
+        self.first.wasm = Some(WasmSource::Path(path.into()));
         self
     }
 
     /// The filter module (binary or WAT text).
     pub fn plugin_wasm_bytes(mut self, bytes: impl Into<Vec<u8>>) -> Self {
-        self.wasm = Some(WasmSource::Bytes(bytes.into()));
+        self.first.wasm = Some(WasmSource::Bytes(bytes.into()));
         self
     }
 
     /// Envoy's `configuration` of the plugin (read by `proxy_on_configure`).
     pub fn plugin_config(mut self, bytes: impl Into<Vec<u8>>) -> Self {
-        self.plugin_config = bytes.into();
+        self.first.config = bytes.into();
         self
     }
 
     /// Envoy's `vm_config.configuration` (read by `proxy_on_vm_start`).
     pub fn vm_config(mut self, bytes: impl Into<Vec<u8>>) -> Self {
-        self.vm_config = bytes.into();
+        self.first.vm_config = bytes.into();
         self
     }
 
     /// The plugin's `name` (property `plugin_name`, log prefix). Default "plugin".
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
+        self.first.name = name.into();
         self
     }
 
     /// The plugin's `root_id` (property `plugin_root_id`). Default "".
     pub fn root_id(mut self, root_id: impl Into<String>) -> Self {
-        self.root_id = root_id.into();
+        self.first.root_id = root_id.into();
         self
     }
 
     /// The `vm_id` (property `plugin_vm_id`; names the shared-data/queue namespace).
     pub fn vm_id(mut self, vm_id: impl Into<String>) -> Self {
-        self.vm_id = vm_id.into();
+        self.first.vm_id = vm_id.into();
         self
     }
 
     /// Envoy's `allow_on_headers_stop_iteration`: when true, a Pause from request headers
     /// still lets body callbacks arrive. Default false, like Envoy.
     pub fn allow_on_headers_stop_iteration(mut self, allow: bool) -> Self {
-        self.allow_on_headers_stop_iteration = allow;
+        self.first.allow_on_headers_stop_iteration = allow;
         self
     }
 
@@ -352,123 +361,84 @@ impl HarnessBuilder {
         self
     }
 
-    /// Compiles the module, runs the canary VM, starts the VM instances and the listeners.
-    /// Must be called inside a multi-threaded tokio runtime.
+    /// Compiles the modules, runs each plugin's canary VM, starts the VM instances and the
+    /// listeners. Must be called inside a multi-threaded tokio runtime.
     pub async fn start(self) -> Result<RunningHarness, Error> {
-        let wasm = match self.wasm {
-            Some(WasmSource::Bytes(b)) => b,
-            Some(WasmSource::Path(p)) => std::fs::read(&p)
-                .map_err(|e| Error::Io(format!("cannot read {}: {e}", p.display())))?,
-            None => return Err(Error::Io("no plugin module given".into())),
-        };
-        let compile_cache = self.compile_cache;
-        let (engine, module) = tokio::task::spawn_blocking(move || compile(&wasm, compile_cache))
-            .await
-            .map_err(|e| Error::Compile(e.to_string()))??;
-        let abi_version = load::check(&module).map_err(Error::Load)?;
+        let mut chain = Vec::new();
+        if self.first.wasm.is_some() {
+            chain.push(self.first);
+        }
+        chain.extend(self.filters);
+        if chain.is_empty() && self.services.is_empty() {
+            return Err(Error::Io("no plugin module given".into()));
+        }
+        let engine = startup::engine(self.compile_cache)?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
         abi::link_all(&mut linker).map_err(|e| Error::Compile(format!("{e:#}")))?;
         let linker = Arc::new(linker);
-
-        let env = Arc::new(PluginEnv {
-            name: self.name,
-            root_id: self.root_id,
-            vm_id: self.vm_id,
-            plugin_config: self.plugin_config,
-            vm_config: self.vm_config,
+        let settings = Settings {
             log_level: self.log_level,
             echo_logs: self.echo_logs,
             clusters: self.clusters,
-            shared_data: Mutex::new(SharedData::default()),
-            queues: Mutex::new(Queues::default()),
-            metrics: Mutex::new(Metrics::default()),
-            logs: Mutex::new(Vec::new()),
-            workers: Mutex::new(Vec::new()),
-            rt: tokio::runtime::Handle::current(),
-        });
-
-        // Envoy configures a throw-away canary VM first; a refusal stops everything there.
-        {
-            let (engine, module, linker, env) =
-                (engine.clone(), module.clone(), linker.clone(), env.clone());
-            tokio::task::spawn_blocking(move || {
-                Vm::start(
-                    &engine,
-                    &module,
-                    abi_version,
-                    &linker,
-                    env.clone(),
-                    "canary".into(),
-                    usize::MAX,
-                    None,
-                )
-                .map(drop)
-                .map_err(|e| start_error(e, "canary", &env))
+        };
+        let mut wide = HostWide::default();
+        // Services first, as Envoy creates bootstrap extensions before the listeners' filters.
+        let plugins = self
+            .services
+            .into_iter()
+            .map(|p| (p, true))
+            .chain(chain.into_iter().map(|p| (p, false)));
+        let mut loaded = Vec::new();
+        for (plugin, service) in plugins {
+            loaded.push(
+                startup::load_plugin(plugin, service, &engine, &linker, &mut wide, &settings)
+                    .await?,
+            );
+        }
+        let started = startup::spawn_instances(
+            &loaded,
+            self.main_thread_vm,
+            self.workers,
+            &engine,
+            &linker,
+            &wide,
+        )
+        .await?;
+        // The first filter's store answers `shared_data`; with no filter, the first service's.
+        let primary = loaded
+            .iter()
+            .find(|l| !l.service)
+            .or(loaded.first())
+            .map(|l| l.env.clone())
+            .ok_or(Error::Io("no plugin module given".into()))?;
+        let filters: Vec<usize> = (0..loaded.len()).filter(|i| !loaded[*i].service).collect();
+        // request_workers[w][f]: filter f's VM on worker w.
+        let request_workers: Vec<Vec<Sender<WorkerMsg>>> = (0..self.workers)
+            .map(|w| {
+                filters
+                    .iter()
+                    .filter_map(|f| {
+                        started
+                            .instances
+                            .iter()
+                            .find(|i| i.plugin == *f && i.role == Role::Worker(w))
+                            .map(|i| i.sender.clone())
+                    })
+                    .collect()
             })
-            .await
-            .map_err(|e| Error::Io(e.to_string()))??;
-        }
-
-        let mut names = Vec::new();
-        if self.main_thread_vm {
-            names.push("main".to_string());
-        }
-        for i in 0..self.workers {
-            names.push(format!("worker {i}"));
-        }
-        let mut senders = Vec::new();
-        let mut receivers = Vec::new();
-        for _ in &names {
-            let (tx, rx) = channel::<WorkerMsg>();
-            senders.push(tx);
-            receivers.push(rx);
-        }
-        *lock(&env.workers) = senders.clone();
-        let mut threads = Vec::new();
-        let mut ready = Vec::new();
-        for (index, (name, rx)) in names.iter().zip(receivers).enumerate() {
-            let (engine, module, linker, env) =
-                (engine.clone(), module.clone(), linker.clone(), env.clone());
-            let self_tx = senders[index].clone();
-            let name = name.clone();
-            let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-            let thread = std::thread::Builder::new()
-                .name(format!("proxy-wasm {name}"))
-                .spawn(move || {
-                    match Vm::start(
-                        &engine,
-                        &module,
-                        abi_version,
-                        &linker,
-                        env.clone(),
-                        name.clone(),
-                        index,
-                        Some(self_tx),
-                    ) {
-                        Ok(vm) => {
-                            let _ = ready_tx.send(Ok(()));
-                            worker::run(vm, rx);
-                        }
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(start_error(e, &name, &env)));
-                        }
-                    }
-                })
-                .map_err(|e| Error::Io(format!("cannot start a VM thread: {e}")))?;
-            threads.push(thread);
-            ready.push(ready_rx);
-        }
-        let mut failure = None;
-        for r in ready {
-            match r.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => failure = failure.or(Some(e)),
-                Err(_) => failure = failure.or(Some(Error::Io("a VM thread died".into()))),
-            }
-        }
+            .collect();
+        let allow: Vec<bool> = filters
+            .iter()
+            .map(|f| loaded[*f].allow_on_headers_stop_iteration)
+            .collect();
+        let senders: Vec<Sender<WorkerMsg>> =
+            started.instances.iter().map(|i| i.sender.clone()).collect();
+        let threads = started.threads;
+        let failure = started.failure;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut running = RunningHarness {
-            env: env.clone(),
+            env: primary.clone(),
+            stores: wide.stores.clone(),
             listener_addrs: Vec::new(),
             pools: Vec::new(),
             admin_addr: None,
@@ -482,15 +452,9 @@ impl HarnessBuilder {
             return Err(e);
         }
 
-        let request_workers: Arc<Vec<Sender<WorkerMsg>>> = Arc::new(
-            senders
-                .iter()
-                .skip(usize::from(self.main_thread_vm))
-                .cloned()
-                .collect(),
-        );
+        let request_workers = Arc::new(request_workers);
         let opts = Arc::new(FrontOptions {
-            allow_on_headers_stop_iteration: self.allow_on_headers_stop_iteration,
+            allow_on_headers_stop_iteration: allow,
             route_timeout: self.route_timeout,
             stream_idle_timeout: self.stream_idle_timeout,
         });
@@ -537,7 +501,7 @@ impl HarnessBuilder {
             let pools = Arc::new(running.pools.clone());
             running.tasks.push(tokio::spawn(admin::serve(
                 listener,
-                env,
+                primary,
                 pools,
                 shutdown_rx.clone(),
             )));
@@ -546,43 +510,12 @@ impl HarnessBuilder {
     }
 }
 
-fn compile(wasm: &[u8], cache: bool) -> Result<(Engine, Module), Error> {
-    let mut config = Config::new();
-    if cache {
-        // A cache that cannot be opened only costs compile time.
-        if let Ok(c) = wasmtime::Cache::new(wasmtime::CacheConfig::new()) {
-            config.cache(Some(c));
-        }
-    }
-    let engine = Engine::new(&config).map_err(|e| Error::Compile(format!("{e:#}")))?;
-    let module = Module::new(&engine, wasm).map_err(|e| Error::Compile(format!("{e:#}")))?;
-    Ok((engine, module))
-}
-
-fn start_error(e: VmStartError, instance: &str, env: &PluginEnv) -> Error {
-    let logs = lock(&env.logs).clone();
-    match e {
-        VmStartError::Load(e) => Error::Load(e),
-        VmStartError::Instantiate(message) | VmStartError::Crashed(message) => Error::Instantiate {
-            instance: instance.to_string(),
-            message,
-        },
-        VmStartError::VmStartRefused => Error::Refused {
-            callback: "proxy_on_vm_start",
-            instance: instance.to_string(),
-            logs,
-        },
-        VmStartError::ConfigureRefused => Error::Refused {
-            callback: "proxy_on_configure",
-            instance: instance.to_string(),
-            logs,
-        },
-    }
-}
-
 /// A started harness. Dropping it stops it too; `shutdown` also waits for the VM threads.
 pub struct RunningHarness {
+    /// The first filter's (else the first service's); its metrics and logs are everyone's.
     env: Arc<PluginEnv>,
+    /// One shared-data store per `vm_id`.
+    stores: HashMap<String, Arc<Mutex<SharedData>>>,
     listener_addrs: Vec<SocketAddr>,
     pools: Vec<Option<Arc<UpstreamPool>>>,
     admin_addr: Option<SocketAddr>,
@@ -644,24 +577,34 @@ impl RunningHarness {
         lock(&self.env.logs).clone()
     }
 
-    /// A shared-data entry as the plugin sees it: (value, cas).
+    /// A shared-data entry as the first filter sees it (the store of its `vm_id`):
+    /// (value, cas).
     pub fn shared_data(&self, key: &str) -> Option<(Vec<u8>, u32)> {
         lock(&self.env.shared_data).get(key.as_bytes())
     }
 
-    /// Writes a shared-data entry unconditionally (CAS 0), as another VM with the same
-    /// `vm_id` could.
+    /// Writes a shared-data entry of the first filter's store unconditionally (CAS 0), as
+    /// another VM with the same `vm_id` could.
     pub fn set_shared_data(&self, key: &str, value: &[u8]) {
         lock(&self.env.shared_data).set(key.as_bytes(), value, 0);
     }
 
-    /// Every shared-data key.
+    /// Every shared-data key of the first filter's store.
     pub fn shared_data_keys(&self) -> Vec<String> {
-        lock(&self.env.shared_data)
-            .keys()
-            .into_iter()
-            .map(|k| String::from_utf8_lossy(&k).into_owned())
-            .collect()
+        keys(&self.env.shared_data)
+    }
+
+    /// A shared-data entry in the store of `vm_id`: (value, cas). `None` also when no plugin
+    /// has that `vm_id`.
+    pub fn shared_data_in(&self, vm_id: &str, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.stores
+            .get(vm_id)
+            .and_then(|s| lock(s).get(key.as_bytes()))
+    }
+
+    /// Every shared-data key in the store of `vm_id`.
+    pub fn shared_data_keys_in(&self, vm_id: &str) -> Vec<String> {
+        self.stores.get(vm_id).map(|s| keys(s)).unwrap_or_default()
     }
 
     fn stop(&mut self) {
@@ -685,6 +628,14 @@ impl RunningHarness {
         })
         .await;
     }
+}
+
+fn keys(store: &Mutex<SharedData>) -> Vec<String> {
+    lock(store)
+        .keys()
+        .into_iter()
+        .map(|k| String::from_utf8_lossy(&k).into_owned())
+        .collect()
 }
 
 impl Drop for RunningHarness {

@@ -24,7 +24,10 @@ pub enum Cluster {
     OriginalDst,
 }
 
-/// What every VM instance of one plugin shares.
+/// What every VM instance of one plugin shares. The stores behind `Arc`s are shared further:
+/// `shared_data` with every plugin of the same `vm_id`, the rest with every plugin of the
+/// harness (Envoy's queues are keyed by `vm_id` inside one registry, its stats and log are
+/// the server's).
 pub(crate) struct PluginEnv {
     pub name: String,
     pub root_id: String,
@@ -34,12 +37,13 @@ pub(crate) struct PluginEnv {
     pub log_level: LogLevel,
     pub echo_logs: bool,
     pub clusters: HashMap<String, Cluster>,
-    pub shared_data: Mutex<SharedData>,
-    pub queues: Mutex<Queues>,
-    pub metrics: Mutex<Metrics>,
-    pub logs: Mutex<Vec<LogLine>>,
-    /// Senders to each VM instance's thread, by instance index (for queue notifications).
-    pub workers: Mutex<Vec<Sender<WorkerMsg>>>,
+    pub shared_data: Arc<Mutex<SharedData>>,
+    pub queues: Arc<Mutex<Queues>>,
+    pub metrics: Arc<Mutex<Metrics>>,
+    pub logs: Arc<Mutex<Vec<LogLine>>>,
+    /// Senders to every VM instance's thread of every plugin, by instance index (for queue
+    /// notifications: a queue's owner may be another plugin of the same `vm_id`).
+    pub workers: Arc<Mutex<Vec<Sender<WorkerMsg>>>>,
     pub rt: tokio::runtime::Handle,
 }
 
@@ -60,6 +64,7 @@ impl PluginEnv {
         lock(&self.logs).push(LogLine {
             level,
             message,
+            plugin: self.name.clone(),
             instance: instance.to_string(),
         });
     }

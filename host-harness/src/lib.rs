@@ -62,8 +62,10 @@ pub mod host;
 mod load;
 pub mod maps;
 mod messages;
+mod plugin;
 mod pool;
 pub mod shared;
+mod startup;
 pub mod types;
 mod worker;
 
@@ -72,6 +74,7 @@ pub use harness::{Error, Harness, HarnessBuilder, ListenerSpec, RunningHarness};
 pub use histogram::Histogram;
 pub use host::Cluster;
 pub use load::{AbiVersion, LoadError};
+pub use plugin::Plugin;
 pub use pool::{encode_host, UpstreamPool};
 pub use shared::LogLine;
 pub use types::{LogLevel, Status};

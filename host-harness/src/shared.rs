@@ -1,6 +1,6 @@
-//! State one plugin's VM instances share (Envoy keys it by `vm_id`): shared data with CAS,
-//! shared queues, metrics and the log. Owned by one harness instance: nothing is global, so
-//! tests in one process cannot see each other's state.
+//! State VM instances share: shared data with CAS (one store per `vm_id`, as Envoy keys it),
+//! shared queues (keyed by `vm_id`), metrics and the log (one per harness). Owned by one
+//! harness instance: nothing is global, so tests in one process cannot see each other's state.
 
 use crate::histogram::Histogram;
 use crate::types::{LogLevel, MetricType, Status};
@@ -193,6 +193,8 @@ impl Metrics {
 pub struct LogLine {
     pub level: LogLevel,
     pub message: String,
+    /// The plugin's name (its `name` option): which filter or service of the harness wrote it.
+    pub plugin: String,
     /// Which VM instance wrote it: "canary", "main" or "worker N".
     pub instance: String,
 }

@@ -1,0 +1,188 @@
+//! Several plugins in one harness, as Envoy configures them: wasm filters in one chain (each
+//! its own configuration, root id and vm_id), a singleton service, one shared-data store per
+//! vm_id. Guests: `guests/chain/tag.wat` (marks what passes with its configuration) and
+//! `guests/chain/ticker.wat` (a service writing shared data on tick).
+
+mod common;
+use common::*;
+use host_harness::{Harness, Plugin};
+use std::time::{Duration, Instant};
+
+const TAG: &str = include_str!("../guests/chain/tag.wat");
+const TICKER: &str = include_str!("../guests/chain/ticker.wat");
+
+fn tag(config: &str, vm_id: &str) -> Plugin {
+    Plugin::wasm_bytes(TAG)
+        .config(config)
+        .name(config)
+        .root_id(config)
+        .vm_id(vm_id)
+}
+
+fn values(headers: &[(String, String)], name: &str) -> Vec<String> {
+    headers
+        .iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_go_through_the_filters_in_order_responses_in_reverse() {
+    let up = upstream(|_| Reply::ok("from upstream")).await;
+    // The first filter through the single-filter builder methods, the others with `filter`.
+    let h = Harness::builder()
+        .plugin_wasm_bytes(TAG)
+        .plugin_config("one")
+        .vm_id("v1")
+        .filter(tag("two", "v2"))
+        .filter(tag("three", "v3"))
+        .workers(2)
+        .listener("127.0.0.1:0", up.addr)
+        .start()
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let got = get(h.listener_addrs()[0], "/", &[]).await;
+        assert_eq!(got.status, 200);
+        assert_eq!(got.text(), "from upstream");
+        assert_eq!(got.all("x-order"), ["three", "two", "one"]);
+    }
+    for seen in up.requests() {
+        assert_eq!(values(&seen.headers, "x-order"), ["one", "two", "three"]);
+    }
+    assert_eq!(up.requests().len(), 2);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_of_different_vm_ids_are_apart() {
+    let up = upstream(|_| Reply::ok("")).await;
+    let h = Harness::builder()
+        .filter(tag("a", "vm-a"))
+        .filter(tag("b", "vm-b"))
+        .listener("127.0.0.1:0", up.addr)
+        .start()
+        .await
+        .unwrap();
+    let got = get(h.listener_addrs()[0], "/", &[]).await;
+    // Each filter reads back what it wrote itself: b wrote last but only into its own store.
+    assert_eq!(got.all("x-saw"), ["b", "a"]);
+    assert_eq!(h.shared_data_in("vm-a", "last").unwrap().0, b"a");
+    assert_eq!(h.shared_data_in("vm-b", "last").unwrap().0, b"b");
+    assert_eq!(
+        h.shared_data("last").unwrap().0,
+        b"a",
+        "the first filter's store"
+    );
+    assert_eq!(h.shared_data_keys_in("vm-c"), Vec::<String>::new());
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_of_one_vm_id_share_one_store() {
+    let up = upstream(|_| Reply::ok("")).await;
+    let h = Harness::builder()
+        .filter(tag("a", "shared"))
+        .filter(tag("b", "shared"))
+        .listener("127.0.0.1:0", up.addr)
+        .start()
+        .await
+        .unwrap();
+    let got = get(h.listener_addrs()[0], "/", &[]).await;
+    // b's write (after a's in the request) is what both read in the response.
+    assert_eq!(got.all("x-saw"), ["b", "b"]);
+    assert_eq!(h.shared_data_in("shared", "last").unwrap().0, b"b");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_reply_stops_the_chain_and_goes_back_through_the_filters_before_it() {
+    let up = upstream(|_| Reply::ok("never")).await;
+    let h = Harness::builder()
+        .filter(tag("first", "v"))
+        .filter(tag("!stop", "v"))
+        .filter(tag("never", "v"))
+        .listener("127.0.0.1:0", up.addr)
+        .start()
+        .await
+        .unwrap();
+    let got = get(h.listener_addrs()[0], "/", &[]).await;
+    assert_eq!(got.status, 403);
+    assert_eq!(got.text(), "!stop");
+    // Envoy's encoder chain: the replying filter, then the ones before it; the third filter
+    // never saw the request, so it gets no response callback either.
+    assert_eq!(got.all("x-order"), ["!stop", "first"]);
+    assert!(up.requests().is_empty());
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_shares_the_store_of_its_vm_id_with_the_filters() {
+    let up = upstream(|_| Reply::ok("")).await;
+    let h = Harness::builder()
+        .service(
+            Plugin::wasm_bytes(TICKER)
+                .config("from the service")
+                .name("ticker")
+                .vm_id("shared"),
+        )
+        .filter(tag("same", "shared"))
+        .filter(tag("other", "elsewhere"))
+        .workers(2)
+        .listener("127.0.0.1:0", up.addr)
+        .start()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while h.shared_data_in("shared", "tick").is_none() {
+        assert!(Instant::now() < deadline, "the service never ticked");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let got = get(h.listener_addrs()[0], "/", &[]).await;
+    assert_eq!(got.status, 200);
+    // Only the filter of the service's vm_id sees what the service wrote.
+    assert_eq!(got.all("x-tick"), ["from the service"]);
+    assert!(h.shared_data_in("elsewhere", "tick").is_none());
+    // One VM on the main thread ticks (the canary does not live on); no HTTP stream reached it.
+    let ticks: Vec<_> = h
+        .log_lines()
+        .into_iter()
+        .filter(|l| l.plugin == "ticker" && l.message == "ticked")
+        .collect();
+    assert!(!ticks.is_empty());
+    assert!(ticks.iter().all(|l| l.instance == "main"), "{ticks:?}");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_harness_of_services_only_forwards_unfiltered() {
+    let up = upstream(|_| Reply::ok("plain")).await;
+    let h = Harness::builder()
+        .service(Plugin::wasm_bytes(TICKER).config("x"))
+        .listener("127.0.0.1:0", up.addr)
+        .start()
+        .await
+        .unwrap();
+    let got = send(h.listener_addrs()[0], "POST", "/p", &[], b"body")
+        .await
+        .unwrap();
+    assert_eq!(got.text(), "plain");
+    assert_eq!(up.requests()[0].body, b"body");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_without_a_module_is_an_error() {
+    let err = Harness::builder()
+        .filter(Plugin::default().name("nameless"))
+        .listener_without_upstream("127.0.0.1:0")
+        .start()
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("plugin nameless has no module"),
+        "{err}"
+    );
+}

@@ -57,6 +57,7 @@ impl RootContext for Root {
         for w in config.warnings() {
             abi::log(abi::level::WARN, &format!("mixmode: {w}"));
         }
+        let config = Rc::new(config);
         let metrics = Metrics::define();
         let scope = Scope::of(&config);
         if let Ok(n) = registry::count(&mut HostStore, &scope) {
@@ -72,7 +73,7 @@ impl RootContext for Root {
         // Every VM ticks (the canary never does); the lease picks one per job and interval.
         match crate::core::lease::next_vm_id(&mut HostStore) {
             Ok(id) => {
-                let poller = Poller::new(Jobs::new(id, &config));
+                let poller = Poller::new(Jobs::new(id, Rc::clone(&config)));
                 let period = poller.tick_period_ms();
                 if !abi::set_tick_period_ms(u32::try_from(period).unwrap_or(1000)) {
                     abi::log(abi::level::WARN, "mixmode: could not set the tick period");

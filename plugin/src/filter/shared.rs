@@ -12,7 +12,8 @@ use std::rc::Rc;
 
 /// What every HTTP context of a configured plugin shares.
 pub struct Shared {
-    pub config: Config,
+    /// Shared with the root's jobs (`core::jobs::Jobs`).
+    pub config: Rc<Config>,
     /// The configuration's part of the registry.
     pub scope: Scope,
     pub metrics: Metrics,

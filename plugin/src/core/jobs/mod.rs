@@ -19,6 +19,7 @@ use crate::core::lease;
 use crate::core::registry::{self, PruneCursor, Pruned, RegistryError, Scope, SharedStore};
 use crate::core::{etcd, poll};
 use std::collections::HashMap;
+use std::rc::Rc;
 
 pub const PRUNE_JOB: &str = "prune";
 
@@ -74,7 +75,8 @@ fn log(level: Level, text: String) -> JobAction {
 /// One VM's jobs for one configuration: its prune cursor and the calls it awaits.
 pub struct Jobs {
     vm: u32,
-    config: Config,
+    /// Shared with the HTTP contexts (no copy: the .wasm carries no `Config::clone`).
+    config: Rc<Config>,
     scope: Scope,
     cursor: PruneCursor,
     pending: HashMap<u32, Call>,
@@ -82,11 +84,11 @@ pub struct Jobs {
 
 impl Jobs {
     /// `vm`: this VM's id (`lease::next_vm_id`), the holder name in the leases.
-    pub fn new(vm: u32, config: &Config) -> Self {
+    pub fn new(vm: u32, config: Rc<Config>) -> Self {
         Jobs {
             vm,
-            config: config.clone(),
-            scope: Scope::of(config),
+            scope: Scope::of(&config),
+            config,
             cursor: PruneCursor::default(),
             pending: HashMap::new(),
         }

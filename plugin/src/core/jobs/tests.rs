@@ -4,23 +4,23 @@ use crate::core::registry::{Ident, Limits, MemoryStore};
 
 const TARGET: &str = "127.0.0.1:8081";
 
-fn cfg(registry: &str) -> Config {
-    Config::parse(
+fn cfg(registry: &str) -> Rc<Config> {
+    Rc::new(Config::parse(
         format!(
             r#"{{"app":"checkout","pool":"pa","registry":{{"stale_after_ms":3000,{registry}}}}}"#
         )
         .as_bytes(),
     )
-    .unwrap()
+    .unwrap())
 }
 
-fn poll_cfg() -> Config {
+fn poll_cfg() -> Rc<Config> {
     cfg(&format!(
         r#""poll":{{"targets":["{TARGET}"],"interval_ms":1000}}"#
     ))
 }
 
-fn etcd_cfg() -> Config {
+fn etcd_cfg() -> Rc<Config> {
     cfg(r#""etcd":{"poll_interval_ms":1000}"#)
 }
 
@@ -67,7 +67,7 @@ fn tick_and_send(j: &mut Jobs, s: &mut MemoryStore, now: u64, token: u32) -> Vec
 fn a_due_poll_dispatches_each_target_once_per_interval() {
     let c = poll_cfg();
     let mut s = MemoryStore::default();
-    let mut j = Jobs::new(1, &c);
+    let mut j = Jobs::new(1, c.clone());
     let actions = j.on_tick(&mut s, 1000);
     let p = c.registry.poll.as_ref().unwrap();
     assert!(actions.contains(&JobAction::Dispatch {
@@ -85,7 +85,7 @@ fn a_due_poll_dispatches_each_target_once_per_interval() {
             .count()
     };
     assert_eq!(again(&mut j, &mut s, 1500), 0);
-    assert_eq!(again(&mut Jobs::new(2, &c), &mut s, 1500), 0);
+    assert_eq!(again(&mut Jobs::new(2, c.clone()), &mut s, 1500), 0);
     assert_eq!(again(&mut j, &mut s, 2000), 1);
 }
 
@@ -94,7 +94,7 @@ fn a_due_poll_dispatches_each_target_once_per_interval() {
 fn an_outage_is_logged_once_and_its_recovery_once() {
     let c = poll_cfg();
     let mut s = MemoryStore::default();
-    let mut j = Jobs::new(1, &c);
+    let mut j = Jobs::new(1, c.clone());
     let ok = br#"{"app":"checkout","version":"2"}"#;
     let answer_at = |j: &mut Jobs, s: &mut MemoryStore, k: u32, status, body: &[u8]| {
         let now = 1000 * u64::from(k);
@@ -137,9 +137,9 @@ fn an_outage_spans_vms() {
     let c = poll_cfg();
     let mut s = MemoryStore::default();
     let what = Call::Target(TARGET.into());
-    let a = Jobs::new(1, &c).on_dispatch_refused(what.clone(), "x", &mut s);
+    let a = Jobs::new(1, c.clone()).on_dispatch_refused(what.clone(), "x", &mut s);
     assert_eq!(logs(&a).len(), 1);
-    let a = Jobs::new(2, &c).on_dispatch_refused(what, "x", &mut s);
+    let a = Jobs::new(2, c.clone()).on_dispatch_refused(what, "x", &mut s);
     assert_eq!((logs(&a).len(), failures(&a)), (0, 1));
 }
 
@@ -148,7 +148,7 @@ fn an_outage_spans_vms() {
 fn a_refused_dispatch_is_a_failed_poll() {
     let c = etcd_cfg();
     let mut s = MemoryStore::default();
-    let mut j = Jobs::new(1, &c);
+    let mut j = Jobs::new(1, c.clone());
     let why = r#"dispatch via cluster "mixmode_etcd" refused: BadArgument"#;
     let a = j.on_dispatch_refused(Call::Etcd, why, &mut s);
     assert_eq!(failures(&a), 1);
@@ -166,7 +166,7 @@ fn a_refused_dispatch_is_a_failed_poll() {
 fn tokens_are_answered_once_and_others_are_not_ours() {
     let c = poll_cfg();
     let mut s = MemoryStore::default();
-    let mut j = Jobs::new(1, &c);
+    let mut j = Jobs::new(1, c.clone());
     assert!(j.on_call_answer(&mut s, 7, None, b"", 1000).is_none());
     let sent = tick_and_send(&mut j, &mut s, 1000, 7);
     assert_eq!(sent.len(), 1);
@@ -183,7 +183,7 @@ fn tokens_are_answered_once_and_others_are_not_ours() {
 fn only_dispatched_calls_await_an_answer() {
     let c = etcd_cfg();
     let mut s = MemoryStore::default();
-    let mut j = Jobs::new(1, &c);
+    let mut j = Jobs::new(1, c.clone());
     let actions = j.on_tick(&mut s, 1000);
     let Some(JobAction::Dispatch { what, body, .. }) = actions
         .into_iter()
@@ -202,7 +202,7 @@ fn only_dispatched_calls_await_an_answer() {
 fn skipped_etcd_keys_are_logged_and_a_snapshot_sets_the_gauge() {
     let c = etcd_cfg();
     let mut s = MemoryStore::default();
-    let mut j = Jobs::new(1, &c);
+    let mut j = Jobs::new(1, c.clone());
     let sent = tick_and_send(&mut j, &mut s, 1000, 1);
     assert_eq!(sent, vec![(1, Call::Etcd)]);
     let good = kv("pa", "checkout", "1", "127.0.0.1:8081", 2);
@@ -242,7 +242,7 @@ fn skipped_etcd_keys_are_logged_and_a_snapshot_sets_the_gauge() {
 fn a_bad_etcd_answer_fails_the_poll() {
     let c = etcd_cfg();
     let mut s = MemoryStore::default();
-    let mut j = Jobs::new(1, &c);
+    let mut j = Jobs::new(1, c.clone());
     tick_and_send(&mut j, &mut s, 1000, 1);
     let a = j.on_call_answer(&mut s, 1, Some(503), b"", 1000).unwrap();
     assert_eq!(failures(&a), 1);
@@ -269,7 +269,7 @@ fn a_prune_run_sets_the_records_gauge() {
     };
     registry::upsert(&mut s, &scope, &r("127.0.0.1:8081"), 0).unwrap();
     registry::upsert(&mut s, &scope, &r("127.0.0.1:8082"), 2000).unwrap();
-    let mut j = Jobs::new(1, &c);
+    let mut j = Jobs::new(1, c.clone());
     let (mut pruned, mut last) = (Vec::new(), 0);
     // Prune walks the buckets over several runs; within stale_after_ms it has been through all.
     for t in (3500..=8000u64).step_by(250) {
@@ -294,7 +294,7 @@ fn a_prune_run_sets_the_records_gauge() {
 /// The tick period follows the shortest job interval.
 #[test]
 fn the_tick_follows_the_shortest_interval() {
-    assert_eq!(Jobs::new(1, &poll_cfg()).tick_period_ms(), 250);
+    assert_eq!(Jobs::new(1, poll_cfg()).tick_period_ms(), 250);
 }
 
 fn scope(id: &str, stale: u64) -> Scope {

@@ -15,7 +15,7 @@ use mixmode_tests::envoy::config::with_clusters;
 use mixmode_tests::etcd::Etcd;
 use serde_json::json;
 
-use crate::envoy::Envoy;
+use crate::envoy::{self, Envoy};
 use crate::pool::{deploy, Pool, PoolView};
 use crate::run::{drain_label, result_of, spawn_progress, Counted, RunOptions, SetupResult};
 use crate::setup::{plugin_config, render_yaml, Render, Setup, HEARTBEAT_PATH, TOKEN};
@@ -66,8 +66,8 @@ pub async fn run_fleet(o: &RunOptions) -> Result<(SetupResult, Vec<EnvoyRescues>
     // Registered before the Envoys start: their first poll finds the whole pool.
     pool.register_all_etcd(&etcd.url(), MIRROR_LAG).await?;
     let (a, b) = tokio::join!(
-        Envoy::start(&yaml, o.envoy_workers),
-        Envoy::start(&yaml, o.envoy_workers)
+        envoy::start(&yaml, o.envoy_workers),
+        envoy::start(&yaml, o.envoy_workers)
     );
     let envoys = [
         a.context("start Envoy A of the fleet")?,

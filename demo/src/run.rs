@@ -12,7 +12,7 @@ use mixmode_register::DemandSource;
 use mixmode_tests::app::HeartbeatClient;
 use serde::Serialize;
 
-use crate::envoy::Envoy;
+use crate::envoy;
 use crate::pool::{deploy, DrainBy, Plan, Pool, PoolView, WaveTimes};
 use crate::setup::{plugin_config, render_yaml, Render, Setup, HEARTBEAT_PATH, TOKEN};
 use crate::users::{run_user, Live, Tx, Workload};
@@ -76,7 +76,7 @@ pub async fn run_setup(
         upstreams: &pool.addrs(),
         eds_path: &eds,
     })?;
-    let envoy = Envoy::start(&yaml, o.envoy_workers)
+    let envoy = envoy::start(&yaml, o.envoy_workers)
         .await
         .with_context(|| format!("start Envoy for {}", setup.key()))?;
     say(format!(

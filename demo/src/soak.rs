@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context as _, Result};
 use mixmode_tests::app::{AppConfig, AppServer, HeartbeatClient, Mode, Registration, SessionStore};
 
-use crate::envoy::Envoy;
+use crate::envoy;
 use crate::liveness::Liveness;
 use crate::pool::{deploy_to, wave_sizes, waves_of, DrainBy, Plan, Pool, PoolView};
 use crate::setup::{plugin_config, render_yaml, Render, Setup, HEARTBEAT_PATH, TOKEN};
@@ -176,7 +176,7 @@ pub async fn soak(o: &SoakOptions) -> Result<bool> {
         upstreams: &pool.addrs(),
         eds_path: &eds,
     })?;
-    let envoy = Envoy::start(&yaml, o.envoy_workers)
+    let envoy = envoy::start(&yaml, o.envoy_workers)
         .await
         .context("start Envoy")?;
     let pid = envoy.pid();
@@ -320,7 +320,7 @@ pub async fn soak(o: &SoakOptions) -> Result<bool> {
     }
     sampler.abort();
     let rss_end = rss_kib(pid);
-    let logs = envoy.log_text();
+    let logs = envoy.logs();
     // Envoy's own wasm statistics (`wasm.envoy.wasm.runtime.v8.*`), not the filter's metrics.
     let stats = envoy.counters("wasm.").await.unwrap_or_default();
     let metrics = envoy

@@ -9,7 +9,7 @@ use mixmode_tests::app::{AppConfig, AppServer, HeartbeatClient, Registration, Se
 use mixmode_tests::client::{Req, Resp};
 use serde_json::{json, Value};
 
-use crate::envoy::Envoy;
+use crate::envoy;
 use crate::run::RunOptions;
 use crate::setup::{plugin_config, render_yaml, write_eds, Render, Setup, HEARTBEAT_PATH, TOKEN};
 
@@ -43,7 +43,7 @@ pub async fn walkthrough(o: &RunOptions) -> Result<()> {
         upstreams: &[a.addr()],
         eds_path: &eds,
     })?;
-    let envoy = Envoy::start(&yaml, 1)
+    let envoy = envoy::start(&yaml, 1)
         .await
         .context("start Envoy for the walkthrough")?;
     let hb = HeartbeatClient::new(envoy.heartbeat_url(HEARTBEAT_PATH), TOKEN);

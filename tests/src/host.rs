@@ -59,7 +59,12 @@ pub struct StartError {
 impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let lines: Vec<&str> = self.logs.lines().collect();
-        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        // Envoy quotes the whole configuration in some errors: keep lines short.
+        let tail: Vec<String> = lines[lines.len().saturating_sub(40)..]
+            .iter()
+            .map(|l| l.chars().take(400).collect())
+            .collect();
+        let tail = tail.join("\n");
         write!(
             f,
             "{} (exit code {:?}); log:\n{tail}",

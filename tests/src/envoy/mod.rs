@@ -8,5 +8,5 @@ pub mod process;
 pub use config::{example_plugin_config, example_public_route, PublicRoute, ENVOY_YAML};
 pub use host::{EnvoyH2Host, EnvoyHost};
 pub use process::{
-    envoy_bin, envoy_version, wasm_path, Envoy, EnvoyOptions, LdsOutcome, StartError,
+    envoy_bin, envoy_version, wasm_path, Envoy, EnvoyOptions, LdsOutcome, RunOptions, StartError,
 };

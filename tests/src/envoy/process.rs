@@ -80,6 +80,32 @@ impl EnvoyOptions {
     }
 }
 
+/// How to run Envoy on a configuration text that is already complete: what
+/// [`Envoy::start`] uses after rendering the example, and what the demo uses for the
+/// configurations it renders itself.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub concurrency: usize,
+    pub log_level: String,
+    pub ready_timeout: Duration,
+    /// Envoy's `--drain-time-s`; Envoy's default when `None`.
+    pub drain_time_s: Option<u32>,
+    /// How many listeners besides `public` and `heartbeat` to wait for.
+    pub extra_listeners: usize,
+}
+
+impl RunOptions {
+    pub fn new(concurrency: usize) -> Self {
+        RunOptions {
+            concurrency,
+            log_level: "info".to_string(),
+            ready_timeout: Duration::from_secs(60),
+            drain_time_s: None,
+            extra_listeners: 0,
+        }
+    }
+}
+
 /// The mixmode .wasm the tests load: `$MIXMODE_WASM`, else the workspace's release build.
 pub fn wasm_path() -> Result<PathBuf> {
     let path = match std::env::var_os("MIXMODE_WASM") {
@@ -191,9 +217,6 @@ impl Envoy {
                 .try_fold(y, |y, (name, cfg)| with_public_copy(&y, name, cfg))
         })
         .map_err(|e| fail(format!("{e:#}")))?;
-        let config_path = dir.path().join("envoy.yaml");
-        let admin_path = dir.path().join("admin-address");
-        let log_path = dir.path().join("envoy.log");
         let (yaml, lds) = if opts.file_lds {
             let lds_path = dir.path().join("lds.yaml");
             let (bootstrap, lds) =
@@ -203,6 +226,45 @@ impl Envoy {
         } else {
             (yaml, None)
         };
+        let run = RunOptions {
+            concurrency: opts.concurrency,
+            log_level: opts.log_level.clone(),
+            ready_timeout: opts.ready_timeout,
+            drain_time_s: opts.drain_time_s,
+            extra_listeners: opts.extra_public.len(),
+        };
+        Self::spawn(dir, &yaml, lds, &run).await
+    }
+
+    /// Runs Envoy on `yaml` as it is (listeners named `public` and `heartbeat`, an admin
+    /// listener), e.g. a configuration the demo rendered; the temporary directory holding it and
+    /// the log is removed with the handle.
+    pub async fn run_yaml(yaml: &str, run: &RunOptions) -> Result<Envoy, StartError> {
+        let dir = tempfile::Builder::new()
+            .prefix("mixmode-envoy-")
+            .tempdir()
+            .map_err(|e| StartError {
+                exit_code: None,
+                message: format!("temp dir: {e}"),
+                logs: String::new(),
+            })?;
+        Self::spawn(dir, yaml, None, run).await
+    }
+
+    async fn spawn(
+        dir: TempDir,
+        yaml: &str,
+        lds: Option<(PathBuf, String)>,
+        run: &RunOptions,
+    ) -> Result<Envoy, StartError> {
+        let fail = |message: String| StartError {
+            exit_code: None,
+            message,
+            logs: String::new(),
+        };
+        let config_path = dir.path().join("envoy.yaml");
+        let admin_path = dir.path().join("admin-address");
+        let log_path = dir.path().join("envoy.log");
         std::fs::write(&config_path, yaml).map_err(|e| fail(format!("write config: {e}")))?;
         let log = File::create(&log_path).map_err(|e| fail(format!("log file: {e}")))?;
         let log2 = log
@@ -212,16 +274,18 @@ impl Envoy {
         let base_id =
             (std::process::id() % 100_000) * 1000 + INSTANCE.fetch_add(1, Ordering::Relaxed) % 1000;
         let mut cmd = Command::new(envoy_bin());
-        if let Some(secs) = opts.drain_time_s {
+        if let Some(secs) = run.drain_time_s {
             cmd.args(["--drain-time-s", &secs.to_string()]);
         }
         let child = cmd
             .arg("-c")
             .arg(&config_path)
-            .args(["--concurrency", &opts.concurrency.to_string()])
+            .args(["--concurrency", &run.concurrency.to_string()])
             .args(["--base-id", &base_id.to_string()])
             .arg("--disable-hot-restart")
-            .args(["-l", &opts.log_level])
+            // A file-based subscription (EDS, LDS) needs a node identity.
+            .args(["--service-node", "mixmode", "--service-cluster", "mixmode"])
+            .args(["-l", &run.log_level])
             .arg("--admin-address-path")
             .arg(&admin_path)
             .stdin(Stdio::null())
@@ -230,7 +294,7 @@ impl Envoy {
             .spawn()
             .map_err(|e| {
                 fail(format!(
-                    "spawn {}: {e} (is envoy on the PATH? set ENVOY_BIN)",
+                    "spawn {}: {e} (is Envoy on the PATH? `./dev setup` installs it; or set ENVOY_BIN)",
                     envoy_bin().display()
                 ))
             })?;
@@ -243,9 +307,9 @@ impl Envoy {
             heartbeat: SocketAddr::from(([127, 0, 0, 1], 0)),
             lds,
             others: Default::default(),
-            expect_others: opts.extra_public.len(),
+            expect_others: run.extra_listeners,
         };
-        match envoy.wait_ready(&admin_path, opts.ready_timeout).await {
+        match envoy.wait_ready(&admin_path, run.ready_timeout).await {
             Ok(()) => Ok(envoy),
             Err(e) => {
                 let exit_code = envoy.child.try_wait().ok().flatten().and_then(|s| s.code());
@@ -344,6 +408,11 @@ impl Envoy {
         format!("http://{}", self.heartbeat)
     }
 
+    /// URL of `path` on the heartbeat listener.
+    pub fn heartbeat_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.heartbeat)
+    }
+
     pub fn admin_url(&self) -> String {
         format!("http://{}", self.admin)
     }
@@ -367,6 +436,23 @@ impl Envoy {
     pub async fn stats(&self, filter: &str) -> Result<BTreeMap<String, u64>> {
         let text = self
             .admin_get(&format!("/stats?filter={}", url_escape(filter)))
+            .await?;
+        Ok(text
+            .lines()
+            .filter_map(|l| {
+                let (name, value) = l.split_once(": ")?;
+                Some((name.to_string(), value.trim().parse().ok()?))
+            })
+            .collect())
+    }
+
+    /// Counters and gauges Envoy has used whose names start with `prefix` (no regex).
+    pub async fn counters(&self, prefix: &str) -> Result<BTreeMap<String, u64>> {
+        let text = self
+            .admin_get(&format!(
+                "/stats?usedonly&filter={}",
+                url_escape(&format!("^{}", regex_escape(prefix)))
+            ))
             .await?;
         Ok(text
             .lines()
@@ -464,6 +550,18 @@ impl Drop for Envoy {
             let _ = dir.keep();
         }
     }
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let special = "\\.+*?()|[]{}^$".contains(c);
+            special
+                .then_some('\\')
+                .into_iter()
+                .chain(std::iter::once(c))
+        })
+        .collect()
 }
 
 fn url_escape(s: &str) -> String {

@@ -2,7 +2,7 @@
 //! `host-harness pool …`: take a running harness's pool members out and put them back.
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use host_harness::{Harness, ListenerSpec, LogLevel};
+use host_harness::{Harness, ListenerSpec, LogLevel, Plugin};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -26,10 +26,22 @@ Each --upstream and --stateful-session-header belongs to the --listen before it;
 filter lets through. Logs go to stderr in Envoy's format; metrics are printed on Ctrl-C and
 served at ADMIN/stats; ADMIN/pools lists the pools (see `host-harness pool`).
 
+--plugin and each --filter are the filter chain, in that order: requests go through them in
+order, responses in reverse, as through Envoy's http_filters. --config, --vm-config, --name,
+--root-id, --vm-id and --allow-on-headers-stop-iteration describe --plugin; a --filter or a
+--service carries its own:
+  FILE.wasm[,config=FILE][,vm_config=FILE][,name=N][,root_id=ID][,vm_id=ID]
+           [,allow_on_headers_stop_iteration]
+Plugins with the same vm_id share one shared-data store. A --service is a singleton
+(bootstrap_extensions): one VM on the main thread, ticks, no HTTP.
+
 Example:
   host-harness run --plugin filter.wasm --config cfg.json \\
       --listen 127.0.0.1:8080 --upstream 127.0.0.1:9000 --upstream 127.0.0.1:9001 \\
-      --listen 127.0.0.1:8081 --cluster registry=127.0.0.1:2379 --admin 127.0.0.1:9901")]
+      --listen 127.0.0.1:8081 --cluster registry=127.0.0.1:2379 --admin 127.0.0.1:9901
+  host-harness run --filter auth.wasm,config=auth.json,vm_id=shared \\
+      --filter log.wasm,root_id=log --service poller.wasm,config=poll.json,vm_id=shared \\
+      --listen 127.0.0.1:8080 --upstream 127.0.0.1:9000")]
     Run(Box<Run>),
     /// Change the pool behind a listener of a running harness (through its admin endpoint).
     Pool {
@@ -63,9 +75,15 @@ enum PoolAction {
 
 #[derive(Parser)]
 struct Run {
-    /// The filter module (.wasm, or WAT text).
-    #[arg(long, value_name = "FILTER.wasm")]
-    plugin: String,
+    /// The (first) filter module (.wasm, or WAT text).
+    #[arg(long, value_name = "FILTER.wasm", required_unless_present_any = ["filter", "service"])]
+    plugin: Option<String>,
+    /// One more filter after --plugin and the --filter before it (repeatable).
+    #[arg(long, value_name = "FILE.wasm[,KEY=VALUE…]", value_parser = plugin_arg)]
+    filter: Vec<PluginArg>,
+    /// A singleton service: one VM on the main thread, no HTTP (repeatable).
+    #[arg(long, value_name = "FILE.wasm[,KEY=VALUE…]", value_parser = plugin_arg)]
+    service: Vec<PluginArg>,
     /// The plugin configuration, read by proxy_on_configure.
     #[arg(long, value_name = "CONFIG.json")]
     config: Option<String>,
@@ -118,6 +136,83 @@ fn cluster(s: &str) -> Result<(String, SocketAddr), String> {
     Ok((name.to_string(), addr))
 }
 
+/// A `--filter`/`--service` value: the module and its plugin options.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct PluginArg {
+    wasm: String,
+    config: Option<String>,
+    vm_config: Option<String>,
+    name: Option<String>,
+    root_id: Option<String>,
+    vm_id: Option<String>,
+    allow_on_headers_stop_iteration: bool,
+}
+
+fn plugin_arg(s: &str) -> Result<PluginArg, String> {
+    let mut parts = s.split(',');
+    let wasm = parts.next().unwrap_or_default();
+    if wasm.is_empty() {
+        return Err("takes FILE.wasm[,KEY=VALUE…]".into());
+    }
+    let mut p = PluginArg {
+        wasm: wasm.to_string(),
+        ..PluginArg::default()
+    };
+    for part in parts {
+        let (key, value) = part.split_once('=').unwrap_or((part, ""));
+        let slot = match key {
+            "config" => &mut p.config,
+            "vm_config" => &mut p.vm_config,
+            "name" => &mut p.name,
+            "root_id" => &mut p.root_id,
+            "vm_id" => &mut p.vm_id,
+            "allow_on_headers_stop_iteration" => {
+                p.allow_on_headers_stop_iteration = match value {
+                    "" | "true" => true,
+                    "false" => false,
+                    _ => return Err(format!("{key} takes true or false, not {value}")),
+                };
+                continue;
+            }
+            _ => {
+                return Err(format!(
+                    "unknown key {key:?}: config, vm_config, name, root_id, vm_id or \
+                     allow_on_headers_stop_iteration"
+                ))
+            }
+        };
+        *slot = Some(value.to_string());
+    }
+    Ok(p)
+}
+
+fn read(path: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))
+}
+
+impl PluginArg {
+    fn plugin(&self) -> Result<Plugin, String> {
+        let mut p = Plugin::wasm(&self.wasm)
+            .allow_on_headers_stop_iteration(self.allow_on_headers_stop_iteration);
+        if let Some(c) = &self.config {
+            p = p.config(read(c)?);
+        }
+        if let Some(c) = &self.vm_config {
+            p = p.vm_config(read(c)?);
+        }
+        if let Some(n) = &self.name {
+            p = p.name(n);
+        }
+        if let Some(r) = &self.root_id {
+            p = p.root_id(r);
+        }
+        if let Some(v) = &self.vm_id {
+            p = p.vm_id(v);
+        }
+        Ok(p)
+    }
+}
+
 fn log_level(s: &str) -> Result<LogLevel, String> {
     LogLevel::parse(s).ok_or(format!("unknown log level {s}"))
 }
@@ -160,16 +255,43 @@ fn listeners(run: &Run, m: &clap::ArgMatches) -> Result<Vec<ListenerSpec>, Strin
 
 async fn run(a: Run, specs: Vec<ListenerSpec>) -> Result<(), String> {
     let mut b = Harness::builder()
-        .plugin_wasm(&a.plugin)
         .workers(a.workers)
         .allow_on_headers_stop_iteration(a.allow_on_headers_stop_iteration)
         .log_level(a.log_level)
         .echo_logs(true);
+    match &a.plugin {
+        Some(p) => b = b.plugin_wasm(p),
+        None => {
+            let given = [
+                ("config", a.config.is_some()),
+                ("vm-config", a.vm_config.is_some()),
+                ("name", a.name.is_some()),
+                ("root-id", a.root_id.is_some()),
+                ("vm-id", a.vm_id.is_some()),
+                (
+                    "allow-on-headers-stop-iteration",
+                    a.allow_on_headers_stop_iteration,
+                ),
+            ];
+            if let Some((flag, _)) = given.iter().find(|(_, set)| *set) {
+                return Err(format!(
+                    "--{flag} describes --plugin, which is not given; a --filter or \
+                     --service takes its own (e.g. --filter f.wasm,config=FILE)"
+                ));
+            }
+        }
+    }
     if let Some(c) = &a.config {
-        b = b.plugin_config(std::fs::read(c).map_err(|e| format!("cannot read {c}: {e}"))?);
+        b = b.plugin_config(read(c)?);
     }
     if let Some(c) = &a.vm_config {
-        b = b.vm_config(std::fs::read(c).map_err(|e| format!("cannot read {c}: {e}"))?);
+        b = b.vm_config(read(c)?);
+    }
+    for f in &a.filter {
+        b = b.filter(f.plugin()?);
+    }
+    for s in &a.service {
+        b = b.service(s.plugin()?);
     }
     for l in specs {
         b = b.listener_spec(l);
@@ -283,5 +405,34 @@ fn main() -> ExitCode {
             eprintln!("host-harness: {msg}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_args_carry_their_options() {
+        assert_eq!(
+            plugin_arg("a.wasm,config=c.json,vm_id=shared,root_id=r,name=n").unwrap(),
+            PluginArg {
+                wasm: "a.wasm".into(),
+                config: Some("c.json".into()),
+                name: Some("n".into()),
+                root_id: Some("r".into()),
+                vm_id: Some("shared".into()),
+                ..PluginArg::default()
+            }
+        );
+        assert!(
+            plugin_arg("a.wasm,allow_on_headers_stop_iteration")
+                .unwrap()
+                .allow_on_headers_stop_iteration
+        );
+        assert!(plugin_arg("a.wasm,colour=red")
+            .unwrap_err()
+            .contains("unknown key \"colour\""));
+        assert!(plugin_arg(",config=x").is_err());
     }
 }

@@ -41,8 +41,12 @@
 //!   a refusal is [`Error::Refused`] carrying the plugin's log lines.
 //! - Connections are spread over the workers round robin; all of one connection's requests
 //!   go to the same worker, as in Envoy.
-//! - All instances of the harness share one shared-data store, one set of queues and one set
-//!   of metrics (Envoy: one `vm_id`). Several listeners share the plugin.
+//! - Several plugins: [`HarnessBuilder::filter`] adds wasm filters to one chain (requests in
+//!   order, responses in reverse, as Envoy's `http_filters`), [`HarnessBuilder::service`]
+//!   singleton services (one VM on the main thread, no HTTP). Each is a [`Plugin`] with its own
+//!   configuration, root id and `vm_id`; the `plugin_*` methods describe the first filter.
+//! - Plugins with the same `vm_id` share one shared-data store; queues are keyed by `vm_id`;
+//!   metrics are one set for the harness. Several listeners share the chain.
 //! - Metrics are exposed under the names the plugin defined ([`RunningHarness::metrics`]); the
 //!   admin endpoint's `/stats` prints them as Envoy does, `wasmcustom.<name>: <value>`.
 //!

@@ -1,5 +1,6 @@
-//! Shared data: `proxy_get_shared_data`, `proxy_set_shared_data`, one store per plugin
-//! (Envoy: per `vm_id`) seen by every VM instance. CAS rules in `shared::SharedData`.
+//! Shared data: `proxy_get_shared_data`, `proxy_set_shared_data`, one store per `vm_id` (as
+//! Envoy keys it) seen by every VM instance of every plugin with that `vm_id`. CAS rules in
+//! `shared::SharedData`.
 
 use crate::host::{HostState, Mem};
 use crate::shared::lock;

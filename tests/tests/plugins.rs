@@ -1,0 +1,262 @@
+//! Several wasm plugins in the real Envoy 1.40, with the WAT guests of
+//! `host-harness/guests/chain/` that `host-harness/tests/chain.rs` runs in the harness: the
+//! filter chain's order both ways, a local reply going back through the filters before it,
+//! shared data keyed by `vm_id`, and a singleton service sharing the store of its `vm_id`.
+//! Needs `envoy` on the PATH (or `ENVOY_BIN`); no mixmode .wasm.
+#![cfg(test)]
+
+use mixmode_tests::app::{AppConfig, AppServer, SessionStore};
+use mixmode_tests::client::Req;
+use mixmode_tests::envoy::{Envoy, RunOptions};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The guest `name`, compiled to a .wasm file in `dir`.
+fn guest(dir: &tempfile::TempDir, name: &str) -> PathBuf {
+    let wat = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../host-harness/guests/chain")
+        .join(format!("{name}.wat"));
+    let wasm = wat::parse_file(&wat).unwrap_or_else(|e| panic!("{}: {e}", wat.display()));
+    let path = dir.path().join(format!("{name}.wasm"));
+    std::fs::write(&path, wasm).unwrap();
+    path
+}
+
+fn text(value: &str) -> Value {
+    json!({"@type": "type.googleapis.com/google.protobuf.StringValue", "value": value})
+}
+
+/// A `PluginConfig` whose plugin configuration is `config`, with this VM configuration.
+/// Envoy runs plugins of the same vm_id, code and VM configuration in one VM, where these
+/// guests' globals are shared; most tests give each plugin a VM configuration of its own so
+/// that each gets its own VM even under a shared `vm_id`.
+fn plugin(wasm: &Path, config: &str, vm_id: &str, vm_config: &str) -> Value {
+    json!({
+        "name": config,
+        "root_id": config,
+        "configuration": text(config),
+        "vm_config": {
+            "vm_id": vm_id,
+            "runtime": "envoy.wasm.runtime.v8",
+            "configuration": text(vm_config),
+            "code": {"local": {"filename": wasm}},
+        },
+    })
+}
+
+fn router() -> Value {
+    json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+        },
+    })
+}
+
+fn listener(name: &str, routes: Value, mut http_filters: Vec<Value>) -> Value {
+    http_filters.push(router());
+    json!({
+        "name": name,
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": name,
+                "route_config": {"virtual_hosts": [{
+                    "name": name, "domains": ["*"], "routes": routes,
+                }]},
+                "http_filters": http_filters,
+            },
+        }]}],
+    })
+}
+
+/// Envoy with the `filters` (tag.wat, (configuration, vm_id)) in this order in front of `app`,
+/// and the `services` (ticker.wat) as singleton bootstrap extensions; each plugin in a VM of
+/// its own unless `one_vm_per_vm_id`.
+async fn envoy(
+    dir: &tempfile::TempDir,
+    filters: &[(&str, &str)],
+    services: &[(&str, &str)],
+    app: SocketAddr,
+    one_vm_per_vm_id: bool,
+) -> Envoy {
+    let vm_config = |config: &str, vm_id: &str| {
+        if one_vm_per_vm_id {
+            vm_id.to_string()
+        } else {
+            config.to_string()
+        }
+    };
+    let tag = guest(dir, "tag");
+    let ticker = guest(dir, "ticker");
+    let http_filters = filters
+        .iter()
+        .map(|(config, vm_id)| {
+            json!({
+                "name": config,
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                    "config": plugin(&tag, config, vm_id, &vm_config(config, vm_id)),
+                },
+            })
+        })
+        .collect();
+    let bootstrap_extensions: Vec<Value> = services
+        .iter()
+        .map(|(config, vm_id)| {
+            json!({
+                "name": "envoy.bootstrap.wasm",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.wasm.v3.WasmService",
+                    "singleton": true,
+                    "config": plugin(&ticker, config, vm_id, &vm_config(config, vm_id)),
+                },
+            })
+        })
+        .collect();
+    let config = json!({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "bootstrap_extensions": bootstrap_extensions,
+        "static_resources": {
+            "listeners": [
+                listener(
+                    "public",
+                    json!([{"match": {"prefix": "/"}, "route": {"cluster": "app"}}]),
+                    http_filters,
+                ),
+                // Envoy::run_yaml waits for a listener of this name too.
+                listener(
+                    "heartbeat",
+                    json!([{"match": {"prefix": "/"}, "direct_response": {"status": 404}}]),
+                    vec![],
+                ),
+            ],
+            "clusters": [{
+                "name": "app",
+                "connect_timeout": "1s",
+                "type": "STATIC",
+                "load_assignment": {"cluster_name": "app", "endpoints": [{"lb_endpoints": [{
+                    "endpoint": {"address": {"socket_address": {
+                        "address": app.ip().to_string(), "port_value": app.port(),
+                    }}},
+                }]}]},
+            }],
+        },
+    });
+    Envoy::run_yaml(&config.to_string(), &RunOptions::new(1))
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+async fn app() -> AppServer {
+    AppServer::start(AppConfig::new("v1", "1", &SessionStore::new()))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_runs_requests_through_the_filters_in_order_responses_in_reverse() {
+    let app = app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let envoy = envoy(
+        &dir,
+        &[("one", "v1"), ("two", "v2"), ("three", "v3")],
+        &[],
+        app.addr(),
+        false,
+    )
+    .await;
+    let resp = Req::get(format!("{}/echo", envoy.public_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.header_all("x-order"), ["three", "two", "one"]);
+    // Three vm_ids, three stores: each filter reads back its own write.
+    assert_eq!(resp.header_all("x-saw"), ["three", "two", "one"]);
+    let seen = app.requests().pop().unwrap();
+    let order: Vec<String> = seen
+        .headers
+        .iter()
+        .filter(|(k, _)| k == "x-order")
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    assert_eq!(order, ["one", "two", "three"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_sends_a_local_reply_back_through_the_filters_before_it() {
+    let app = app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let envoy = envoy(
+        &dir,
+        &[("first", "v"), ("!stop", "v"), ("never", "v")],
+        &[],
+        app.addr(),
+        false,
+    )
+    .await;
+    let resp = Req::get(format!("{}/echo", envoy.public_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 403);
+    assert_eq!(resp.text(), "!stop");
+    assert_eq!(resp.header_all("x-order"), ["!stop", "first"]);
+    assert!(app.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_shares_a_store_per_vm_id_with_filters_and_a_service() {
+    let app = app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let envoy = envoy(
+        &dir,
+        &[("a", "shared"), ("b", "shared"), ("other", "elsewhere")],
+        &[("from the service", "shared")],
+        app.addr(),
+        false,
+    )
+    .await;
+    let url = format!("{}/echo", envoy.public_url());
+    // Until the service has ticked once; the entry stays, so the next request sees it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let resp = Req::get(&url).send().await.unwrap();
+        if !resp.header_all("x-tick").is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the service never ticked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let resp = Req::get(&url).send().await.unwrap();
+    assert_eq!(resp.status, 200);
+    // The response passes `other` (its own store), then b and a, which share theirs (b wrote
+    // last) with the service.
+    assert_eq!(resp.header_all("x-saw"), ["other", "b", "b"]);
+    assert_eq!(
+        resp.header_all("x-tick"),
+        ["from the service", "from the service"]
+    );
+}
+
+/// Plugins of one vm_id, code and VM configuration run in one VM (each its own root context):
+/// the guest's globals are the plugins' common memory, so here the second filter's
+/// `on_configure` overwrote the tag the first one kept. The harness gives each plugin VM
+/// instances of its own (host-harness/README.md, "Differences that remain").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_runs_plugins_of_one_vm_id_code_and_vm_configuration_in_one_vm() {
+    let app = app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let envoy = envoy(&dir, &[("a", "same"), ("b", "same")], &[], app.addr(), true).await;
+    let resp = Req::get(format!("{}/echo", envoy.public_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.header_all("x-order"), ["b", "b"]);
+}

@@ -26,6 +26,10 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio::sync::{oneshot, watch};
 
+/// Where one filter of the chain runs on a worker: its VM instance and its slot (root context)
+/// in that VM.
+pub(crate) type FilterSlot = (Sender<WorkerMsg>, usize);
+
 pub(crate) struct FrontOptions {
     /// Per filter of the chain, in order.
     pub allow_on_headers_stop_iteration: Vec<bool>,
@@ -34,8 +38,8 @@ pub(crate) struct FrontOptions {
 }
 
 pub(crate) struct ListenerCtx {
-    /// `workers[w][f]`: filter `f`'s VM instance on worker `w`.
-    pub workers: Arc<Vec<Vec<Sender<WorkerMsg>>>>,
+    /// `workers[w][f]`: filter `f`'s VM instance on worker `w`, and its slot in that VM.
+    pub workers: Arc<Vec<Vec<FilterSlot>>>,
     pub next_worker: AtomicUsize,
     /// `None`: no route (Envoy's 404).
     pub upstream: Option<Arc<UpstreamPool>>,
@@ -49,8 +53,8 @@ pub(crate) struct ListenerCtx {
 }
 
 struct Conn {
-    /// The filter chain on this connection's worker, in order.
-    chain: Vec<Sender<WorkerMsg>>,
+    /// The filter chain on this connection's worker, in order: VM instance and slot.
+    chain: Vec<FilterSlot>,
     listener: Arc<ListenerCtx>,
     source: SocketAddr,
     destination: SocketAddr,
@@ -579,11 +583,12 @@ struct FilterStream {
 
 impl FilterStream {
     /// `None` when the filter's VM has failed.
-    async fn open(worker: &Sender<WorkerMsg>, props: StreamProps, allow: bool) -> Option<Self> {
+    async fn open((worker, slot): &FilterSlot, props: StreamProps, allow: bool) -> Option<Self> {
         let (ev_tx, events) = unbounded_channel();
         let (tx, rx) = oneshot::channel();
         worker
             .send(WorkerMsg::Open {
+                slot: *slot,
                 props,
                 events: ev_tx,
                 reply: tx,

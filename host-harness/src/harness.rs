@@ -3,14 +3,14 @@
 
 use crate::abi;
 use crate::admin;
-use crate::frontend::{self, FrontOptions, ListenerCtx};
+use crate::frontend::{self, FilterSlot, FrontOptions, ListenerCtx};
 use crate::histogram::Histogram;
 use crate::host::{Cluster, HostState, PluginEnv};
 use crate::load::LoadError;
 use crate::plugin::{Plugin, WasmSource};
 use crate::pool::UpstreamPool;
 use crate::shared::{lock, LogLine, SharedData};
-use crate::startup::{self, HostWide, Role, Settings};
+use crate::startup::{self, HostWide, Settings};
 use crate::types::LogLevel;
 use crate::worker::WorkerMsg;
 use std::collections::{BTreeMap, HashMap};
@@ -412,18 +412,12 @@ impl HarnessBuilder {
             .map(|l| l.env.clone())
             .ok_or(Error::Io("no plugin module given".into()))?;
         let filters: Vec<usize> = (0..loaded.len()).filter(|i| !loaded[*i].service).collect();
-        // request_workers[w][f]: filter f's VM on worker w.
-        let request_workers: Vec<Vec<Sender<WorkerMsg>>> = (0..self.workers)
+        // request_workers[w][f]: filter f's VM on worker w and its slot there.
+        let request_workers: Vec<Vec<FilterSlot>> = (0..self.workers)
             .map(|w| {
                 filters
                     .iter()
-                    .filter_map(|f| {
-                        started
-                            .instances
-                            .iter()
-                            .find(|i| i.plugin == *f && i.role == Role::Worker(w))
-                            .map(|i| i.sender.clone())
-                    })
+                    .filter_map(|f| started.instances.iter().find_map(|i| i.serves(*f, w)))
                     .collect()
             })
             .collect();

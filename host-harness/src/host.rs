@@ -83,6 +83,8 @@ pub(crate) struct Stream {
     pub response_body: Vec<u8>,
     pub response_trailers: Option<Headers>,
     pub props: StreamProps,
+    /// The root context (the plugin) this stream belongs to.
+    pub root: u32,
     pub in_log: bool,
     pub events: UnboundedSender<StreamEvent>,
     pub local_reply_sent: bool,
@@ -110,7 +112,11 @@ pub(crate) struct CallResponse {
 /// The data of one VM instance's wasmtime `Store`.
 pub struct HostState {
     pub(crate) wasi: WasiP1Ctx,
+    /// The plugin of the root context in effect (see `enter`).
     pub(crate) env: Arc<PluginEnv>,
+    /// Every root context of this VM and its plugin: plugins of one `vm_id`, code and VM
+    /// configuration share a VM, each with its own root context, as in Envoy.
+    pub(crate) roots: HashMap<u32, Arc<PluginEnv>>,
     pub(crate) instance_name: String,
     pub(crate) instance_index: usize,
     pub(crate) self_tx: Option<Sender<WorkerMsg>>,
@@ -119,9 +125,13 @@ pub struct HostState {
     /// Set while `_initialize`/`main`/`_start` run: host calls outside cpp-host's allow-list
     /// trap (`load::instantiate`).
     pub(crate) starting: bool,
+    /// The root context of the effective context.
     pub(crate) root_context: u32,
     pub(crate) effective_context: u32,
-    pub(crate) tick_period_ms: u32,
+    /// Each root context's tick period (cpp-host keeps one per root context).
+    pub(crate) tick_periods: HashMap<u32, u32>,
+    /// The root context that dispatched each pending call: its answer goes there.
+    pub(crate) call_roots: HashMap<u32, u32>,
     pub(crate) streams: HashMap<u32, Stream>,
     pub(crate) call_response: Option<CallResponse>,
     pub(crate) next_call_token: u32,
@@ -142,6 +152,7 @@ impl HostState {
         HostState {
             wasi,
             env,
+            roots: HashMap::new(),
             instance_name,
             instance_index,
             self_tx,
@@ -150,7 +161,8 @@ impl HostState {
             starting: false,
             root_context: 0,
             effective_context: 0,
-            tick_period_ms: 0,
+            tick_periods: HashMap::new(),
+            call_roots: HashMap::new(),
             streams: HashMap::new(),
             call_response: None,
             next_call_token: 0,
@@ -158,6 +170,25 @@ impl HostState {
             done_contexts: Vec::new(),
             root_properties: HashMap::new(),
         }
+    }
+
+    /// Makes `ctx` (a stream or a root context) the effective context, and its plugin the one
+    /// host calls answer for (configuration, `plugin_name`, `plugin_root_id`, log prefix).
+    /// False for an unknown context.
+    pub(crate) fn enter(&mut self, ctx: u32) -> bool {
+        let root = match self.streams.get(&ctx) {
+            Some(s) => s.root,
+            None if self.roots.contains_key(&ctx) => ctx,
+            None => return false,
+        };
+        self.effective_context = ctx;
+        if root != self.root_context {
+            if let Some(env) = self.roots.get(&root) {
+                self.env = env.clone();
+            }
+            self.root_context = root;
+        }
+        true
     }
 
     /// The stream the effective context names, if it is a stream.

@@ -46,7 +46,9 @@
 //!   singleton services (one VM on the main thread, no HTTP). Each is a [`Plugin`] with its own
 //!   configuration, root id and `vm_id`; the `plugin_*` methods describe the first filter.
 //! - Plugins with the same `vm_id` share one shared-data store; queues are keyed by `vm_id`;
-//!   metrics are one set for the harness. Several listeners share the chain.
+//!   metrics are one set for the harness. Several listeners share the chain. Plugins with the
+//!   same `vm_id`, module and VM configuration run in one VM per thread, each its own root
+//!   context, as in Envoy.
 //! - Metrics are exposed under the names the plugin defined ([`RunningHarness::metrics`]); the
 //!   admin endpoint's `/stats` prints them as Envoy does, `wasmcustom.<name>: <value>`.
 //!

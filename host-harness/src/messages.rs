@@ -83,6 +83,8 @@ pub(crate) struct OpReply {
 
 pub(crate) enum WorkerMsg {
     Open {
+        /// Which of the VM's plugins (in the order they were started in it) gets the stream.
+        slot: usize,
         props: StreamProps,
         events: UnboundedSender<StreamEvent>,
         reply: oneshot::Sender<Option<u32>>,

@@ -80,7 +80,9 @@ impl Plugin {
         self
     }
 
-    /// Envoy's `vm_config.configuration` (read by `proxy_on_vm_start`).
+    /// Envoy's `vm_config.configuration` (read by `proxy_on_vm_start`). Plugins with the same
+    /// `vm_id`, module and VM configuration run in one VM per thread (each its own root
+    /// context), as in Envoy: their guest globals are common.
     pub fn vm_config(mut self, bytes: impl Into<Vec<u8>>) -> Self {
         self.vm_config = bytes.into();
         self

@@ -1,6 +1,8 @@
 //! Starting the plugins of a harness: compile each module, run its canary VM, then one VM
-//! thread per instance (the main thread's and the workers' for a filter, the main thread's
-//! alone for a singleton service), all reachable from one table for queue notifications.
+//! thread per instance (the main thread's and the workers' for filters, the main thread's
+//! alone for singleton services), all reachable from one table for queue notifications.
+//! Plugins of one `vm_id`, code and VM configuration share their VMs (one root context each),
+//! as Envoy shares a VM between plugins of one vm key.
 
 use crate::harness::Error;
 use crate::host::{Cluster, HostState, PluginEnv};
@@ -34,6 +36,9 @@ pub(crate) struct Settings {
 /// A compiled plugin whose canary VM accepted its configuration.
 pub(crate) struct Loaded {
     pub env: Arc<PluginEnv>,
+    /// The module's bytes: with the `vm_id` and VM configuration, what decides whether two
+    /// plugins share a VM.
+    pub wasm: Vec<u8>,
     pub module: Module,
     pub abi: AbiVersion,
     pub service: bool,
@@ -68,6 +73,7 @@ pub(crate) async fn load_plugin(
     let wasm = source.read().map_err(Error::Io)?;
     let module = {
         let engine = engine.clone();
+        let wasm = wasm.clone();
         tokio::task::spawn_blocking(move || Module::new(&engine, &wasm))
             .await
             .map_err(|e| Error::Compile(e.to_string()))?
@@ -99,7 +105,7 @@ pub(crate) async fn load_plugin(
                 &module,
                 abi,
                 &linker,
-                env.clone(),
+                vec![env.clone()],
                 "canary".into(),
                 usize::MAX,
                 None,
@@ -112,6 +118,7 @@ pub(crate) async fn load_plugin(
     }
     Ok(Loaded {
         env,
+        wasm,
         module,
         abi,
         service,
@@ -126,11 +133,23 @@ pub(crate) enum Role {
     Worker(usize),
 }
 
-/// One VM instance to start: which plugin (index into the loaded list) and which thread.
+/// One VM instance to start: the plugins it runs (indexes into the loaded list, in the order
+/// their root contexts are created) and which thread.
 pub(crate) struct Instance {
-    pub plugin: usize,
+    pub plugins: Vec<usize>,
     pub role: Role,
     pub sender: Sender<WorkerMsg>,
+}
+
+impl Instance {
+    /// Where filter `plugin` runs on worker `w`: this instance's sender and the plugin's slot.
+    pub fn serves(&self, plugin: usize, w: usize) -> Option<(Sender<WorkerMsg>, usize)> {
+        if self.role != Role::Worker(w) {
+            return None;
+        }
+        let slot = self.plugins.iter().position(|p| *p == plugin)?;
+        Some((self.sender.clone(), slot))
+    }
 }
 
 /// The started threads and every instance's sender, in `instances` order.
@@ -141,8 +160,28 @@ pub(crate) struct Started {
     pub failure: Option<Error>,
 }
 
-/// Starts one thread per VM instance: each filter gets the main thread's (when asked) and
-/// one per worker; each service the main thread's alone.
+/// The loaded plugins grouped by Envoy's vm key (`vm_id`, VM configuration, code), each group
+/// in load order.
+fn vm_groups(loaded: &[Loaded]) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (i, l) in loaded.iter().enumerate() {
+        let same = |g: &&mut Vec<usize>| {
+            let first = &loaded[g[0]];
+            first.env.vm_id == l.env.vm_id
+                && first.env.vm_config == l.env.vm_config
+                && first.wasm == l.wasm
+        };
+        match groups.iter_mut().find(same) {
+            Some(g) => g.push(i),
+            None => groups.push(vec![i]),
+        }
+    }
+    groups
+}
+
+/// Starts one thread per VM instance: for each group of plugins sharing a VM, the main
+/// thread's (its services, and its filters when `main_thread_vm`) and one per worker (its
+/// filters).
 pub(crate) async fn spawn_instances(
     loaded: &[Loaded],
     main_thread_vm: bool,
@@ -152,20 +191,30 @@ pub(crate) async fn spawn_instances(
     wide: &HostWide,
 ) -> Result<Started, Error> {
     let mut plan = Vec::new();
-    for (i, l) in loaded.iter().enumerate() {
-        if l.service || main_thread_vm {
-            plan.push((i, Role::Main));
+    for group in vm_groups(loaded) {
+        let main: Vec<usize> = group
+            .iter()
+            .copied()
+            .filter(|p| loaded[*p].service || main_thread_vm)
+            .collect();
+        let filters: Vec<usize> = group
+            .iter()
+            .copied()
+            .filter(|p| !loaded[*p].service)
+            .collect();
+        if !main.is_empty() {
+            plan.push((main, Role::Main));
         }
-        if !l.service {
-            plan.extend((0..workers).map(|w| (i, Role::Worker(w))));
+        if !filters.is_empty() {
+            plan.extend((0..workers).map(|w| (filters.clone(), Role::Worker(w))));
         }
     }
     let mut instances = Vec::new();
     let mut receivers = Vec::new();
-    for (plugin, role) in plan {
+    for (plugins, role) in plan {
         let (sender, rx) = channel::<WorkerMsg>();
         instances.push(Instance {
-            plugin,
+            plugins,
             role,
             sender,
         });
@@ -175,13 +224,18 @@ pub(crate) async fn spawn_instances(
     let mut threads = Vec::new();
     let mut ready = Vec::new();
     for (index, (inst, rx)) in instances.iter().zip(receivers).enumerate() {
-        let l = &loaded[inst.plugin];
+        let first = &loaded[inst.plugins[0]];
+        let envs: Vec<Arc<PluginEnv>> = inst
+            .plugins
+            .iter()
+            .map(|p| loaded[*p].env.clone())
+            .collect();
         let (engine, module, linker, env, abi) = (
             engine.clone(),
-            l.module.clone(),
+            first.module.clone(),
             linker.clone(),
-            l.env.clone(),
-            l.abi,
+            first.env.clone(),
+            first.abi,
         );
         let self_tx = inst.sender.clone();
         let name = match inst.role {
@@ -197,7 +251,7 @@ pub(crate) async fn spawn_instances(
                     &module,
                     abi,
                     &linker,
-                    env.clone(),
+                    envs,
                     name.clone(),
                     index,
                     Some(self_tx),

@@ -95,30 +95,37 @@ fn start_failure(function: &str, e: wasmtime::Error) -> VmStartError {
     VmStartError::Crashed(message)
 }
 
-/// One instantiated plugin: a wasmtime store with its root context.
+/// One instantiated module: a wasmtime store with a root context per plugin it runs.
 pub(crate) struct Vm {
     store: Store<HostState>,
     cb: Callbacks,
     failed: bool,
     next_context: u32,
+    /// The root context of each plugin, in the order they were started.
+    slots: Vec<u32>,
 }
 
 impl Vm {
-    /// Instantiates the module, runs its start function, creates the root context and runs
-    /// `proxy_on_vm_start` and `proxy_on_configure`, as Envoy does for each VM.
+    /// Instantiates the module, runs its start function, then for each plugin in `envs`
+    /// creates its root context and runs `proxy_on_vm_start` and `proxy_on_configure`, as
+    /// cpp-host does for each plugin of a VM (`WasmBase::start`, then `configure`).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         engine: &Engine,
         module: &Module,
         abi: AbiVersion,
         linker: &Linker<HostState>,
-        env: Arc<PluginEnv>,
+        envs: Vec<Arc<PluginEnv>>,
         instance_name: String,
         instance_index: usize,
         self_tx: Option<Sender<WorkerMsg>>,
     ) -> Result<Vm, VmStartError> {
         let wasi = wasmtime_wasi::WasiCtxBuilder::new().build_p1();
-        let state = HostState::new(wasi, env, instance_name, instance_index, self_tx);
+        let first = envs
+            .first()
+            .cloned()
+            .ok_or(VmStartError::Instantiate("a VM without a plugin".into()))?;
+        let state = HostState::new(wasi, first, instance_name, instance_index, self_tx);
         let mut store = Store::new(engine, state);
         let instance = load::instantiate(linker, &mut store, module)?;
         let memory = instance.get_memory(&mut store, "memory");
@@ -170,37 +177,43 @@ impl Vm {
             cb,
             failed: false,
             next_context: 1,
+            slots: Vec::new(),
         };
-        let root = vm.new_context_id();
-        vm.store.data_mut().root_context = root;
-        vm.call(root, vm.cb.on_context_create.clone(), (root, 0));
-        let vm_config_len = vm.store.data().env.vm_config.len() as u32;
-        let started = vm.call(root, vm.cb.on_vm_start.clone(), (root, vm_config_len));
-        if vm.failed {
+        for env in envs {
+            vm.add_root(env)?;
+        }
+        Ok(vm)
+    }
+
+    /// One more plugin in this VM: its root context, `proxy_on_vm_start`, `proxy_on_configure`.
+    fn add_root(&mut self, env: Arc<PluginEnv>) -> Result<(), VmStartError> {
+        let root = self.new_context_id();
+        let (vm_config_len, config_len) =
+            (env.vm_config.len() as u32, env.plugin_config.len() as u32);
+        self.store.data_mut().roots.insert(root, env);
+        self.slots.push(root);
+        self.call(root, self.cb.on_context_create.clone(), (root, 0));
+        let started = self.call(root, self.cb.on_vm_start.clone(), (root, vm_config_len));
+        if self.failed {
             return Err(VmStartError::Crashed("proxy_on_vm_start".into()));
         }
         if started == Some(0) {
             return Err(VmStartError::VmStartRefused);
         }
-        let config_len = vm.store.data().env.plugin_config.len() as u32;
-        let configured = vm.call(root, vm.cb.on_configure.clone(), (root, config_len));
-        if vm.failed {
+        let configured = self.call(root, self.cb.on_configure.clone(), (root, config_len));
+        if self.failed {
             return Err(VmStartError::Crashed("proxy_on_configure".into()));
         }
         if configured == Some(0) {
             return Err(VmStartError::ConfigureRefused);
         }
-        Ok(vm)
+        Ok(())
     }
 
     fn new_context_id(&mut self) -> u32 {
         let id = self.next_context;
         self.next_context += 1;
         id
-    }
-
-    fn root(&self) -> u32 {
-        self.store.data().root_context
     }
 
     /// Runs one callback with `ctx` in effect. A trap kills this VM instance for good, as in
@@ -215,7 +228,9 @@ impl Vm {
             return None;
         }
         let f = f?;
-        self.store.data_mut().effective_context = ctx;
+        if !self.store.data_mut().enter(ctx) {
+            return None;
+        }
         let r = f.call(&mut self.store, params);
         match r {
             Ok(v) => {
@@ -275,10 +290,16 @@ impl Vm {
         }
     }
 
-    fn open(&mut self, props: StreamProps, events: UnboundedSender<StreamEvent>) -> Option<u32> {
+    fn open(
+        &mut self,
+        slot: usize,
+        props: StreamProps,
+        events: UnboundedSender<StreamEvent>,
+    ) -> Option<u32> {
         if self.failed {
             return None;
         }
+        let root = *self.slots.get(slot)?;
         let ctx = self.new_context_id();
         self.store.data_mut().streams.insert(
             ctx,
@@ -291,6 +312,7 @@ impl Vm {
                 response_body: Vec::new(),
                 response_trailers: None,
                 props,
+                root,
                 in_log: false,
                 events,
                 local_reply_sent: false,
@@ -298,7 +320,6 @@ impl Vm {
                 properties: Default::default(),
             },
         );
-        let root = self.root();
         self.call(ctx, self.cb.on_context_create.clone(), (ctx, root));
         if self.failed {
             return None;
@@ -498,7 +519,9 @@ impl Vm {
                 trailers,
             });
         }
-        let root = self.root();
+        let Some(root) = self.store.data_mut().call_roots.remove(&token) else {
+            return;
+        };
         self.call(
             root,
             self.cb.on_http_call_response.clone(),
@@ -507,8 +530,7 @@ impl Vm {
         self.store.data_mut().call_response = None;
     }
 
-    fn tick(&mut self) {
-        let root = self.root();
+    fn tick(&mut self, root: u32) {
         self.call(root, self.cb.on_tick.clone(), root);
     }
 
@@ -516,22 +538,71 @@ impl Vm {
         self.call(root, self.cb.on_queue_ready.clone(), (root, queue_id));
     }
 
-    fn tick_period(&self) -> u32 {
-        self.store.data().tick_period_ms
+    /// Each root context's tick period, as the plugins last set them.
+    fn tick_periods(&self) -> Vec<(u32, u32)> {
+        self.store
+            .data()
+            .tick_periods
+            .iter()
+            .map(|(r, p)| (*r, *p))
+            .collect()
+    }
+}
+
+/// When each root context ticks next: a period and an instant per root context that asked.
+#[derive(Default)]
+struct Ticks {
+    by_root: std::collections::BTreeMap<u32, (u32, Instant)>,
+}
+
+impl Ticks {
+    /// Follows the periods the plugins set: a new or changed period starts counting now, 0
+    /// stops the ticks.
+    fn follow(&mut self, periods: Vec<(u32, u32)>) {
+        for (root, period) in periods {
+            match (period, self.by_root.get(&root)) {
+                (0, _) => {
+                    self.by_root.remove(&root);
+                }
+                (p, Some((old, _))) if *old == p => {}
+                (p, _) => {
+                    let at = Instant::now() + Duration::from_millis(p as u64);
+                    self.by_root.insert(root, (p, at));
+                }
+            }
+        }
+    }
+
+    fn next(&self) -> Option<Instant> {
+        self.by_root.values().map(|(_, at)| *at).min()
+    }
+
+    /// The root contexts due now; each is rescheduled one period later.
+    fn due(&mut self) -> Vec<u32> {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for (root, (period, at)) in self.by_root.iter_mut() {
+            if *at <= now {
+                due.push(*root);
+                *at = now + Duration::from_millis((*period).max(1) as u64);
+            }
+        }
+        due
     }
 }
 
 /// The worker thread's loop: messages in arrival order, ticks in between.
 pub(crate) fn run(mut vm: Vm, rx: Receiver<WorkerMsg>) {
-    let mut period = vm.tick_period();
-    let mut next_tick = (period > 0).then(|| Instant::now() + Duration::from_millis(period as u64));
+    let mut ticks = Ticks::default();
+    ticks.follow(vm.tick_periods());
     loop {
-        let msg = match next_tick {
+        let msg = match ticks.next() {
             Some(at) => {
                 let now = Instant::now();
                 if at <= now {
-                    vm.tick();
-                    next_tick = Some(now + Duration::from_millis(period.max(1) as u64));
+                    for root in ticks.due() {
+                        vm.tick(root);
+                    }
                     None
                 } else {
                     match rx.recv_timeout(at - now) {
@@ -549,11 +620,12 @@ pub(crate) fn run(mut vm: Vm, rx: Receiver<WorkerMsg>) {
         if let Some(msg) = msg {
             match msg {
                 WorkerMsg::Open {
+                    slot,
                     props,
                     events,
                     reply,
                 } => {
-                    let _ = reply.send(vm.open(props, events));
+                    let _ = reply.send(vm.open(slot, props, events));
                 }
                 WorkerMsg::Op { ctx, op, reply } => {
                     let _ = reply.send(vm.op(ctx, op));
@@ -567,10 +639,6 @@ pub(crate) fn run(mut vm: Vm, rx: Receiver<WorkerMsg>) {
                 WorkerMsg::Shutdown => return,
             }
         }
-        let p = vm.tick_period();
-        if p != period {
-            period = p;
-            next_tick = (p > 0).then(|| Instant::now() + Duration::from_millis(p as u64));
-        }
+        ticks.follow(vm.tick_periods());
     }
 }

@@ -11,9 +11,13 @@ use std::time::{Duration, Instant};
 const TAG: &str = include_str!("../guests/chain/tag.wat");
 const TICKER: &str = include_str!("../guests/chain/ticker.wat");
 
+/// The tag filter with this configuration, in a VM of its own even under a shared `vm_id`
+/// (its VM configuration differs): the guest keeps its tag in a global, which plugins sharing
+/// a VM would share (see `plugins_of_one_vm_key_share_one_vm`).
 fn tag(config: &str, vm_id: &str) -> Plugin {
     Plugin::wasm_bytes(TAG)
         .config(config)
+        .vm_config(config)
         .name(config)
         .root_id(config)
         .vm_id(vm_id)
@@ -93,6 +97,57 @@ async fn filters_of_one_vm_id_share_one_store() {
     // b's write (after a's in the request) is what both read in the response.
     assert_eq!(got.all("x-saw"), ["b", "b"]);
     assert_eq!(h.shared_data_in("shared", "last").unwrap().0, b"b");
+    h.shutdown().await;
+}
+
+/// Envoy runs plugins of one `vm_id`, code and VM configuration in one VM per thread, each its
+/// own root context: the guest's globals are common, so the second `on_configure` overwrote
+/// the tag the first one kept (Envoy: `plugins::envoy_runs_plugins_of_one_vm_id_code_and_vm_configuration_in_one_vm`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_of_one_vm_key_share_one_vm() {
+    let up = upstream(|_| Reply::ok("")).await;
+    let same = |config: &str| {
+        Plugin::wasm_bytes(TAG)
+            .config(config)
+            .name(config)
+            .root_id(config)
+            .vm_id("same")
+    };
+    let h = Harness::builder()
+        .filter(same("a"))
+        .filter(same("b"))
+        .workers(2)
+        .listener("127.0.0.1:0", up.addr)
+        .start()
+        .await
+        .unwrap();
+    let got = get(h.listener_addrs()[0], "/", &[]).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.all("x-order"), ["b", "b"]);
+    assert_eq!(up.requests()[0].header("x-order"), Some("b"));
+    h.shutdown().await;
+}
+
+/// In a shared VM each plugin still has its own root context: an SDK filter keeping its
+/// configuration there (the SDK's http_config example) sees its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_filters_sharing_a_vm_keep_their_own_root_contexts() {
+    let up = upstream(|_| Reply::ok("")).await;
+    let config = |c: &str| {
+        Plugin::wasm(guest("http_config"))
+            .config(c)
+            .root_id(c)
+            .vm_id("same")
+    };
+    let h = Harness::builder()
+        .filter(config("first"))
+        .filter(config("second"))
+        .listener("127.0.0.1:0", up.addr)
+        .start()
+        .await
+        .unwrap();
+    let got = get(h.listener_addrs()[0], "/", &[]).await;
+    assert_eq!(got.all("custom-header"), ["second", "first"]);
     h.shutdown().await;
 }
 

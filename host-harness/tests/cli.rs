@@ -97,11 +97,13 @@ async fn run_takes_a_filter_chain_and_a_service() {
         std::fs::write(dir.join(file), text).unwrap();
     }
     let guests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("guests/chain");
+    // Each its own VM configuration, so each its own VM (the tag guest keeps its tag in a
+    // global).
     let plugin = |wat: &str, config: &str| {
+        let file = dir.join(config).display().to_string();
         format!(
-            "{},config={},vm_id=shared",
+            "{},config={file},vm_config={file},vm_id=shared",
             guests.join(wat).display(),
-            dir.join(config).display()
         )
     };
     let child = Command::new(env!("CARGO_BIN_EXE_host-harness"))

@@ -31,7 +31,7 @@ fn text(value: &str) -> Value {
 /// A `PluginConfig` whose plugin configuration is `config`, with this VM configuration.
 /// Envoy runs plugins of the same vm_id, code and VM configuration in one VM, where these
 /// guests' globals are shared; most tests give each plugin a VM configuration of its own so
-/// that each gets its own VM even under a shared `vm_id`.
+/// that each gets its own VM even under a shared `vm_id`, as host-harness/tests/chain.rs does.
 fn plugin(wasm: &Path, config: &str, vm_id: &str, vm_config: &str) -> Value {
     json!({
         "name": config,
@@ -246,8 +246,8 @@ async fn envoy_shares_a_store_per_vm_id_with_filters_and_a_service() {
 
 /// Plugins of one vm_id, code and VM configuration run in one VM (each its own root context):
 /// the guest's globals are the plugins' common memory, so here the second filter's
-/// `on_configure` overwrote the tag the first one kept. The harness gives each plugin VM
-/// instances of its own (host-harness/README.md, "Differences that remain").
+/// `on_configure` overwrote the tag the first one kept. The harness does the same
+/// (host-harness `chain::plugins_of_one_vm_key_share_one_vm`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_runs_plugins_of_one_vm_id_code_and_vm_configuration_in_one_vm() {
     let app = app().await;

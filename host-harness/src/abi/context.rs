@@ -9,9 +9,7 @@ pub(crate) fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "env",
         "proxy_set_effective_context",
         |mut caller: Caller<'_, HostState>, id: u32| -> u32 {
-            let state = caller.data_mut();
-            if id == state.root_context || state.streams.contains_key(&id) {
-                state.effective_context = id;
+            if caller.data_mut().enter(id) {
                 Status::Ok.code()
             } else {
                 Status::BadArgument.code()

@@ -67,6 +67,8 @@ pub(crate) fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 let state = caller.data_mut();
                 state.next_call_token = state.next_call_token.wrapping_add(1).max(1);
                 let token = state.next_call_token;
+                let root = state.root_context;
+                state.call_roots.insert(token, root);
                 state.pending_calls.push(PendingCall {
                     token,
                     target,

@@ -168,6 +168,7 @@ mod tests {
                 cluster_name: "upstream".into(),
                 ..Default::default()
             },
+            root: 1,
             in_log: false,
             events,
             local_reply_sent: false,

@@ -1,5 +1,5 @@
-//! Timers: `proxy_set_tick_period_milliseconds`. Each VM instance has its own period and its
-//! own `proxy_on_tick`, as each Envoy worker (and the main thread) does.
+//! Timers: `proxy_set_tick_period_milliseconds`. Each root context of each VM instance has its
+//! own period and its own `proxy_on_tick`, as in each Envoy worker (and the main thread).
 
 use crate::host::HostState;
 use crate::types::Status;
@@ -10,7 +10,9 @@ pub(crate) fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "env",
         "proxy_set_tick_period_milliseconds",
         |mut caller: Caller<'_, HostState>, period: u32| -> u32 {
-            caller.data_mut().tick_period_ms = period;
+            let state = caller.data_mut();
+            let root = state.root_context;
+            state.tick_periods.insert(root, period);
             Status::Ok.code()
         },
     )?;

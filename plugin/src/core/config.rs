@@ -1,6 +1,6 @@
 //! Plugin configuration (docs/design.md#configuration): every default, validation with the full field path.
 
-use ipnet::IpNet;
+use crate::core::cidr::Cidr;
 use std::net::SocketAddr;
 
 /// A configuration error: `path` is the full field path (`redispatch.max_attempts`), empty for
@@ -98,7 +98,7 @@ pub struct Registry {
     /// `allowed_cidrs` in the JSON.
     pub allowed_cidrs_text: Vec<String>,
     /// Parsed from `allowed_cidrs_text` by `validate`.
-    pub allowed_cidrs: Vec<IpNet>,
+    pub allowed_cidrs: Vec<Cidr>,
     pub cross_pool: bool,
     pub poll: Option<Poll>,
     pub etcd: Option<Etcd>,
@@ -353,9 +353,9 @@ impl Config {
         }
         let mut nets = Vec::with_capacity(g.allowed_cidrs_text.len());
         for (i, text) in g.allowed_cidrs_text.iter().enumerate() {
-            match text.parse::<IpNet>() {
-                Ok(n) => nets.push(n),
-                Err(_) => {
+            match Cidr::parse(text) {
+                Some(n) => nets.push(n),
+                None => {
                     return Err(err(
                         &format!("registry.allowed_cidrs[{i}]"),
                         format!("not a CIDR block: {text:?}"),

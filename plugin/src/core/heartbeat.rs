@@ -221,7 +221,7 @@ fn parse_body(cfg: &Config, body: &[u8], need_version: bool) -> Result<Parsed, A
         .registry
         .allowed_cidrs
         .iter()
-        .any(|n| n.contains(&addr.ip()))
+        .any(|n| n.contains(addr.ip()))
     {
         return Err(error(403, "`address` is outside registry.allowed_cidrs"));
     }

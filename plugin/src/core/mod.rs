@@ -3,6 +3,7 @@
 
 pub mod affinity;
 pub mod budget;
+pub mod cidr;
 pub mod config;
 mod config_json;
 pub mod counter;

@@ -218,7 +218,7 @@ fn check(
         .registry
         .allowed_cidrs
         .iter()
-        .any(|n| n.contains(&addr.ip()))
+        .any(|n| n.contains(addr.ip()))
     {
         return Err("address outside registry.allowed_cidrs".into());
     }

@@ -24,12 +24,12 @@
 //! 60 s after it happened. Time is a parameter everywhere (tests move it; the glue passes the
 //! host's clock).
 
+use crate::core::codec::stored_struct;
 use crate::core::config::is_token_text;
 use crate::core::counter::Counter;
 use crate::core::registry::Scope;
 use crate::core::signal::version_text;
 use crate::core::store::{modify, read, RegistryError, SharedStore};
-use serde::{Deserialize, Serialize};
 
 /// Length of one counting period.
 pub const PERIOD_MS: u64 = 10_000;
@@ -42,7 +42,8 @@ pub const MAX_PER_BUCKET: usize = 8;
 pub const WINDOW_STALE_FACTOR: u64 = 4;
 
 /// One `(pool, app, version)`'s demand, as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize, serde::Deserialize))]
 pub struct Entry {
     pub pool: String,
     pub app: String,
@@ -54,6 +55,15 @@ pub struct Entry {
     pub counts: [u32; PERIODS],
 }
 
+stored_struct!(Entry {
+    pool,
+    app,
+    version,
+    last_needed_ms,
+    period,
+    counts
+});
+
 /// What was needed: the names a server registers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Need<'a> {
@@ -63,7 +73,7 @@ pub struct Need<'a> {
 }
 
 /// One line of the listing (`GET <heartbeat.path>?demand`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Demand {
     pub pool: String,
     pub app: String,

@@ -11,20 +11,27 @@
 //! A VM's id comes from a CAS counter in shared data: ids drawn from a clock-seeded RNG collided
 //! between two workers (docs/envoy-facts.md#shared-data-ticks-metrics).
 
+use crate::core::codec::{encode, stored_struct};
 use crate::core::store::{decode, modify, RegistryError, SharedStore, StoreError, CREATE_CAS};
-use serde::{Deserialize, Serialize};
 
 pub const VM_SEQ_KEY: &str = "mixmode/v2/vm_seq";
 
 /// A lease outlives this many intervals without a run before another VM may take it.
 pub const HOLD_INTERVALS: u64 = 3;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize, serde::Deserialize))]
 pub struct Lease {
     pub owner: u32,
     pub expires_ms: u64,
     pub next_due_ms: u64,
 }
+
+stored_struct!(Lease {
+    owner,
+    expires_ms,
+    next_due_ms
+});
 
 /// A job's name from what it does: two plugin configurations sharing a `vm_id` (say, two
 /// listeners polling different targets) get two leases; the same configuration on every
@@ -78,7 +85,7 @@ pub fn claim<S: SharedStore + ?Sized>(
         expires_ms: now_ms.saturating_add(interval_ms.saturating_mul(HOLD_INTERVALS)),
         next_due_ms,
     };
-    let bytes = postcard::to_allocvec(&new).map_err(|_| RegistryError::Store)?;
+    let bytes = encode(&new);
     match store.set(key, &bytes, cas) {
         Ok(()) => Ok(true),
         // Another VM claimed this run between our read and our write.

@@ -4,6 +4,7 @@
 pub mod affinity;
 pub mod budget;
 pub mod cidr;
+pub mod codec;
 pub mod config;
 mod config_json;
 pub mod counter;

@@ -1,8 +1,7 @@
 //! Proxy-wasm shared data as the core sees it: a key-value store with Envoy's CAS rules, and the
 //! retried compare-and-swap read-modify-write every registry write goes through.
 
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use crate::core::codec::{self, Stored};
 use std::collections::HashMap;
 
 /// The store: proxy-wasm shared data in the filter, a map in tests and benchmarks.
@@ -37,16 +36,16 @@ pub const CREATE_CAS: u32 = u32::MAX;
 /// How often a read-modify-write is retried on CAS mismatches before giving up.
 const MAX_TRIES: usize = 32;
 
-pub fn decode<T: DeserializeOwned + Default>(bytes: &[u8]) -> T {
+pub fn decode<T: Stored + Default>(bytes: &[u8]) -> T {
     // An empty value is a key emptied by a writer (the ABI has no delete); garbage is treated
     // the same way and gets overwritten at the next write instead of wedging the registry.
     if bytes.is_empty() {
         return T::default();
     }
-    postcard::from_bytes(bytes).unwrap_or_default()
+    codec::decode(bytes).unwrap_or_default()
 }
 
-pub fn read<T: DeserializeOwned + Default, S: SharedStore + ?Sized>(
+pub fn read<T: Stored + Default, S: SharedStore + ?Sized>(
     store: &mut S,
     key: &str,
 ) -> Result<T, RegistryError> {
@@ -58,20 +57,21 @@ pub fn read<T: DeserializeOwned + Default, S: SharedStore + ?Sized>(
 }
 
 /// Unconditional write (values only one writer at a time updates, or where the last one wins).
-pub fn write<T: Serialize, S: SharedStore + ?Sized>(
+pub fn write<T: Stored, S: SharedStore + ?Sized>(
     store: &mut S,
     key: &str,
     value: &T,
 ) -> Result<(), RegistryError> {
-    let bytes = postcard::to_allocvec(value).map_err(|_| RegistryError::Store)?;
-    store.set(key, &bytes, 0).map_err(|_| RegistryError::Store)
+    store
+        .set(key, &codec::encode(value), 0)
+        .map_err(|_| RegistryError::Store)
 }
 
 /// Compare-and-swap read-modify-write. `f` may run several times (once per try) and must depend
 /// only on the value it is given; it returns whether it changed the value, and a result.
 pub fn modify<T, R, S, F>(store: &mut S, key: &str, mut f: F) -> Result<R, RegistryError>
 where
-    T: Serialize + DeserializeOwned + Default,
+    T: Stored + Default,
     S: SharedStore + ?Sized,
     F: FnMut(&mut T) -> (bool, R),
 {
@@ -83,9 +83,7 @@ where
         if !changed {
             return Ok(None);
         }
-        postcard::to_allocvec(&value)
-            .map(Some)
-            .map_err(|_| RegistryError::Store)
+        Ok(Some(codec::encode(&value)))
     })?;
     result.ok_or(RegistryError::Busy)
 }

@@ -1,11 +1,11 @@
 //! An etcd range answer: parsed whole or refused, each key checked against its value and the
 //! configuration.
 
+use crate::core::codec::stored_struct;
 use crate::core::config::{is_token_text, Config, Etcd};
 use crate::core::etcd::b64_decode;
 use crate::core::json::{self, Reader, Struct};
 use crate::core::registry::RegistryError;
-use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
 /// What a struct of etcd's answer is made of (other keys are ignored).
@@ -105,13 +105,21 @@ fn value(bytes: &[u8]) -> Result<Value, json::Error> {
 }
 
 /// A record etcd lists.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize, serde::Deserialize))]
 pub struct Mirrored {
     pub pool: String,
     pub app: String,
     pub version: String,
     pub address: String,
 }
+
+stored_struct!(Mirrored {
+    pool,
+    app,
+    version,
+    address
+});
 
 /// `header.revision` of an answer that parses whole (the rest is checked for syntax, not
 /// decoded: an unchanged snapshot of 10,000 keys allocates nothing). A body cut off after its

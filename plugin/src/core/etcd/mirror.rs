@@ -1,11 +1,11 @@
 //! Applying an answer to the configuration's registry: the revision check and claim, the diff
 //! against the previous snapshot, the mirror's freshness.
 
+use crate::core::codec::{encode, stored_struct};
 use crate::core::config::{Config, Etcd};
 use crate::core::etcd::answer::{decode, revision, Mirrored, SyncError};
 use crate::core::registry::{self, Change, Ident, RecordId, RegistryError, Scope};
 use crate::core::store::{self, modify, read, write, SharedStore, StoreError, CREATE_CAS};
-use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
 const SNAPSHOT: &str = "etcd/snapshot";
@@ -14,12 +14,14 @@ const SNAPSHOT: &str = "etcd/snapshot";
 const STATE: &str = "etcd/state";
 
 /// The records of the last snapshot applied, in shared data.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default)]
+#[cfg_attr(test, derive(serde::Serialize, serde::Deserialize))]
 pub struct Snapshot {
     pub records: Vec<Mirrored>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize, serde::Deserialize))]
 pub struct State {
     pub revision: i64,
     /// When every record was last checked against the registry (0: never).
@@ -28,11 +30,20 @@ pub struct State {
     pub applying: Option<Claim>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize, serde::Deserialize))]
 pub struct Claim {
     pub revision: i64,
     pub since_ms: u64,
 }
+
+stored_struct!(Snapshot { records });
+stored_struct!(State {
+    revision,
+    verified_ms,
+    applying
+});
+stored_struct!(Claim { revision, since_ms });
 
 /// What one successful poll did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -103,7 +114,7 @@ fn decide<S: SharedStore + ?Sized>(
             }),
             ..state
         };
-        let bytes = postcard::to_allocvec(&claimed).map_err(|_| RegistryError::Store)?;
+        let bytes = encode(&claimed);
         match store.set(&key, &bytes, cas) {
             Ok(()) => return Ok(Decision::Apply(claimed)),
             Err(StoreError::CasMismatch) => continue,

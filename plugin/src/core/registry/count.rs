@@ -8,20 +8,23 @@
 //! the prune's cycle recount corrects it, but only after a cycle in which nobody changed the
 //! count and which started `QUIET_MS` after its last change, so no write in flight is missed.
 
+use crate::core::codec::{encode, stored_struct};
 use crate::core::registry::Scope;
 use crate::core::store::{modify, read, RegistryError, SharedStore};
-use serde::{Deserialize, Serialize};
 
 /// How long after the count's last change a recount may correct it: far longer than the two
 /// writes of one operation take inside one callback.
 pub const QUIET_MS: u64 = 1000;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize, serde::Deserialize))]
 pub struct Count {
     pub n: u64,
     /// When a writer last changed `n` (the recount's quiet check).
     pub changed_ms: u64,
 }
+
+stored_struct!(Count { n, changed_ms });
 
 /// The stored record count (fresh or not yet pruned).
 pub fn count<S: SharedStore + ?Sized>(store: &mut S, scope: &Scope) -> Result<u64, RegistryError> {
@@ -116,7 +119,7 @@ pub(super) fn finish_recount<S: SharedStore + ?Sized>(
         n: r.held,
         changed_ms: current.changed_ms,
     };
-    let bytes = postcard::to_allocvec(&fixed).map_err(|_| RegistryError::Store)?;
+    let bytes = encode(&fixed);
     match store.set(&key, &bytes, cas.unwrap_or(crate::core::store::CREATE_CAS)) {
         Ok(()) => Ok(true),
         // Someone counted meanwhile: the next quiet cycle decides.

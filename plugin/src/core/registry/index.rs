@@ -2,25 +2,46 @@
 //! members buckets (hashed by `(app, version)`). A set that empties leaves its bucket, and the
 //! bucket is reused by whatever hashes there next: the index never adds keys.
 
+use crate::core::codec::{put_bytes, Reader, Stored};
 use crate::core::members::Members;
 use crate::core::registry::listing::find;
 use crate::core::registry::{RecordId, Scope};
 use crate::core::store::{decode, modify, read, RegistryError, SharedStore};
-use serde::{Deserialize, Serialize};
 
 /// One `(pool, app, version)` and its addresses (`core::members` layout).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize, serde::Deserialize))]
 pub struct SetMembers {
     pub pool: String,
     pub app: String,
     pub version: String,
-    #[serde(with = "raw")]
+    #[cfg_attr(test, serde(with = "raw"))]
     pub members: Vec<u8>,
 }
 
 /// The members list as one byte string (postcard: its length, then the bytes; the same bytes
 /// as a sequence of u8): decoding is one copy, not one call per byte. Measured at 10,000
 /// records of one app: the first lookup after a change cost 564 µs decoded per byte.
+impl Stored for SetMembers {
+    fn put(&self, out: &mut Vec<u8>) {
+        self.pool.put(out);
+        self.app.put(out);
+        self.version.put(out);
+        put_bytes(&self.members, out);
+    }
+
+    fn take(r: &mut Reader) -> Option<Self> {
+        Some(SetMembers {
+            pool: String::take(r)?,
+            app: String::take(r)?,
+            version: String::take(r)?,
+            members: r.bytes()?.to_vec(),
+        })
+    }
+}
+
+/// postcard's view of the same bytes, for the tests that compare the two.
+#[cfg(test)]
 mod raw {
     use serde::de::{Deserializer, SeqAccess, Visitor};
     use serde::Serializer;

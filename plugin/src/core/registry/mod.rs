@@ -55,11 +55,12 @@ pub use listing::{find, list, stored};
 pub use prune::{prune, PruneCursor, Pruned};
 pub use write::{change, put, remove, upsert, Change, Upserted};
 
+use crate::core::codec::stored_struct;
 use crate::core::store::read;
-use serde::{Deserialize, Serialize};
 
 /// One record (docs/design.md#the-registry), identified by `(pool, app, address)`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize, serde::Deserialize))]
 pub struct Slot {
     pub pool: String,
     pub app: String,
@@ -74,6 +75,17 @@ pub struct Slot {
     /// between the two (503) leaves it set, and the next heartbeat or the prune indexes it.
     pub index_pending: bool,
 }
+
+stored_struct!(Slot {
+    pool,
+    app,
+    address,
+    version,
+    first_seen_ms,
+    last_seen_ms,
+    etcd,
+    index_pending
+});
 
 impl Slot {
     pub fn is(&self, id: &RecordId) -> bool {
@@ -126,7 +138,7 @@ impl<'a> Ident<'a> {
 }
 
 /// A record as the operators' listing shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     pub pool: String,
     pub app: String,

@@ -7,7 +7,6 @@ use crate::core::members::Members;
 use crate::core::registry::{decode_members, find, Clock, RecordId, Scope};
 use crate::core::select::mix;
 use crate::core::store::{RegistryError, SharedStore};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
@@ -21,7 +20,9 @@ type Bucket = Rc<Vec<(String, String, String, Rc<Members>)>>;
 /// generation (a few bytes) and copies the bucket itself only when it changed.
 #[derive(Default)]
 pub struct LookupCache {
-    buckets: HashMap<String, (u32, Bucket)>,
+    /// By members key: at most `CACHE_LIMIT`, so a list (a HashMap cost the .wasm a copy of
+    /// hashbrown, docs/module-size.md).
+    buckets: Vec<(String, u32, Bucket)>,
 }
 
 impl LookupCache {
@@ -33,7 +34,8 @@ impl LookupCache {
     ) -> Result<Bucket, RegistryError> {
         let key = scope.members_key_at(m);
         let gen = crate::core::store::read::<u32, S>(store, &scope.members_gen_key_at(m))?;
-        if let Some((cas, b)) = self.buckets.get(&key) {
+        let cached = self.buckets.iter().position(|(k, _, _)| *k == key);
+        if let Some((_, cas, b)) = cached.and_then(|i| self.buckets.get(i)) {
             if *cas == gen && gen != 0 {
                 return Ok(b.clone());
             }
@@ -41,7 +43,7 @@ impl LookupCache {
         let Some((bytes, cas)) = store.get(&key).map_err(|_| RegistryError::Store)? else {
             return Ok(Rc::default());
         };
-        if self.buckets.len() >= CACHE_LIMIT && !self.buckets.contains_key(&key) {
+        if self.buckets.len() >= CACHE_LIMIT && cached.is_none() {
             self.buckets.clear();
         }
         let b: Bucket = Rc::new(
@@ -53,7 +55,10 @@ impl LookupCache {
                 })
                 .collect(),
         );
-        self.buckets.insert(key, (cas, b.clone()));
+        match cached.and_then(|i| self.buckets.get_mut(i)) {
+            Some(entry) => *entry = (key, cas, b.clone()),
+            None => self.buckets.push((key, cas, b.clone())),
+        }
         Ok(b)
     }
 }

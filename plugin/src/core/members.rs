@@ -7,7 +7,7 @@
 //! to be scanned (~50–90 µs); with the offsets table the first lookup costs what a later one does.
 //! Writers (joins and leaves, rare) rebuild the table.
 
-use std::collections::HashSet;
+use crate::core::positions::Positions;
 
 /// A list as the store holds it; every access is bounds-checked, so garbage reads as fewer (or
 /// no) members, never as a panic.
@@ -115,10 +115,21 @@ impl Members {
                 }
             }
         } else {
-            let mut known: HashSet<&[u8]> = list.iter().copied().collect();
+            let mut known = Positions::with_capacity(list.len().saturating_add(items.len()));
+            for (i, l) in list.iter().enumerate() {
+                known.add(known.hash(&[l]), i);
+            }
             for item in items {
                 let b = item.as_bytes();
-                if !b.is_empty() && known.insert(b) {
+                if b.is_empty() {
+                    continue;
+                }
+                let h = known.hash(&[b]);
+                if known
+                    .find(h, &mut |i| list.get(i).is_some_and(|l| *l == b))
+                    .is_none()
+                {
+                    known.add(h, list.len());
                     list.push(b);
                 }
             }
@@ -133,8 +144,15 @@ impl Members {
         if items.len() <= 4 {
             list.retain(|l| !items.iter().any(|i| i.as_bytes() == *l));
         } else {
-            let gone: HashSet<&[u8]> = items.iter().map(|i| i.as_bytes()).collect();
-            list.retain(|l| !gone.contains(l));
+            let mut gone = Positions::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                gone.add(gone.hash(&[item.as_bytes()]), i);
+            }
+            list.retain(|l| {
+                let h = gone.hash(&[l]);
+                gone.find(h, &mut |i| items.get(i).is_some_and(|x| x.as_bytes() == *l))
+                    .is_none()
+            });
         }
         (list.len() != before).then(|| Members::build(&list))
     }

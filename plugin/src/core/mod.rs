@@ -19,6 +19,7 @@ pub mod members;
 pub mod pairs;
 pub mod peers;
 pub mod poll;
+pub mod positions;
 pub mod redispatch;
 pub mod registry;
 pub mod replay;

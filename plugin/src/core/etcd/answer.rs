@@ -5,6 +5,7 @@ use crate::core::codec::stored_struct;
 use crate::core::config::{is_token_text, Config, Etcd};
 use crate::core::etcd::b64_decode;
 use crate::core::json::{self, Reader, Struct};
+use crate::core::positions::Positions;
 use crate::core::registry::RegistryError;
 use std::net::SocketAddr;
 
@@ -159,15 +160,20 @@ pub fn decode(
     let (revision, kvs) = range(body, false).map_err(|e| SyncError::Garbage(e.to_string()))?;
     let mut skipped = Vec::new();
     let mut chosen: Vec<(i64, Mirrored)> = Vec::with_capacity(kvs.len());
-    let mut at: std::collections::HashMap<(String, String, String), usize> =
-        std::collections::HashMap::with_capacity(kvs.len());
+    // Where in `chosen` each `(pool, app, address)` is.
+    let mut at = Positions::with_capacity(kvs.len());
     for kv in &kvs {
         let key = b64_decode(&kv.key).map(|k| String::from_utf8_lossy(&k).into_owned());
         let key_text = key.clone().unwrap_or_else(|| kv.key.clone());
         match check(cfg, etcd, key.as_deref(), &kv.value) {
             Ok(m) => {
-                let id = (m.pool.clone(), m.app.clone(), m.address.clone());
-                match at.get(&id).and_then(|i| chosen.get_mut(*i)) {
+                let h = at.hash(&[m.pool.as_bytes(), m.app.as_bytes(), m.address.as_bytes()]);
+                let found = at.find(h, &mut |i| {
+                    chosen.get(i).is_some_and(|(_, c)| {
+                        c.address == m.address && c.app == m.app && c.pool == m.pool
+                    })
+                });
+                match found.and_then(|i| chosen.get_mut(i)) {
                     // Two keys for one server (it re-registered as another version before its
                     // old lease expired): the latest write wins.
                     Some(prev) => {
@@ -176,7 +182,7 @@ pub fn decode(
                         }
                     }
                     None => {
-                        at.insert(id, chosen.len());
+                        at.add(h, chosen.len());
                         chosen.push((kv.mod_revision, m));
                     }
                 }

@@ -4,9 +4,9 @@
 use crate::core::codec::{encode, stored_struct};
 use crate::core::config::{Config, Etcd};
 use crate::core::etcd::answer::{decode, revision, Mirrored, SyncError};
+use crate::core::positions::Positions;
 use crate::core::registry::{self, Change, Ident, RecordId, RegistryError, Scope};
 use crate::core::store::{self, modify, read, write, SharedStore, StoreError, CREATE_CAS};
-use std::collections::HashSet;
 
 const SNAPSHOT: &str = "etcd/snapshot";
 /// The snapshot's revision, check time and apply claim, apart from its records: an unchanged
@@ -247,23 +247,25 @@ fn apply_snapshot<S: SharedStore + ?Sized>(
         .filter(|(_, no)| !no)
         .map(|(r, _)| r)
         .collect();
-    let ids: HashSet<RecordId> = kept
-        .iter()
-        .map(|r| RecordId {
-            pool: &r.pool,
-            app: &r.app,
-            address: &r.address,
-        })
-        .collect();
+    let mut ids = Positions::with_capacity(kept.len());
+    for (i, r) in kept.iter().enumerate() {
+        ids.add(ids.hash(&record_key(r)), i);
+    }
     let gone: Vec<RecordId> = snap
         .records
         .iter()
+        .filter(|r| {
+            let mut kept_too = |i: usize| {
+                kept.get(i)
+                    .is_some_and(|k| k.address == r.address && k.app == r.app && k.pool == r.pool)
+            };
+            ids.find(ids.hash(&record_key(r)), &mut kept_too).is_none()
+        })
         .map(|r| RecordId {
             pool: &r.pool,
             app: &r.app,
             address: &r.address,
         })
-        .filter(|id| !ids.contains(id))
         .collect();
     out.removed = registry::change_many(store, scope, &gone, now_ms, |e| {
         if !e.etcd {
@@ -286,4 +288,9 @@ fn apply_snapshot<S: SharedStore + ?Sized>(
     .unwrap_or(0);
     write(store, &scope.key(SNAPSHOT), &Snapshot { records: kept }).map_err(st)?;
     Ok(out)
+}
+
+/// What identifies a mirrored record, as `Positions` hashes it.
+fn record_key(r: &Mirrored) -> [&[u8]; 3] {
+    [r.pool.as_bytes(), r.app.as_bytes(), r.address.as_bytes()]
 }

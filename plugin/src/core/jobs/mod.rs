@@ -18,7 +18,6 @@ use crate::core::counter::Counter;
 use crate::core::lease;
 use crate::core::registry::{self, PruneCursor, Pruned, RegistryError, Scope, SharedStore};
 use crate::core::{etcd, poll};
-use std::collections::HashMap;
 use std::rc::Rc;
 
 pub const PRUNE_JOB: &str = "prune";
@@ -79,7 +78,9 @@ pub struct Jobs {
     config: Rc<Config>,
     scope: Scope,
     cursor: PruneCursor,
-    pending: HashMap<u32, Call>,
+    /// The calls in flight by token: a few (one per poll target and etcd), so a list; a
+    /// HashMap cost the .wasm a copy of hashbrown (docs/module-size.md).
+    pending: Vec<(u32, Call)>,
 }
 
 impl Jobs {
@@ -90,7 +91,7 @@ impl Jobs {
             scope: Scope::of(&config),
             config,
             cursor: PruneCursor::default(),
-            pending: HashMap::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -101,7 +102,7 @@ impl Jobs {
 
     /// Whether `token` is a call of these jobs awaiting its answer.
     pub fn owns(&self, token: u32) -> bool {
-        self.pending.contains_key(&token)
+        self.pending.iter().any(|(t, _)| *t == token)
     }
 
     /// The jobs due at `now_ms` that this VM holds the lease of.
@@ -161,7 +162,10 @@ impl Jobs {
 
     /// The host took the call of a `Dispatch`: its answer will come with `token`.
     pub fn on_dispatched(&mut self, token: u32, what: Call) {
-        self.pending.insert(token, what);
+        match self.pending.iter_mut().find(|(t, _)| *t == token) {
+            Some(p) => p.1 = what,
+            None => self.pending.push((token, what)),
+        }
     }
 
     /// The host refused the call of a `Dispatch` (`why`: what it said): no answer will come, a
@@ -187,7 +191,8 @@ impl Jobs {
         body: &[u8],
         now_ms: u64,
     ) -> Option<Vec<JobAction>> {
-        Some(match self.pending.remove(&token)? {
+        let at = self.pending.iter().position(|(t, _)| *t == token)?;
+        Some(match self.pending.swap_remove(at).1 {
             Call::Target(target) => self.target_answer(store, &target, status, body, now_ms),
             Call::Etcd => self.etcd_answer(store, status, body, now_ms),
         })

@@ -12,7 +12,6 @@ use crate::core::registry::listing::find;
 use crate::core::registry::write::{change, clear_pending};
 use crate::core::registry::{Change, Clock, Ident, Scope, Slot};
 use crate::core::store::{read, RegistryError, SharedStore};
-use std::collections::HashMap;
 
 /// Where the prune stopped: the next slot and members buckets, and the cycle's recount (None
 /// when this cycle did not start at bucket 0 or a run failed: it corrects nothing).
@@ -91,7 +90,9 @@ fn walk_slots<S: SharedStore + ?Sized>(
     out: &mut Pruned,
 ) -> Result<u64, RegistryError> {
     let mut clock = Clock::new(scope, now_ms);
-    let mut sets: HashMap<u32, Vec<SetMembers>> = HashMap::new();
+    // Members buckets read so far, by number (at most 256 of them: a list indexed by `m`).
+    let mut sets: Vec<Option<Vec<SetMembers>>> = Vec::new();
+    sets.resize_with(usize::try_from(scope.members_buckets).unwrap_or(0), || None);
     let mut held = 0u64;
     let stale = scope.limits.stale_after_ms;
     for n in buckets {
@@ -116,8 +117,10 @@ fn walk_slots<S: SharedStore + ?Sized>(
             }
             held = held.saturating_add(1);
             let m = scope.members_bucket(&e.app);
-            if let std::collections::hash_map::Entry::Vacant(v) = sets.entry(m) {
-                v.insert(index::read_members(store, scope, m)?);
+            // `members_bucket` is below `members_buckets`: `at` is always in the list.
+            let at = usize::try_from(m).unwrap_or(usize::MAX);
+            if let Some(slot @ None) = sets.get_mut(at) {
+                *slot = Some(index::read_members(store, scope, m)?);
             }
             let set = SetId {
                 pool: &e.pool,
@@ -125,12 +128,15 @@ fn walk_slots<S: SharedStore + ?Sized>(
                 version: &e.version,
             };
             let listed = sets
-                .get(&m)
+                .get(at)
+                .and_then(Option::as_ref)
                 .and_then(|b| b.iter().find(|s| s.is(&set)))
                 .is_some_and(|s| s.list().contains(&e.address));
             if !listed {
                 index::add(store, scope, &set, &[e.address.as_str()])?;
-                sets.remove(&m);
+                if let Some(slot) = sets.get_mut(at) {
+                    *slot = None;
+                }
             }
             if e.index_pending {
                 let r = Ident {

@@ -1,7 +1,8 @@
 //! Several plugins in one harness, as Envoy configures them: wasm filters in one chain (each
 //! its own configuration, root id and vm_id), a singleton service, one shared-data store per
 //! vm_id. Guests: `guests/chain/tag.wat` (marks what passes with its configuration) and
-//! `guests/chain/ticker.wat` (a service writing shared data on tick).
+//! `guests/chain/ticker.wat` (a service writing shared data on tick), `guests/chain/queue.wat`
+//! (registers, resolves and fills a shared queue).
 
 mod common;
 use common::*;
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 
 const TAG: &str = include_str!("../guests/chain/tag.wat");
 const TICKER: &str = include_str!("../guests/chain/ticker.wat");
+const QUEUE: &str = include_str!("../guests/chain/queue.wat");
 
 /// The tag filter with this configuration, in a VM of its own even under a shared `vm_id`
 /// (its VM configuration differs): the guest keeps its tag in a global, which plugins sharing
@@ -240,4 +242,50 @@ async fn a_plugin_without_a_module_is_an_error() {
         err.to_string().contains("plugin nameless has no module"),
         "{err}"
     );
+}
+
+/// Queues are registered under the registrant's vm_id: a plugin of another vm_id does not find
+/// it in its own, one of the same vm_id (in a VM of its own) does and fills it, and the
+/// registrant is told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_are_found_in_their_vm_id_only() {
+    let up = upstream(|_| Reply::ok("")).await;
+    let queue = |config: &str, vm_id: &str| {
+        Plugin::wasm_bytes(QUEUE)
+            .config(config)
+            .vm_config(config)
+            .name(config)
+            .vm_id(vm_id)
+    };
+    let h = Harness::builder()
+        .filter(queue("ra", "a"))
+        .filter(queue("ub", "b"))
+        .filter(queue("ua", "a"))
+        .listener("127.0.0.1:0", up.addr)
+        .start()
+        .await
+        .unwrap();
+    let got = get(h.listener_addrs()[0], "/", &[]).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(
+        values(&up.requests()[0].headers, "x-resolve"),
+        ["0", "1", "0"]
+    );
+    // Both items reach the registrant (whichever of its VMs registered last).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let dequeued: Vec<_> = h
+            .log_lines()
+            .into_iter()
+            .filter(|l| l.message == "dequeued")
+            .map(|l| l.plugin)
+            .collect();
+        if dequeued.len() == 2 {
+            assert_eq!(dequeued, ["ra", "ra"]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "dequeued: {dequeued:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    h.shutdown().await;
 }

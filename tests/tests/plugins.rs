@@ -74,11 +74,12 @@ fn listener(name: &str, routes: Value, mut http_filters: Vec<Value>) -> Value {
     })
 }
 
-/// Envoy with the `filters` (tag.wat, (configuration, vm_id)) in this order in front of `app`,
-/// and the `services` (ticker.wat) as singleton bootstrap extensions; each plugin in a VM of
-/// its own unless `one_vm_per_vm_id`.
+/// Envoy with the `filters` (`filter_guest`.wat, (configuration, vm_id)) in this order in front
+/// of `app`, and the `services` (ticker.wat) as singleton bootstrap extensions; each plugin in
+/// a VM of its own unless `one_vm_per_vm_id`.
 async fn envoy(
     dir: &tempfile::TempDir,
+    filter_guest: &str,
     filters: &[(&str, &str)],
     services: &[(&str, &str)],
     app: SocketAddr,
@@ -91,7 +92,7 @@ async fn envoy(
             config.to_string()
         }
     };
-    let tag = guest(dir, "tag");
+    let tag = guest(dir, filter_guest);
     let ticker = guest(dir, "ticker");
     let http_filters = filters
         .iter()
@@ -164,6 +165,7 @@ async fn envoy_runs_requests_through_the_filters_in_order_responses_in_reverse()
     let dir = tempfile::tempdir().unwrap();
     let envoy = envoy(
         &dir,
+        "tag",
         &[("one", "v1"), ("two", "v2"), ("three", "v3")],
         &[],
         app.addr(),
@@ -194,6 +196,7 @@ async fn envoy_sends_a_local_reply_back_through_the_filters_before_it() {
     let dir = tempfile::tempdir().unwrap();
     let envoy = envoy(
         &dir,
+        "tag",
         &[("first", "v"), ("!stop", "v"), ("never", "v")],
         &[],
         app.addr(),
@@ -216,6 +219,7 @@ async fn envoy_shares_a_store_per_vm_id_with_filters_and_a_service() {
     let dir = tempfile::tempdir().unwrap();
     let envoy = envoy(
         &dir,
+        "tag",
         &[("a", "shared"), ("b", "shared"), ("other", "elsewhere")],
         &[("from the service", "shared")],
         app.addr(),
@@ -252,11 +256,64 @@ async fn envoy_shares_a_store_per_vm_id_with_filters_and_a_service() {
 async fn envoy_runs_plugins_of_one_vm_id_code_and_vm_configuration_in_one_vm() {
     let app = app().await;
     let dir = tempfile::tempdir().unwrap();
-    let envoy = envoy(&dir, &[("a", "same"), ("b", "same")], &[], app.addr(), true).await;
+    let envoy = envoy(
+        &dir,
+        "tag",
+        &[("a", "same"), ("b", "same")],
+        &[],
+        app.addr(),
+        true,
+    )
+    .await;
     let resp = Req::get(format!("{}/echo", envoy.public_url()))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(resp.header_all("x-order"), ["b", "b"]);
+}
+
+/// Queues are registered under the registrant's vm_id: a plugin of another vm_id does not find
+/// it in its own, one of the same vm_id (in a VM of its own) does and fills it, and the
+/// registrant is told (host-harness `chain::queues_are_found_in_their_vm_id_only`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_finds_a_queue_in_its_vm_id_only() {
+    let app = app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let envoy = envoy(
+        &dir,
+        "queue",
+        &[("ra", "a"), ("ub", "b"), ("ua", "a")],
+        &[],
+        app.addr(),
+        false,
+    )
+    .await;
+    let resp = Req::get(format!("{}/echo", envoy.public_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let seen = app.requests().pop().unwrap();
+    let resolved: Vec<String> = seen
+        .headers
+        .iter()
+        .filter(|(k, _)| k == "x-resolve")
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    assert_eq!(resolved, ["0", "1", "0"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let logs = envoy.logs();
+        let dequeued: Vec<&str> = logs.lines().filter(|l| l.ends_with(": dequeued")).collect();
+        if dequeued.len() == 2 {
+            assert!(
+                dequeued.iter().all(|l| l.contains("wasm log ra ")),
+                "{dequeued:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "dequeued: {dequeued:?}\n{logs}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -174,6 +174,27 @@ async fn a_local_reply_stops_the_chain_and_goes_back_through_the_filters_before_
     h.shutdown().await;
 }
 
+/// A local reply from the response phase goes straight to the client: the filters before the
+/// one that sent it (their encoders still to run) see nothing of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_reply_from_the_response_phase_skips_the_filters_still_to_run() {
+    let up = upstream(|_| Reply::ok("from upstream")).await;
+    let h = Harness::builder()
+        .filter(tag("first", "v"))
+        .filter(tag("?late", "v"))
+        .filter(tag("last", "v"))
+        .listener("127.0.0.1:0", up.addr)
+        .start()
+        .await
+        .unwrap();
+    let got = get(h.listener_addrs()[0], "/", &[]).await;
+    assert_eq!(got.status, 418);
+    assert_eq!(got.text(), "?late");
+    assert_eq!(got.all("x-order"), Vec::<&str>::new());
+    assert_eq!(up.requests().len(), 1);
+    h.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_shares_the_store_of_its_vm_id_with_the_filters() {
     let up = upstream(|_| Reply::ok("")).await;

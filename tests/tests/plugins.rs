@@ -213,6 +213,32 @@ async fn envoy_sends_a_local_reply_back_through_the_filters_before_it() {
     assert!(app.requests().is_empty());
 }
 
+/// A local reply from an encoder goes straight to the client (`sendDirectLocalReply`): the
+/// filters whose encoders were still to run see nothing of it, and the response headers the
+/// filter after it added are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_sends_a_response_phase_local_reply_past_the_filters_still_to_run() {
+    let app = app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let envoy = envoy(
+        &dir,
+        "tag",
+        &[("first", "v"), ("?late", "v"), ("last", "v")],
+        &[],
+        app.addr(),
+        false,
+    )
+    .await;
+    let resp = Req::get(format!("{}/echo", envoy.public_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 418, "{}", resp.text());
+    assert_eq!(resp.text(), "?late");
+    assert_eq!(resp.header_all("x-order"), Vec::<String>::new());
+    assert_eq!(app.requests().len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_shares_a_store_per_vm_id_with_filters_and_a_service() {
     let app = app().await;

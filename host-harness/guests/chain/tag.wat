@@ -3,7 +3,8 @@
 ;; - request headers: adds `x-order: <tag>` and writes shared data `last` = tag; a tag starting
 ;;   with `!` answers a local reply 403 with the tag as body instead (and pauses);
 ;; - response headers: adds `x-order: <tag>`, then `x-saw: <shared data last>` and
-;;   `x-tick: <shared data tick>` for the entries its vm_id's store holds.
+;;   `x-tick: <shared data tick>` for the entries its vm_id's store holds; a tag starting with
+;;   `?` answers a local reply 418 with the tag as body instead (and pauses).
 (module
   (import "env" "proxy_get_buffer_bytes" (func $get_buffer (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_add_header_map_value" (func $add_header (param i32 i32 i32 i32 i32) (result i32)))
@@ -49,6 +50,11 @@
     (drop (call $set_shared (i32.const 32) (i32.const 4) (global.get $tag) (global.get $tag_len) (i32.const 0)))
     i32.const 0)
   (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+    (if (i32.eq (i32.load8_u (global.get $tag)) (i32.const 63))
+      (then
+        (drop (call $reply (i32.const 418) (i32.const 0) (i32.const 0)
+          (global.get $tag) (global.get $tag_len) (i32.const 0) (i32.const 0) (i32.const -1)))
+        (return (i32.const 1))))
     (drop (call $add_header (i32.const 2) (i32.const 16) (i32.const 7) (global.get $tag) (global.get $tag_len)))
     (call $add_shared (i32.const 2) (i32.const 48) (i32.const 5) (i32.const 32) (i32.const 4))
     (call $add_shared (i32.const 2) (i32.const 80) (i32.const 6) (i32.const 64) (i32.const 4))

@@ -6,7 +6,8 @@
 
 mod common;
 use common::*;
-use host_harness::{Harness, Plugin};
+use host_harness::{Harness, Plugin, RunningHarness};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 const TAG: &str = include_str!("../guests/chain/tag.wat");
@@ -172,6 +173,55 @@ async fn a_local_reply_stops_the_chain_and_goes_back_through_the_filters_before_
     assert_eq!(got.all("x-order"), ["!stop", "first"]);
     assert!(up.requests().is_empty());
     h.shutdown().await;
+}
+
+/// A filter that pauses its request headers holds the rest of the chain: while the probe
+/// waits for its side call, the filter after it has not run (its shared-data write is absent
+/// when the side upstream answers); once the probe resumes, the request goes on through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_filter_holds_the_rest_of_the_chain() {
+    let up = upstream(|_| Reply::ok("through")).await;
+    let harness: Arc<OnceLock<Arc<RunningHarness>>> = Arc::new(OnceLock::new());
+    let seen_while_paused = Arc::new(Mutex::new(Vec::new()));
+    let side = {
+        let (harness, seen) = (harness.clone(), seen_while_paused.clone());
+        upstream(move |_| {
+            let last = harness
+                .get()
+                .and_then(|h| h.shared_data_in("v", "last"))
+                .map(|(v, _)| v);
+            seen.lock().unwrap().push(last);
+            Reply::ok("side")
+        })
+        .await
+    };
+    let h = Arc::new(
+        Harness::builder()
+            .filter(Plugin::wasm(guest("probe")).vm_id("p"))
+            .filter(tag("after", "v"))
+            .cluster("side", side.addr)
+            .listener("127.0.0.1:0", up.addr)
+            .start()
+            .await
+            .unwrap(),
+    );
+    let _ = harness.set(h.clone());
+    let got = send(
+        h.listener_addrs()[0],
+        "POST",
+        "/p",
+        &[("x-probe", "pause-headers")],
+        b"abc",
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.status, 200);
+    assert_eq!(got.text(), "through");
+    assert_eq!(*seen_while_paused.lock().unwrap(), [None]);
+    let seen = up.requests().pop().unwrap();
+    assert_eq!(seen.header("x-order"), Some("after"));
+    assert_eq!(seen.body, b"abc");
+    assert_eq!(h.shared_data_in("v", "last").unwrap().0, b"after");
 }
 
 /// A local reply from the response phase goes straight to the client: the filters before the

@@ -286,5 +286,6 @@ pub async fn attempts_bounded_by_count_and_deadline<H: Host>() {
         (tried as u64..=3).contains(&failed),
         "attempt_failed = {failed}, peers reached = {tried}; {m:?}"
     );
-    f.expect_counters(&[("exhausted", 1)]).await;
+    f.expect_counters(&[("attempt_failed", failed), ("exhausted", 1)])
+        .await;
 }

@@ -36,11 +36,18 @@ pub enum Error {
     /// log line.
     Load(LoadError),
     /// An import could not be satisfied, or the start function trapped.
-    Instantiate { instance: String, message: String },
+    Instantiate {
+        /// The plugin's name (its `name` option).
+        plugin: String,
+        instance: String,
+        message: String,
+    },
     /// `proxy_on_vm_start` or `proxy_on_configure` returned false: with a static configuration
     /// Envoy exits; the plugin's own log lines say why.
     Refused {
         callback: &'static str,
+        /// The plugin's name (its `name` option): which filter or service of a chain refused.
+        plugin: String,
         instance: String,
         logs: Vec<LogLine>,
     },
@@ -52,17 +59,26 @@ impl std::fmt::Display for Error {
             Error::Io(m) => write!(f, "{m}"),
             Error::Compile(m) => write!(f, "cannot compile the plugin: {m}"),
             Error::Load(e) => write!(f, "the plugin is refused at load: {e}"),
-            Error::Instantiate { instance, message } => {
-                write!(f, "cannot start the plugin ({instance} VM): {message}")
+            Error::Instantiate {
+                plugin,
+                instance,
+                message,
+            } => {
+                write!(
+                    f,
+                    "cannot start the plugin \"{plugin}\" ({instance} VM): {message}"
+                )
             }
             Error::Refused {
                 callback,
+                plugin,
                 instance,
                 logs,
             } => {
                 write!(
                     f,
-                    "the plugin refused to start: {callback} returned false in the {instance} VM"
+                    "the plugin \"{plugin}\" refused to start: {callback} returned false in \
+                     the {instance} VM"
                 )?;
                 for l in logs {
                     write!(f, "\n[{}] {}", l.level, l.message)?;

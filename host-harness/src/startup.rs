@@ -289,16 +289,19 @@ pub(crate) fn start_error(e: VmStartError, instance: &str, env: &PluginEnv) -> E
     match e {
         VmStartError::Load(e) => Error::Load(e),
         VmStartError::Instantiate(message) | VmStartError::Crashed(message) => Error::Instantiate {
+            plugin: env.name.clone(),
             instance: instance.to_string(),
             message,
         },
         VmStartError::VmStartRefused => Error::Refused {
             callback: "proxy_on_vm_start",
+            plugin: env.name.clone(),
             instance: instance.to_string(),
             logs,
         },
         VmStartError::ConfigureRefused => Error::Refused {
             callback: "proxy_on_configure",
+            plugin: env.name.clone(),
             instance: instance.to_string(),
             logs,
         },

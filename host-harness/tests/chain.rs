@@ -6,7 +6,7 @@
 
 mod common;
 use common::*;
-use host_harness::{Harness, Plugin, RunningHarness};
+use host_harness::{Error, Harness, Plugin, RunningHarness};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -359,4 +359,35 @@ async fn queues_are_found_in_their_vm_id_only() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     h.shutdown().await;
+}
+
+/// A refusal names the plugin of the chain that refused, with its log lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_filter_of_a_chain_is_named() {
+    let err = Harness::builder()
+        .filter(tag("fine", "v"))
+        .filter(Plugin::wasm(guest("probe")).config("refuse").name("picky"))
+        .listener_without_upstream("127.0.0.1:0")
+        .start()
+        .await
+        .err()
+        .unwrap();
+    match &err {
+        Error::Refused {
+            callback, plugin, ..
+        } => {
+            assert_eq!(*callback, "proxy_on_configure");
+            assert_eq!(plugin, "picky");
+        }
+        other => panic!("{other}"),
+    }
+    assert!(
+        err.to_string()
+            .starts_with("the plugin \"picky\" refused to start"),
+        "{err}"
+    );
+    assert!(err
+        .logs()
+        .iter()
+        .any(|l| l.plugin == "picky" && l.message == "bad configuration: refuse"));
 }

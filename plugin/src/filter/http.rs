@@ -129,36 +129,29 @@ impl MixHttp {
     fn with_peers<R>(shared: &Shared, now_ms: u64, f: impl FnOnce(&mut dyn PeerSource) -> R) -> R {
         let cfg = &shared.config;
         let mut store = HostStore;
-        match shared.cache.try_borrow_mut() {
-            Ok(mut cache) => {
-                let mut peers = RegistryPeers {
-                    store: &mut store,
-                    cache: &mut cache,
-                    pool: &cfg.pool,
-                    app: &cfg.app,
-                    cross_pool: cfg.registry.cross_pool,
-                    scope: &shared.scope,
-                    selection: cfg.redispatch.selection,
-                    now_ms,
-                };
-                f(&mut peers)
+        let (mut borrowed, mut spare);
+        let cache = match shared.cache.try_borrow_mut() {
+            Ok(c) => {
+                borrowed = c;
+                &mut *borrowed
             }
             // Not reachable (one callback at a time per VM), but never worth a panic.
             Err(_) => {
-                let mut cache = crate::core::lookup::LookupCache::default();
-                let mut peers = RegistryPeers {
-                    store: &mut store,
-                    cache: &mut cache,
-                    pool: &cfg.pool,
-                    app: &cfg.app,
-                    cross_pool: cfg.registry.cross_pool,
-                    scope: &shared.scope,
-                    selection: cfg.redispatch.selection,
-                    now_ms,
-                };
-                f(&mut peers)
+                spare = crate::core::lookup::LookupCache::default();
+                &mut spare
             }
-        }
+        };
+        let mut peers = RegistryPeers {
+            store: &mut store,
+            cache,
+            pool: &cfg.pool,
+            app: &cfg.app,
+            cross_pool: cfg.registry.cross_pool,
+            scope: &shared.scope,
+            selection: cfg.redispatch.selection,
+            now_ms,
+        };
+        f(&mut peers)
     }
 
     /// Carries out `step`; `held` is true when the response is paused (callback phase). Returns

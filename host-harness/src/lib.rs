@@ -61,6 +61,7 @@
 pub mod abi;
 mod admin;
 mod calls;
+mod error;
 mod frontend;
 mod harness;
 mod histogram;
@@ -76,7 +77,8 @@ pub mod types;
 mod worker;
 
 pub use calls::{CONNECT_FAILURE_BODY, TERMINATION_BODY, TIMEOUT_BODY};
-pub use harness::{Error, Harness, HarnessBuilder, ListenerSpec, RunningHarness};
+pub use error::Error;
+pub use harness::{Harness, HarnessBuilder, ListenerSpec, RunningHarness};
 pub use histogram::Histogram;
 pub use host::Cluster;
 pub use load::{AbiVersion, LoadError};

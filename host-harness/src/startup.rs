@@ -4,7 +4,7 @@
 //! Plugins of one `vm_id`, code and VM configuration share their VMs (one root context each),
 //! as Envoy shares a VM between plugins of one vm key.
 
-use crate::harness::Error;
+use crate::error::Error;
 use crate::host::{Cluster, HostState, PluginEnv};
 use crate::load::{self, AbiVersion, VmStartError};
 use crate::plugin::Plugin;

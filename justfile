@@ -26,12 +26,14 @@ build-small: build
 demo *ARGS: build
     cargo run -q --profile demo -p mixmode-demo --bin demo -- {{ARGS}}
 
-# Formatting and lints, for the host and the wasm target; docs/ references and metric lists.
+# Formatting and lints, for the host and the wasm target; docs/ references and metric lists;
+# no import cycle between modules.
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     cargo clippy -p mixmode --target wasm32-wasip1 -- -D warnings
     cargo test -q -p mixmode --test docs
+    python3 scripts/module-cycles.py plugin/src host-harness/src demo/src tests/src register/src
 
 # Also: the real-Envoy suites over HTTP/1.1 and HTTP/2 with live reconfiguration, on Envoy 1.40.0
 # and the oldest supported (1.36.4), etcd, demo --quick, the 60 s soak, fuzzing 10 s per target.

@@ -46,5 +46,10 @@ def cycles(g):
     for v in g:
         if v not in idx: sc(v)
     return out
+found = False
 for src in sys.argv[1:]:
-    print(src, cycles(graph(src,'')) or 'no cycle')
+    c = cycles(graph(src, ''))
+    found = found or bool(c)
+    print(src, c or 'no cycle')
+# `just lint` runs this: an import cycle fails the build.
+sys.exit(1 if found else 0)

@@ -1,5 +1,5 @@
-//! The HTTP front end: one hyper HTTP/1 server per listener. Each request runs through the
-//! filter chain on the worker its connection was given to (Envoy assigns connections to
+//! The HTTP front end: one hyper server per listener (HTTP/1.1 and h2c). Each request runs
+//! through the filter chain on the worker its connection was given to (Envoy assigns connections to
 //! workers): the filters in order, then the listener's upstream; the answer runs back through
 //! the filters in reverse order, as Envoy runs decoder and encoder filters.
 //!
@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -104,8 +104,10 @@ pub(crate) async fn serve(
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| handle(req, conn.clone()));
-            let served = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
+            // HTTP/1.x, or h2c with prior knowledge (the connection preface tells them apart),
+            // as an Envoy listener with `codec_type: AUTO` serves both.
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let served = builder.serve_connection(TokioIo::new(stream), service);
             tokio::select! {
                 _ = served => {}
                 _ = shutdown.changed() => {}
@@ -409,6 +411,16 @@ async fn run_phase(
     }
 }
 
+/// `request.protocol` as Envoy spells it (`Http::Utility::getProtocolString`).
+fn protocol_name(version: hyper::Version) -> &'static str {
+    match version {
+        hyper::Version::HTTP_10 => "HTTP/1.0",
+        hyper::Version::HTTP_2 => "HTTP/2",
+        hyper::Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
+}
+
 fn request_id() -> String {
     let s = std::collections::hash_map::RandomState::new();
     let mut a = s.build_hasher();
@@ -635,6 +647,13 @@ async fn handle(
     req: Request<Incoming>,
     conn: Arc<Conn>,
 ) -> Result<Response<Full<Bytes>>, StreamReset> {
+    if req.version() == hyper::Version::HTTP_10 {
+        // Envoy's HTTP/1 codec refuses HTTP/1.0 unless the listener sets `accept_http_10`
+        // (off by default): 426 with no body, before any filter runs.
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = hyper::StatusCode::UPGRADE_REQUIRED;
+        return Ok(r);
+    }
     let listener = conn.listener.clone();
     let opts = listener.opts.clone();
     let idle = opts.stream_idle_timeout;
@@ -645,6 +664,7 @@ async fn handle(
         connection_id: conn.id,
         upstream_address: None,
         response_code: None,
+        protocol: protocol_name(req.version()),
     };
     let (parts, body) = req.into_parts();
     let mut headers = request_headers(&parts);

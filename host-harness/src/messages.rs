@@ -20,6 +20,8 @@ pub(crate) struct StreamProps {
     pub connection_id: u64,
     pub upstream_address: Option<String>,
     pub response_code: Option<u32>,
+    /// `request.protocol` as Envoy spells it (`HTTP/1.0`, `HTTP/1.1`, `HTTP/2`).
+    pub protocol: &'static str,
 }
 
 /// What a filter asked of its stream, delivered to the front end.

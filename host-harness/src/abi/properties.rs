@@ -71,7 +71,9 @@ pub(crate) fn resolve(
                 ["host"] => header(h, ":authority"),
                 ["method"] => header(h, ":method"),
                 ["scheme"] => Some(header(h, ":scheme").unwrap_or_else(|| b"http".to_vec())),
-                ["protocol"] => Some(b"HTTP/1.1".to_vec()),
+                ["protocol"] => {
+                    Some(s.props.protocol.as_bytes().to_vec()).filter(|p| !p.is_empty())
+                }
                 ["id"] => header(h, "x-request-id"),
                 ["useragent"] => header(h, "user-agent"),
                 ["referer"] => header(h, "referer"),

@@ -245,6 +245,7 @@ impl Probe {
             "request.path",
             "request.method",
             "request.host",
+            "request.protocol",
             "cluster_name",
             "source.address",
             "upstream.address",

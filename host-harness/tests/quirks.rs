@@ -522,8 +522,16 @@ async fn every_instance_ticks_and_cas_loses_no_update() {
     // Each of the 3 instances ticks exactly 20 times and then stops, so both counters come to
     // rest: wait for the metric to reach its final value (bounded generously for a loaded
     // machine), then compare values that no longer move.
+    // The guest bumps the metric before its CAS write, so wait for both.
+    let shared = || -> u64 {
+        h.shared_data("ticks")
+            .and_then(|(v, _)| String::from_utf8(v).ok()?.parse().ok())
+            .unwrap_or(0)
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while h.metric("probe.ticks").unwrap() < 60 && std::time::Instant::now() < deadline {
+    while (h.metric("probe.ticks").unwrap() < 60 || shared() < 60)
+        && std::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(
@@ -531,11 +539,7 @@ async fn every_instance_ticks_and_cas_loses_no_update() {
         60,
         "3 instances x 20 ticks"
     );
-    let shared: u64 = String::from_utf8(h.shared_data("ticks").unwrap().0)
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert_eq!(shared, 60, "every tick's CAS increment landed");
+    assert_eq!(shared(), 60, "every tick's CAS increment landed");
     h.shutdown().await;
 }
 

@@ -118,11 +118,11 @@ pub async fn run_fleet(o: &RunOptions) -> Result<(SetupResult, Vec<EnvoyRescues>
     .await;
     stop.store(true, Ordering::Relaxed);
     let mut txs = Vec::new();
-    let mut step_us = Vec::new();
+    let mut steps = Vec::new();
     for u in users {
         if let Ok(log) = u.await {
             txs.extend(log.txs);
-            step_us.extend(log.step_us);
+            steps.extend(log.steps);
         }
     }
     progress.abort();
@@ -173,7 +173,7 @@ pub async fn run_fleet(o: &RunOptions) -> Result<(SetupResult, Vec<EnvoyRescues>
         drain_label(&o.plan, true),
         Counted {
             txs,
-            step_us,
+            steps,
             mismatches,
             resends,
             app_requests,

@@ -89,6 +89,9 @@ async fn run(args: DemoArgs) -> Result<bool> {
     println!();
     println!("== Drains per wave (how long the old servers stayed out of the load balancer, still serving) ==");
     println!("{}", table::render_drains(&results));
+    println!();
+    println!("== Step latency by kind ==");
+    println!("{}", table::render_step_kinds(&results));
     std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
     let svg = args.out.join("failures.svg");
     chart::failures_svg(&svg, &results)?;
@@ -226,6 +229,9 @@ async fn run_fleet(args: &DemoArgs, started: Instant) -> Result<bool> {
     println!("{}", table::render(&results));
     println!();
     println!("{}", table::render_drains(&results));
+    println!();
+    println!("== Step latency by kind ==");
+    println!("{}", table::render_step_kinds(&results));
     std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
     let summary = args.out.join("fleet-summary.json");
     std::fs::write(&summary, serde_json::to_vec_pretty(&results)?)?;

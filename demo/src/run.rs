@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::envoy;
 use crate::pool::{deploy, DrainBy, Plan, Pool, PoolView, WaveTimes};
 use crate::setup::{plugin_config, render_yaml, Render, Setup, HEARTBEAT_PATH, TOKEN};
-use crate::users::{run_user, Live, Tx, Workload};
+use crate::users::{run_user, Live, Step, Tx, Workload};
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -53,6 +53,12 @@ pub struct SetupResult {
     pub extra_upstream: usize,
     pub p50_step_ms: f64,
     pub p99_step_ms: f64,
+    /// The step latencies by kind (`plain`, `cookie`, `rescued`, `cookie+rescued`): where a
+    /// setup's p99 comes from (a rescued step is two upstream requests; a `cookie` step was
+    /// hinted by mixmode+affinity).
+    pub step_kinds: BTreeMap<String, KindStats>,
+    /// Every step (when, how long, its kind), for analyses the table does not make.
+    pub steps: Vec<Step>,
     pub mixmode_metrics: BTreeMap<String, u64>,
     pub waves: Vec<WaveTimes>,
     pub duration_s: f64,
@@ -120,11 +126,11 @@ pub async fn run_setup(
     .await;
     stop.store(true, Ordering::Relaxed);
     let mut txs = Vec::new();
-    let mut step_us = Vec::new();
+    let mut steps = Vec::new();
     for u in users {
         if let Ok(log) = u.await {
             txs.extend(log.txs);
-            step_us.extend(log.step_us);
+            steps.extend(log.steps);
         }
     }
     progress.abort();
@@ -161,7 +167,7 @@ pub async fn run_setup(
         drain_label(&o.plan, setup.uses_mixmode()),
         Counted {
             txs,
-            step_us,
+            steps,
             mismatches,
             resends,
             app_requests,
@@ -172,10 +178,54 @@ pub async fn run_setup(
     ))
 }
 
+/// The steps of one kind.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct KindStats {
+    pub steps: usize,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    /// Of the setup's slowest 1% of steps (those at or above its p99), how many are this kind.
+    pub in_top_1pct: usize,
+}
+
+fn kind_of(s: &Step) -> &'static str {
+    match (s.cookie, s.rescued) {
+        (false, false) => "plain",
+        (true, false) => "cookie",
+        (false, true) => "rescued",
+        (true, true) => "cookie+rescued",
+    }
+}
+
+/// Latency percentiles per step kind, and which kinds make the overall tail.
+pub fn step_kinds(steps: &[Step]) -> BTreeMap<String, KindStats> {
+    let mut all: Vec<u64> = steps.iter().map(|s| s.us).collect();
+    all.sort_unstable();
+    let p99_us = (percentile_ms(&all, 0.99) * 1000.0).round() as u64;
+    let mut by: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for s in steps {
+        by.entry(kind_of(s)).or_default().push(s.us);
+    }
+    by.into_iter()
+        .map(|(k, mut us)| {
+            us.sort_unstable();
+            let stats = KindStats {
+                steps: us.len(),
+                p50_ms: percentile_ms(&us, 0.50),
+                p90_ms: percentile_ms(&us, 0.90),
+                p99_ms: percentile_ms(&us, 0.99),
+                in_top_1pct: us.iter().filter(|u| **u >= p99_us).count(),
+            };
+            (k.to_string(), stats)
+        })
+        .collect()
+}
+
 /// What a run counted, from the users' side and from Envoy's and the servers'.
 pub struct Counted {
     pub txs: Vec<Tx>,
-    pub step_us: Vec<u64>,
+    pub steps: Vec<Step>,
     pub mismatches: u64,
     pub resends: u64,
     pub app_requests: usize,
@@ -195,7 +245,7 @@ pub fn drain_label(plan: &Plan, mixmode: bool) -> String {
 pub fn result_of(key: &str, description: &str, drain: String, c: Counted) -> SetupResult {
     let Counted {
         txs,
-        mut step_us,
+        steps,
         mismatches,
         resends,
         app_requests,
@@ -203,7 +253,8 @@ pub fn result_of(key: &str, description: &str, drain: String, c: Counted) -> Set
         waves,
         duration_s,
     } = c;
-    let steps_sent = step_us.len();
+    let steps_sent = steps.len();
+    let mut step_us: Vec<u64> = steps.iter().map(|s| s.us).collect();
     let completed = txs.iter().filter(|t| t.failure.is_none()).count();
     let failed = txs.len() - completed;
     let mut failures = BTreeMap::new();
@@ -236,6 +287,8 @@ pub fn result_of(key: &str, description: &str, drain: String, c: Counted) -> Set
         extra_upstream: app_requests.saturating_sub(steps_sent),
         p50_step_ms: percentile_ms(&step_us, 0.50),
         p99_step_ms: percentile_ms(&step_us, 0.99),
+        step_kinds: step_kinds(&steps),
+        steps,
         mixmode_metrics,
         waves,
         duration_s,
@@ -279,4 +332,39 @@ pub(crate) fn spawn_progress(
             );
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(us: u64, cookie: bool, rescued: bool) -> Step {
+        Step {
+            at_ms: 0,
+            us,
+            cookie,
+            rescued,
+        }
+    }
+
+    #[test]
+    fn step_kinds_split_the_latencies_and_name_the_tail() {
+        // 100 steps: 90 plain at 1 ms, 8 hinted at 2 ms, 2 rescued at 9 ms.
+        let mut steps: Vec<Step> = (0..90).map(|_| step(1000, false, false)).collect();
+        steps.extend((0..8).map(|_| step(2000, true, false)));
+        steps.extend([step(9000, false, true), step(9000, true, true)]);
+        let k = step_kinds(&steps);
+        let names: Vec<&str> = k.keys().map(String::as_str).collect();
+        assert_eq!(names, ["cookie", "cookie+rescued", "plain", "rescued"]);
+        assert_eq!(k["plain"].steps, 90);
+        assert_eq!(k["plain"].p99_ms, 1.0);
+        assert_eq!(k["cookie"].p50_ms, 2.0);
+        assert_eq!(k["rescued"].p99_ms, 9.0);
+        // The run's p99 (the 99th of 100 steps) is 9 ms: only the rescued steps reach it.
+        assert_eq!(
+            k["rescued"].in_top_1pct + k["cookie+rescued"].in_top_1pct,
+            2
+        );
+        assert_eq!(k["plain"].in_top_1pct + k["cookie"].in_top_1pct, 0);
+    }
 }

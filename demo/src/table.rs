@@ -92,6 +92,39 @@ pub fn render_drains(results: &[SetupResult]) -> String {
     grid(&header, rows, &[0, 1, 3]).join("\n")
 }
 
+/// Per run, the step latencies by kind: a rescued step is two upstream requests, a `cookie`
+/// step was hinted (mixmode+affinity); "in slowest 1%" says which kinds make the run's p99.
+pub fn render_step_kinds(results: &[SetupResult]) -> String {
+    let header = [
+        "setup",
+        "drain",
+        "steps of kind",
+        "steps",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "in slowest 1%",
+    ];
+    let rows = results
+        .iter()
+        .flat_map(|r| {
+            r.step_kinds.iter().map(move |(kind, k)| {
+                vec![
+                    r.setup.clone(),
+                    r.drain.clone(),
+                    kind.clone(),
+                    k.steps.to_string(),
+                    format!("{:.2}", k.p50_ms),
+                    format!("{:.2}", k.p90_ms),
+                    format!("{:.2}", k.p99_ms),
+                    k.in_top_1pct.to_string(),
+                ]
+            })
+        })
+        .collect();
+    grid(&header, rows, &[0, 1, 2]).join("\n")
+}
+
 /// Columns padded to their widest cell; the `left` columns and the last left-aligned (names
 /// and reasons), numbers right-aligned.
 fn grid(header: &[&str], rows: Vec<Vec<String>>, left: &[usize]) -> Vec<String> {

@@ -60,11 +60,25 @@ pub struct Live {
     pub steps: AtomicUsize,
 }
 
+/// One step as the user saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Step {
+    /// When it was sent, in ms since the run started (to compare kinds of steps sent at the
+    /// same time, under the same machine load).
+    pub at_ms: u64,
+    /// Its latency, in microseconds.
+    pub us: u64,
+    /// It carried the affinity cookie (mixmode+affinity: a hinted request).
+    pub cookie: bool,
+    /// A peer answered it after a rescue (`x-mixmode: redispatched`).
+    pub rescued: bool,
+}
+
 #[derive(Debug, Default)]
 pub struct UserLog {
     pub txs: Vec<Tx>,
-    /// Every step's latency as the user saw it, in microseconds.
-    pub step_us: Vec<u64>,
+    /// Every step the user sent.
+    pub steps: Vec<Step>,
 }
 
 /// The affinity cookie, as a browser keeps it: the last value set wins.
@@ -129,7 +143,7 @@ pub async fn run_user(
             &mut rng,
             &w,
             t0,
-            &mut log.step_us,
+            &mut log.steps,
             &live,
             &mut jar,
         )
@@ -153,7 +167,7 @@ async fn run_transfer(
     rng: &mut fastrand::Rng,
     w: &Workload,
     t0: Instant,
-    step_us: &mut Vec<u64>,
+    steps: &mut Vec<Step>,
     live: &Live,
     jar: &mut Jar,
 ) -> Tx {
@@ -183,13 +197,15 @@ async fn run_transfer(
         .timeout(Duration::from_secs(10));
         // Every user carries its own cookie (as a signed-in browser would): sticky sessions hash it.
         let kept = jar.header_part();
+        let with_cookie = !kept.is_empty();
         req = match &cookie {
             Some(c) => req.header("cookie", format!("user=u{user}; session={c}{kept}")),
             None => req.header("cookie", format!("user=u{user}{kept}")),
         };
         let sent = Instant::now();
+        let at_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
         let resp = req.send().await;
-        step_us.push(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
+        let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
         live.steps.fetch_add(1, Ordering::Relaxed);
         let fail = |status: u16,
                     mixmode: Option<String>,
@@ -201,6 +217,15 @@ async fn run_transfer(
             served_by,
             detail,
         };
+        let rescued = resp
+            .as_ref()
+            .is_ok_and(|r| r.header("x-mixmode").as_deref() == Some("redispatched"));
+        steps.push(Step {
+            at_ms,
+            us,
+            cookie: with_cookie,
+            rescued,
+        });
         let resp = match resp {
             Ok(r) => r,
             Err(_) => {

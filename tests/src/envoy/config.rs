@@ -422,6 +422,19 @@ pub struct PublicRoute {
     pub connect_failure_retries: u32,
 }
 
+/// The filter's own configuration, inside an `ExtensionWithMatcher` wrapper if it has one
+/// (envoy.yaml skips the stateful session filter on requests without the hint that way).
+fn unwrap_matcher(typed_config: &Value) -> &Value {
+    if typed_config["@type"].as_str() == Some(EXTENSION_WITH_MATCHER) {
+        &typed_config["extension_config"]["typed_config"]
+    } else {
+        typed_config
+    }
+}
+
+const EXTENSION_WITH_MATCHER: &str =
+    "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher";
+
 pub fn example_public_route() -> Result<PublicRoute> {
     let doc: Value = serde_norway::from_str(ENVOY_YAML)?;
     let public = doc["static_resources"]["listeners"]
@@ -442,6 +455,7 @@ pub fn example_public_route() -> Result<PublicRoute> {
             .map(|f| &f["typed_config"])
     };
     let session_header = named("envoy.filters.http.stateful_session")
+        .map(unwrap_matcher)
         .find_map(|t| t["session_state"]["typed_config"]["name"].as_str())
         .map(str::to_string);
     let response_headers_removed = named("envoy.filters.http.header_mutation")
@@ -564,14 +578,32 @@ mod tests {
             Some(header)
         );
         assert!(tc(1)["mutations"].get("request_mutations").is_none());
-        let state = &tc(2)["session_state"];
+        // Skipped on a request without the hint: the matcher reads the header mixmode writes.
+        assert_eq!(tc(2)["@type"].as_str(), Some(EXTENSION_WITH_MATCHER));
+        let skip = &tc(2)["xds_matcher"]["matcher_list"]["matchers"][0];
+        assert_eq!(
+            skip["predicate"]["not_matcher"]["single_predicate"]["input"]["typed_config"]
+                ["header_name"]
+                .as_str(),
+            Some(header)
+        );
+        assert!(skip["on_match"]["action"]["typed_config"]["@type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("SkipFilter")));
+        assert!(tc(2)["xds_matcher"].get("on_no_match").is_none());
+        let session = unwrap_matcher(tc(2));
+        assert_eq!(
+            tc(2)["extension_config"]["name"].as_str(),
+            Some("envoy.filters.http.stateful_session")
+        );
+        let state = &session["session_state"];
         assert_eq!(
             state["name"].as_str(),
             Some("envoy.http.stateful_session.header")
         );
         assert_eq!(state["typed_config"]["name"].as_str(), Some(header));
         assert!(
-            tc(2).get("strict").is_none(),
+            session.get("strict").is_none(),
             "strict would 503 on a gone host"
         );
         // What the harness reads to lay out the same listener.

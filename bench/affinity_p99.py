@@ -127,9 +127,18 @@ def kinds(out_dir, window_ms=500):
         print(f"{k}: median {med:.3f} [{lo:.3f}, {hi:.3f}] over {len(v)} rounds "
               f"({sum(1 for x in v if x > 1)} above 1)")
     print()
+    return rows
 
 
 if __name__ == "__main__":
     main(sys.argv[1:])
+    all_rows = {}
     for p in sys.argv[1:]:
-        kinds(os.path.dirname(p))
+        for k, v in kinds(os.path.dirname(p)).items():
+            all_rows.setdefault(k, []).extend(v)
+    if len(sys.argv) > 2:
+        for k, v in all_rows.items():
+            if v:
+                med, lo, hi = median_ci(v)
+                print(f"all files, {k}: median {med:.3f} [{lo:.3f}, {hi:.3f}] over {len(v)} rounds "
+                      f"({sum(1 for x in v if x > 1)} above 1)")

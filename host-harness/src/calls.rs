@@ -1,6 +1,7 @@
 //! Outbound HTTP over real sockets: `dispatch_http_call`s and the front end's forwarding, with
 //! Envoy's own answers for failures (503 for a peer that cannot be reached, 504 on timeout).
 
+use crate::body::OutBody;
 use crate::types::Headers;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -21,6 +22,9 @@ pub const TERMINATION_BODY: &str =
     "upstream connect error or disconnect/reset before headers. reset reason: connection termination";
 /// Envoy's body for a call or route timeout.
 pub const TIMEOUT_BODY: &str = "upstream request timeout";
+
+/// A request body on its way to an upstream.
+pub(crate) type UpstreamBody = OutBody<()>;
 
 pub(crate) enum CallOutcome {
     Response {
@@ -49,7 +53,7 @@ pub(crate) fn envoy_reply(status: u16, body: &str) -> (Headers, Vec<u8>) {
 }
 
 /// Builds a hyper request from proxy-wasm headers (pseudo-headers included).
-pub(crate) fn build_request(headers: &Headers, body: Bytes) -> Option<Request<Full<Bytes>>> {
+pub(crate) fn build_request<B>(headers: &Headers, body: B) -> Option<Request<B>> {
     let mut method = None;
     let mut path = None;
     let mut authority = None;
@@ -79,7 +83,7 @@ pub(crate) fn build_request(headers: &Headers, body: Bytes) -> Option<Request<Fu
     }
     let method = hyper::Method::from_bytes(&method.unwrap_or_else(|| b"GET".to_vec())).ok()?;
     let path = String::from_utf8(path.unwrap_or_else(|| b"/".to_vec())).ok()?;
-    b.method(method).uri(path).body(Full::new(body)).ok()
+    b.method(method).uri(path).body(body).ok()
 }
 
 /// Turns a hyper response head into proxy-wasm headers: `:status` first, every header kept
@@ -103,7 +107,12 @@ fn service_time(started: Instant) -> (Vec<u8>, Vec<u8>) {
     )
 }
 
-async fn connect(target: SocketAddr) -> Option<SendRequest<Full<Bytes>>> {
+async fn connect<B>(target: SocketAddr) -> Option<SendRequest<B>>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let stream = TcpStream::connect(target).await.ok()?;
     let _ = stream.set_nodelay(true);
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -121,7 +130,7 @@ pub(crate) async fn dispatch(
     timeout: Option<Duration>,
 ) -> CallOutcome {
     let call = async move {
-        let Some(mut sender) = connect(target).await else {
+        let Some(mut sender) = connect::<Full<Bytes>>(target).await else {
             let (headers, body) = envoy_reply(503, CONNECT_FAILURE_BODY);
             return CallOutcome::Response {
                 headers,
@@ -129,7 +138,7 @@ pub(crate) async fn dispatch(
                 trailers: Vec::new(),
             };
         };
-        let Some(req) = build_request(&headers, Bytes::from(body)) else {
+        let Some(req) = build_request(&headers, Full::new(Bytes::from(body))) else {
             let (headers, body) = envoy_reply(503, TERMINATION_BODY);
             return CallOutcome::Response {
                 headers,
@@ -190,7 +199,7 @@ pub(crate) async fn dispatch(
 /// One upstream host with its kept-alive connections.
 pub(crate) struct Endpoint {
     pub addr: SocketAddr,
-    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    idle: Mutex<Vec<SendRequest<UpstreamBody>>>,
 }
 
 /// The upstream's answer to a forwarded request, or Envoy's own.
@@ -198,7 +207,7 @@ pub(crate) enum Forwarded {
     Upstream {
         headers: Headers,
         body: Incoming,
-        sender: SendRequest<Full<Bytes>>,
+        sender: SendRequest<UpstreamBody>,
     },
     Envoy {
         headers: Headers,
@@ -222,7 +231,7 @@ impl Endpoint {
         }
     }
 
-    fn take_idle(&self) -> Option<SendRequest<Full<Bytes>>> {
+    fn take_idle(&self) -> Option<SendRequest<UpstreamBody>> {
         let mut idle = crate::shared::lock(&self.idle);
         while let Some(s) = idle.pop() {
             if s.is_ready() {
@@ -233,14 +242,21 @@ impl Endpoint {
     }
 
     /// Gives a connection back once its response body was read to the end.
-    pub fn release(&self, sender: SendRequest<Full<Bytes>>) {
+    pub fn release(&self, sender: SendRequest<UpstreamBody>) {
         if sender.is_ready() {
             crate::shared::lock(&self.idle).push(sender);
         }
     }
 
     /// Forwards a request; `timeout` is Envoy's route timeout (until response headers).
-    pub async fn forward(&self, headers: &Headers, body: Bytes, timeout: Duration) -> Forwarded {
+    /// The body is taken from `body` only when the request goes out on a connection: after a
+    /// connect failure it is still there for a retry on another host.
+    pub async fn forward(
+        &self,
+        headers: &Headers,
+        body: &mut Option<UpstreamBody>,
+        timeout: Duration,
+    ) -> Forwarded {
         let attempt = async {
             // A pooled connection the upstream closed meanwhile fails at once: retry fresh.
             for fresh in [false, true] {
@@ -255,7 +271,8 @@ impl Endpoint {
                     }
                     continue;
                 };
-                let Some(req) = build_request(headers, body.clone()) else {
+                let req = body.take().and_then(|b| build_request(headers, b));
+                let Some(req) = req else {
                     let (h, b) = envoy_reply(503, TERMINATION_BODY);
                     return Forwarded::Envoy {
                         headers: h,
@@ -263,7 +280,7 @@ impl Endpoint {
                     };
                 };
                 let started = Instant::now();
-                match sender.send_request(req).await {
+                match sender.try_send_request(req).await {
                     Ok(resp) => {
                         let (parts, incoming) = resp.into_parts();
                         let mut h = response_headers(&parts);
@@ -274,9 +291,13 @@ impl Endpoint {
                             sender,
                         };
                     }
-                    // Not sent at all (the idle connection had closed): safe to retry.
-                    Err(e) if !fresh && e.is_canceled() => continue,
-                    Err(_) => {
+                    Err(mut e) => {
+                        // Not sent at all (the idle connection had closed): safe to retry.
+                        let unsent = e.take_message().map(|r| r.into_body());
+                        if !fresh && unsent.is_some() && e.into_error().is_canceled() {
+                            *body = unsent;
+                            continue;
+                        }
                         let (h, b) = envoy_reply(503, TERMINATION_BODY);
                         return Forwarded::Envoy {
                             headers: h,

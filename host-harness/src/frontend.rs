@@ -3,17 +3,20 @@
 //! workers): the filters in order, then the listener's upstream; the answer runs back through
 //! the filters in reverse order, as Envoy runs decoder and encoder filters.
 //!
-//! Bodies are buffered by the front end (the client gets the response once it is complete);
-//! what the filter sees, chunk by chunk and pause by pause, follows Envoy (§3a).
+//! Each filter of each direction is a task fed by the one before it: data goes on as the
+//! filters let it through, so bodies stream both ways unless a filter holds them (Envoy
+//! streams); what a filter sees, chunk by chunk and pause by pause, follows Envoy (§3a).
 
-use crate::calls::{connect_failure_reply, envoy_reply, Endpoint, Forwarded};
+use crate::body::{from_header_map, Msg, OutBody};
+use crate::calls::{connect_failure_reply, envoy_reply, Endpoint, Forwarded, UpstreamBody};
 use crate::host::StreamProps;
 use crate::pool::{encode_host, Pick, UpstreamPool};
 use crate::types::{Action, Headers};
 use crate::worker::{LocalReply, OpReply, StreamEvent, StreamOp, WorkerMsg};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
+use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::hash::{BuildHasher, Hasher};
@@ -23,8 +26,9 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::{oneshot, watch};
+use tokio::task::JoinSet;
 
 /// Where one filter of the chain runs on a worker: its VM instance and its slot (root context)
 /// in that VM.
@@ -153,6 +157,8 @@ enum Frame {
 enum Source {
     Incoming(Incoming),
     Fixed(Option<Bytes>),
+    /// What the filter before let through.
+    Chained(UnboundedReceiver<Msg>),
 }
 
 impl Source {
@@ -166,13 +172,7 @@ impl Source {
                         Ok(data) => return Frame::Data(data, body.is_end_stream()),
                         Err(frame) => {
                             if let Ok(t) = frame.into_trailers() {
-                                return Frame::Trailers(
-                                    t.iter()
-                                        .map(|(k, v)| {
-                                            (k.as_str().as_bytes().to_vec(), v.as_bytes().to_vec())
-                                        })
-                                        .collect(),
-                                );
+                                return Frame::Trailers(from_header_map(&t));
                             }
                         }
                     },
@@ -181,6 +181,16 @@ impl Source {
             Source::Fixed(data) => match data.take() {
                 Some(d) => Frame::Data(d, true),
                 None => Frame::End,
+            },
+            Source::Chained(rx) => loop {
+                match rx.recv().await {
+                    Some(Msg::Data(d, end)) => return Frame::Data(d, end),
+                    Some(Msg::Trailers(t)) => return Frame::Trailers(t),
+                    Some(Msg::End) => return Frame::End,
+                    Some(Msg::Headers(..)) => {}
+                    // The stage before went away without an end: reset.
+                    None => return Frame::Error,
+                }
             },
         }
     }
@@ -276,8 +286,10 @@ fn body_op(kind: Kind, chunk: Bytes, end_of_stream: bool) -> StreamOp {
     }
 }
 
-/// Runs one direction of the stream through the filter and returns the headers and body it
-/// let through.
+/// Runs one direction of the stream through one filter, passing on to `out` what it lets
+/// through as it lets it through: the headers when they continue, each body chunk the filter
+/// continues (with the `end_of_stream` it saw), whatever it buffered when it resumes. Returns
+/// the trailers to pass on, if any; the caller sends them and the end.
 ///
 /// Envoy's rules reproduced here: a Pause from the headers holds the body back (no body
 /// callback) unless `allow_body_while_held`; body chunks are delivered even while the body is
@@ -287,7 +299,8 @@ fn body_op(kind: Kind, chunk: Bytes, end_of_stream: bool) -> StreamOp {
 async fn run_phase(
     io: &mut PhaseIo<'_>,
     input: PhaseInput,
-) -> Result<(Headers, Vec<u8>), Interrupt> {
+    out: &UnboundedSender<Msg>,
+) -> Result<Option<Headers>, Interrupt> {
     let PhaseInput {
         kind,
         headers,
@@ -296,20 +309,28 @@ async fn run_phase(
         allow_body_while_held,
         upstream,
     } = input;
+    // A stage after this one that went away is not this stage's failure.
+    let emit = |m: Msg| {
+        let _ = out.send(m);
+    };
     let idle = io.idle;
     let first = io
         .op(headers_op(kind, headers, headers_eos, upstream))
         .await?;
     let mut held = first.action != Some(Action::Continue);
-    let mut sent_headers = first.headers;
+    if !held {
+        emit(Msg::Headers(first.headers.unwrap_or_default(), headers_eos));
+    }
     let mut resume = false;
     io.drain_events(kind, &mut resume)?;
-    let mut out = Vec::new();
     let mut pending: Vec<Bytes> = Vec::new();
     let mut source_done = headers_eos;
     let mut eos_seen = headers_eos;
     let mut eos_delivered = headers_eos;
     let mut trailers: Option<Headers> = None;
+    // The trailers callback ran (so the trailers, not a body chunk, end the stream).
+    let mut had_trailers = false;
+    let mut out_trailers: Option<Headers> = None;
     let mut body_paused = false;
     loop {
         if resume {
@@ -321,10 +342,16 @@ async fn run_phase(
                 };
                 let t = io.op(take).await?;
                 if held {
-                    sent_headers = t.headers;
+                    emit(Msg::Headers(t.headers.unwrap_or_default(), headers_eos));
                     held = false;
                 }
-                out.extend_from_slice(&t.body);
+                let last = eos_delivered && !had_trailers;
+                if !t.body.is_empty() || (last && !headers_eos) {
+                    emit(Msg::Data(Bytes::from(t.body), last));
+                }
+                if eos_delivered && had_trailers {
+                    out_trailers = t.trailers;
+                }
                 body_paused = false;
             }
         }
@@ -347,8 +374,8 @@ async fn run_phase(
             let r = io.op(body_op(kind, chunk, eos)).await?;
             eos_delivered |= eos;
             if r.action == Some(Action::Continue) {
-                if !held {
-                    out.extend_from_slice(&r.body);
+                if !held && (!r.body.is_empty() || eos) {
+                    emit(Msg::Data(Bytes::from(r.body), eos));
                 }
                 body_paused = false;
             } else {
@@ -365,9 +392,13 @@ async fn run_phase(
                 };
                 let r = io.op(op).await?;
                 eos_delivered = true;
+                had_trailers = true;
                 if r.action == Some(Action::Continue) {
                     if !held {
-                        out.extend_from_slice(&r.body);
+                        if !r.body.is_empty() {
+                            emit(Msg::Data(Bytes::from(r.body), false));
+                        }
+                        out_trailers = r.trailers;
                     }
                     body_paused = false;
                 } else {
@@ -378,7 +409,7 @@ async fn run_phase(
             }
         }
         if !held && eos_delivered && !body_paused {
-            return Ok((sent_headers.unwrap_or_default(), out));
+            return Ok(out_trailers);
         }
         tokio::select! {
             ev = io.events.recv() => match ev {
@@ -511,19 +542,24 @@ fn local_reply_headers(lr: &LocalReply) -> Headers {
     h
 }
 
-/// The client's response: the HTTP/1 codec drops hop-by-hop headers and computes
-/// `content-length` from the body it sends.
-fn client_response(headers: &Headers, body: Vec<u8>) -> Response<Full<Bytes>> {
+/// The client's response: the codec drops hop-by-hop headers. A whole body gets its
+/// `content-length` computed; a streamed one keeps the `content-length` the filters left
+/// (Envoy's codec sends what the headers say) or goes chunked over HTTP/1 without one.
+fn client_response(headers: &Headers, body: ClientBody) -> Response<ClientBody> {
+    let keep_length = body.size_hint().exact().is_none();
     let status = crate::abi::headers::get_value(headers, b":status")
         .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| v.parse::<u16>().ok())
         .unwrap_or(200);
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    let mut resp = Response::new(body);
     *resp.status_mut() =
         hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
     let map = resp.headers_mut();
     for (k, v) in headers {
-        if k.starts_with(b":") || k == b"content-length" || HOP_BY_HOP.contains(&k.as_slice()) {
+        if k.starts_with(b":")
+            || (k == b"content-length" && !keep_length)
+            || HOP_BY_HOP.contains(&k.as_slice())
+        {
             continue;
         }
         if let (Ok(name), Ok(value)) = (
@@ -540,16 +576,20 @@ fn client_response(headers: &Headers, body: Vec<u8>) -> Response<Full<Bytes>> {
 pub(crate) const NO_HEALTHY_UPSTREAM: &str = "no healthy upstream";
 
 /// What Envoy answers when the filter's VM has crashed: 503 with an empty body.
-fn vm_failed() -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::new()));
+fn vm_failed() -> Response<ClientBody> {
+    let mut r = Response::new(ClientBody::full(Bytes::new()));
     *r.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
     r
 }
 
-fn envoy_response(status: u16, body: &str) -> Response<Full<Bytes>> {
+fn envoy_response(status: u16, body: &str) -> Response<ClientBody> {
     let (h, b) = envoy_reply(status, body);
-    client_response(&h, b)
+    client_response(&h, ClientBody::full(b))
 }
+
+/// The body the client gets; it holds the stages still producing it, which are aborted when
+/// the client goes away (their filters then get `on_done`/`on_log` as the stream is reset).
+type ClientBody = OutBody<JoinSet<StageResult>>;
 
 /// The router: the request to the host picked, and on a connect failure to other hosts as the
 /// listener's retry policy allows, all within the route timeout. Returns the host that gave
@@ -559,13 +599,13 @@ async fn route(
     pool: &UpstreamPool,
     pick: &Pick,
     headers: &Headers,
-    body: Bytes,
+    mut body: Option<UpstreamBody>,
 ) -> (Arc<Endpoint>, Forwarded) {
     let timeout = listener.opts.route_timeout;
     let deadline = tokio::time::Instant::now() + timeout;
     let mut endpoint = pick.endpoint.clone();
     let mut tried = vec![endpoint.addr];
-    let mut forwarded = endpoint.forward(headers, body.clone(), timeout).await;
+    let mut forwarded = endpoint.forward(headers, &mut body, timeout).await;
     for _ in 0..listener.connect_failure_retries {
         if !matches!(forwarded, Forwarded::ConnectFailure) {
             break;
@@ -576,7 +616,7 @@ async fn route(
         endpoint = next;
         tried.push(endpoint.addr);
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        forwarded = endpoint.forward(headers, body.clone(), left).await;
+        forwarded = endpoint.forward(headers, &mut body, left).await;
     }
     (endpoint, forwarded)
 }
@@ -589,13 +629,12 @@ struct FilterStream {
     worker: Sender<WorkerMsg>,
     ctx: u32,
     events: UnboundedReceiver<StreamEvent>,
-    allow_on_headers_stop_iteration: bool,
     _close: CloseGuard,
 }
 
 impl FilterStream {
     /// `None` when the filter's VM has failed.
-    async fn open((worker, slot): &FilterSlot, props: StreamProps, allow: bool) -> Option<Self> {
+    async fn open((worker, slot): &FilterSlot, props: StreamProps) -> Option<Self> {
         let (ev_tx, events) = unbounded_channel();
         let (tx, rx) = oneshot::channel();
         worker
@@ -611,7 +650,6 @@ impl FilterStream {
             worker: worker.clone(),
             ctx,
             events,
-            allow_on_headers_stop_iteration: allow,
             _close: CloseGuard {
                 worker: worker.clone(),
                 ctx,
@@ -629,28 +667,191 @@ impl FilterStream {
         }
     }
 }
+/// What a stage hands back when it is over: its index in the chain, the filter's context
+/// (kept for the response phase, dropped to close it), and how the phase ended.
+type StageResult = (usize, Option<FilterStream>, Result<(), Interrupt>);
 
-/// What a phase left to hand on: the body the filters let through, or the original body when
-/// no filter ran.
-async fn body_of(source: Source) -> Result<Bytes, StreamReset> {
-    match source {
-        Source::Fixed(b) => Ok(b.unwrap_or_default()),
-        Source::Incoming(body) => body
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .map_err(|_| StreamReset),
+/// Where a stage's direction of the stream comes from.
+enum StageInput {
+    /// The client's request or the upstream's answer.
+    Direct {
+        headers: Headers,
+        eos: bool,
+        source: Source,
+    },
+    /// What the filter before let through.
+    Chained(UnboundedReceiver<Msg>),
+}
+
+impl StageInput {
+    /// The headers, whether the stream ends with them, and the rest; `None` when the stage
+    /// before never let headers through (it replied, failed or was reset).
+    async fn headers(self) -> Option<(Headers, bool, Source)> {
+        match self {
+            StageInput::Direct {
+                headers,
+                eos,
+                source,
+            } => Some((headers, eos, source)),
+            StageInput::Chained(mut rx) => loop {
+                match rx.recv().await? {
+                    Msg::Headers(h, eos) => return Some((h, eos, Source::Chained(rx))),
+                    _ => continue,
+                }
+            },
+        }
     }
+}
+
+/// Sends what follows the body: the trailers a phase passed on, then the end.
+fn finish(out: &UnboundedSender<Msg>, trailers: Option<Headers>) {
+    if let Some(t) = trailers {
+        let _ = out.send(Msg::Trailers(t));
+    }
+    let _ = out.send(Msg::End);
+}
+
+/// One decoder filter: its context is created when the request's headers reach it.
+async fn request_stage(
+    i: usize,
+    slot: FilterSlot,
+    props: StreamProps,
+    allow: bool,
+    idle: Duration,
+    input: StageInput,
+    out: UnboundedSender<Msg>,
+) -> StageResult {
+    let Some((headers, headers_eos, source)) = input.headers().await else {
+        return (i, None, Ok(()));
+    };
+    let Some(mut filter) = FilterStream::open(&slot, props).await else {
+        return (i, None, Err(Interrupt::Failed));
+    };
+    let input = PhaseInput {
+        kind: Kind::Request,
+        headers,
+        source,
+        headers_eos,
+        allow_body_while_held: allow,
+        upstream: None,
+    };
+    let r = run_phase(&mut filter.io(true, idle), input, &out).await;
+    let r = r.map(|trailers| finish(&out, trailers));
+    (i, Some(filter), r)
+}
+
+/// What every encoder stage of a stream shares.
+struct Encoding {
+    idle: Duration,
+    /// The host that answered, for `upstream.address`.
+    upstream: Option<String>,
+}
+
+/// One encoder filter. Once its phase is over its context is closed (`on_done`, `on_log`)
+/// before the end goes on, so a client that has the whole response sees the filters done.
+async fn response_stage(
+    i: usize,
+    mut filter: FilterStream,
+    accept_local_reply: bool,
+    encoding: Arc<Encoding>,
+    input: StageInput,
+    out: UnboundedSender<Msg>,
+    release: Option<(SendRequest<UpstreamBody>, Arc<Endpoint>)>,
+) -> StageResult {
+    let (idle, upstream) = (encoding.idle, encoding.upstream.clone());
+    let Some((headers, headers_eos, source)) = input.headers().await else {
+        return (i, Some(filter), Ok(()));
+    };
+    let input = PhaseInput {
+        kind: Kind::Response,
+        headers,
+        source,
+        headers_eos,
+        allow_body_while_held: false,
+        upstream,
+    };
+    match run_phase(&mut filter.io(accept_local_reply, idle), input, &out).await {
+        Ok(trailers) => {
+            // The upstream's body was read to its end: its connection can serve another.
+            if let Some((sender, endpoint)) = release {
+                endpoint.release(sender);
+            }
+            drop(filter);
+            finish(&out, trailers);
+            (i, None, Ok(()))
+        }
+        Err(e) => (i, Some(filter), Err(e)),
+    }
+}
+
+/// Waits for the headers at the end of a chain of stages, storing the contexts of the stages
+/// that finish meanwhile. `Err` carries the first interruption a stage reported.
+async fn chain_headers(
+    mut input: StageInput,
+    tasks: &mut JoinSet<StageResult>,
+    filters: &mut [Option<FilterStream>],
+) -> Result<Option<(Headers, bool, Source)>, (usize, Interrupt)> {
+    let mut rx = match input {
+        StageInput::Direct { .. } => return Ok(input.headers().await),
+        StageInput::Chained(ref mut rx) => rx,
+    };
+    let mut open = true;
+    loop {
+        tokio::select! {
+            m = rx.recv(), if open => match m {
+                Some(Msg::Headers(h, eos)) => {
+                    let StageInput::Chained(rx) = input else { return Ok(None) };
+                    return Ok(Some((h, eos, Source::Chained(rx))));
+                }
+                Some(_) => {}
+                None => open = false,
+            },
+            joined = tasks.join_next() => match joined {
+                None if open => {
+                    // Every stage is over: what is left in the channel decides.
+                    while let Ok(m) = rx.try_recv() {
+                        if let Msg::Headers(h, eos) = m {
+                            let StageInput::Chained(rx) = input else { return Ok(None) };
+                            return Ok(Some((h, eos, Source::Chained(rx))));
+                        }
+                    }
+                    return Ok(None);
+                }
+                None => return Ok(None),
+                Some(joined) => store(joined, filters)?,
+            },
+        }
+        rx = match input {
+            StageInput::Chained(ref mut rx) => rx,
+            StageInput::Direct { .. } => return Ok(None),
+        };
+    }
+}
+
+/// Keeps a finished stage's context; its interruption, if any, is the caller's to answer.
+fn store(
+    joined: Result<StageResult, tokio::task::JoinError>,
+    filters: &mut [Option<FilterStream>],
+) -> Result<(), (usize, Interrupt)> {
+    let Ok((i, filter, result)) = joined else {
+        return Err((0, Interrupt::Failed));
+    };
+    if let Some(f) = filter {
+        if let Some(slot) = filters.get_mut(i) {
+            *slot = Some(f);
+        }
+    }
+    result.map_err(|e| (i, e))
 }
 
 async fn handle(
     req: Request<Incoming>,
     conn: Arc<Conn>,
-) -> Result<Response<Full<Bytes>>, StreamReset> {
+) -> Result<Response<ClientBody>, StreamReset> {
     if req.version() == hyper::Version::HTTP_10 {
         // Envoy's HTTP/1 codec refuses HTTP/1.0 unless the listener sets `accept_http_10`
         // (off by default): 426 with no body, before any filter runs.
-        let mut r = Response::new(Full::new(Bytes::new()));
+        let mut r = Response::new(ClientBody::full(Bytes::new()));
         *r.status_mut() = hyper::StatusCode::UPGRADE_REQUIRED;
         return Ok(r);
     }
@@ -667,73 +868,90 @@ async fn handle(
         protocol: protocol_name(req.version()),
     };
     let (parts, body) = req.into_parts();
-    let mut headers = request_headers(&parts);
     let request_eos = body.is_end_stream();
-    let mut source = Source::Incoming(body);
-    let mut filters: Vec<FilterStream> = Vec::with_capacity(conn.chain.len());
-    let mut request_reply: Option<(usize, LocalReply)> = None;
-    // Decoder filters in order, each given what the one before let through; a pause holds the
-    // rest of the chain, a local reply ends it.
-    for (i, worker) in conn.chain.iter().enumerate() {
+    let mut input = StageInput::Direct {
+        headers: request_headers(&parts),
+        eos: request_eos,
+        source: Source::Incoming(body),
+    };
+    // Decoder filters in order, each a task fed by the one before: a pause holds the rest of
+    // the chain, data goes on as each lets it through, a local reply ends the chain.
+    let n = conn.chain.len();
+    let mut tasks = JoinSet::new();
+    for (i, slot) in conn.chain.iter().enumerate() {
         let allow = opts
             .allow_on_headers_stop_iteration
             .get(i)
             .copied()
             .unwrap_or(false);
-        let Some(mut filter) = FilterStream::open(worker, props.clone(), allow).await else {
-            return Ok(vm_failed());
-        };
-        let input = PhaseInput {
-            kind: Kind::Request,
-            headers: std::mem::take(&mut headers),
-            source: std::mem::replace(&mut source, Source::Fixed(None)),
-            headers_eos: request_eos,
-            allow_body_while_held: filter.allow_on_headers_stop_iteration,
-            upstream: None,
-        };
-        let phase = run_phase(&mut filter.io(true, idle), input).await;
-        filters.push(filter);
-        match phase {
-            Ok((h, b)) => {
-                headers = h;
-                source = Source::Fixed((!request_eos).then(|| Bytes::from(b)));
-            }
-            Err(Interrupt::LocalReply(lr)) => {
-                request_reply = Some((i, lr));
-                break;
-            }
-            Err(Interrupt::Failed) => return Ok(vm_failed()),
-            Err(Interrupt::IdleTimeout) => return Ok(envoy_response(408, "stream timeout")),
-            Err(Interrupt::Reset) => return Err(StreamReset),
-        }
+        let (tx, rx) = unbounded_channel();
+        tasks.spawn(request_stage(
+            i,
+            slot.clone(),
+            props.clone(),
+            allow,
+            idle,
+            input,
+            tx,
+        ));
+        input = StageInput::Chained(rx);
     }
+    let mut filters: Vec<Option<FilterStream>> = (0..n).map(|_| None).collect();
+    let mut request_reply: Option<(usize, LocalReply)> = None;
+    let upstream_request = match chain_headers(input, &mut tasks, &mut filters).await {
+        Ok(r) => r,
+        Err((i, Interrupt::LocalReply(lr))) => {
+            request_reply = Some((i, lr));
+            None
+        }
+        Err((_, Interrupt::Failed)) => return Ok(vm_failed()),
+        Err((_, Interrupt::IdleTimeout)) => return Ok(envoy_response(408, "stream timeout")),
+        Err((_, Interrupt::Reset)) => return Err(StreamReset),
+    };
 
-    let mut sender_back = None;
-    let replied_by = request_reply.as_ref().map(|(i, _)| *i);
-    let (resp_headers, resp_source, resp_eos, upstream) = match request_reply {
-        None => match &listener.upstream {
-            None => {
-                // No route: Envoy's router answers 404 with no body.
-                let h = vec![
+    let mut release = None;
+    let mut upstream = None;
+    let (resp_headers, resp_source, resp_eos) = match (request_reply.as_ref(), upstream_request) {
+        (Some((_, lr)), _) => {
+            // A reply from the request phase runs through the encoder filters that saw the
+            // request, from the one that sent it back to the first (Envoy sends it through the
+            // encoder chain); the sender's own second reply is ignored.
+            let h = local_reply_headers(lr);
+            let eos = lr.body.is_empty();
+            (h, Source::Fixed(Some(Bytes::from(lr.body.clone()))), eos)
+        }
+        // No stage let the headers through and none said why (the client went away).
+        (None, None) => return Err(StreamReset),
+        (None, Some((mut headers, eos, source))) => match &listener.upstream {
+            // No route: Envoy's router answers 404 with no body.
+            None => (
+                vec![
                     (b":status".to_vec(), b"404".to_vec()),
                     (b"content-length".to_vec(), b"0".to_vec()),
-                ];
-                (h, Source::Fixed(None), true, None)
-            }
+                ],
+                Source::Fixed(None),
+                true,
+            ),
             Some(pool) => match pool.pick(&headers) {
                 None => {
                     let (h, b) = envoy_reply(503, NO_HEALTHY_UPSTREAM);
-                    (h, Source::Fixed(Some(Bytes::from(b))), false, None)
+                    (h, Source::Fixed(Some(Bytes::from(b))), false)
                 }
                 Some(pick) => {
-                    let body = body_of(source).await?;
+                    let body = match source {
+                        _ if eos => UpstreamBody::full(Bytes::new()),
+                        Source::Incoming(b) => UpstreamBody::incoming(b),
+                        Source::Chained(rx) => UpstreamBody::channel(rx, None),
+                        Source::Fixed(b) => UpstreamBody::full(b.unwrap_or_default()),
+                    };
                     headers.push((
                         b"x-envoy-expected-rq-timeout-ms".to_vec(),
                         opts.route_timeout.as_millis().to_string().into_bytes(),
                     ));
-                    let (endpoint, forwarded) = route(&listener, pool, &pick, &headers, body).await;
+                    let (endpoint, forwarded) =
+                        route(&listener, pool, &pick, &headers, Some(body)).await;
                     let addr = endpoint.addr;
-                    let upstream = Some(addr.to_string());
+                    upstream = Some(addr.to_string());
                     let (mut headers, source, eos) = match forwarded {
                         Forwarded::Upstream {
                             mut headers,
@@ -752,7 +970,7 @@ async fn handle(
                                     ));
                                 }
                             }
-                            sender_back = Some((sender, endpoint.clone()));
+                            release = Some((sender, endpoint.clone()));
                             let eos = body.is_end_stream();
                             (headers, Source::Incoming(body), eos)
                         }
@@ -769,51 +987,74 @@ async fn handle(
                     for name in &listener.response_headers_removed {
                         headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name.as_bytes()));
                     }
-                    (headers, source, eos, upstream)
+                    (headers, source, eos)
                 }
             },
         },
-        Some((_, lr)) => {
-            // A reply from the request phase runs through the encoder filters that saw the
-            // request, from the one that sent it back to the first (Envoy sends it through the
-            // encoder chain); the sender's own second reply is ignored.
-            let h = local_reply_headers(&lr);
-            let eos = lr.body.is_empty();
-            (h, Source::Fixed(Some(Bytes::from(lr.body))), eos, None)
-        }
     };
-
-    // Encoder filters in reverse order. A local reply from the response phase goes straight
-    // to the client, past the filters before it (Envoy's `sendDirectLocalReply`).
-    let mut headers = resp_headers;
-    let mut source = resp_source;
-    for (i, filter) in filters.iter_mut().enumerate().rev() {
-        let input = PhaseInput {
-            kind: Kind::Response,
-            headers: std::mem::take(&mut headers),
-            source: std::mem::replace(&mut source, Source::Fixed(None)),
-            headers_eos: resp_eos,
-            allow_body_while_held: false,
-            upstream: upstream.clone(),
-        };
-        match run_phase(&mut filter.io(replied_by != Some(i), idle), input).await {
-            Ok((h, b)) => {
-                headers = h;
-                source = Source::Fixed((!resp_eos).then(|| Bytes::from(b)));
-            }
-            Err(Interrupt::LocalReply(lr)) => {
+    // The decoder filters are over before their encoders run (their request bodies have
+    // gone upstream by the time it answered).
+    while let Some(joined) = tasks.join_next().await {
+        match store(joined, &mut filters) {
+            Ok(()) => {}
+            Err((_, Interrupt::LocalReply(lr))) if request_reply.is_none() => {
                 let h = local_reply_headers(&lr);
-                return Ok(client_response(&h, lr.body));
+                return Ok(client_response(&h, ClientBody::full(lr.body)));
             }
-            Err(Interrupt::Failed) => return Ok(vm_failed()),
-            Err(Interrupt::IdleTimeout) | Err(Interrupt::Reset) => return Err(StreamReset),
+            Err((_, Interrupt::LocalReply(_))) => {}
+            Err((_, Interrupt::Failed)) => return Ok(vm_failed()),
+            Err((_, Interrupt::IdleTimeout)) => return Ok(envoy_response(408, "stream timeout")),
+            Err((_, Interrupt::Reset)) => return Err(StreamReset),
         }
     }
-    let body = body_of(source).await?;
-    if let Some((sender, endpoint)) = sender_back {
-        endpoint.release(sender);
+
+    // Encoder filters in reverse order, each a task fed by the one after it. A local reply
+    // from the response phase goes straight to the client, past the filters before it
+    // (Envoy's `sendDirectLocalReply`), as long as nothing has reached the client yet.
+    let replied_by = request_reply.as_ref().map(|(i, _)| *i);
+    let mut input = StageInput::Direct {
+        headers: resp_headers,
+        eos: resp_eos,
+        source: resp_source,
+    };
+    let mut rtasks = JoinSet::new();
+    let mut release = release;
+    let encoding = Arc::new(Encoding { idle, upstream });
+    for (i, filter) in filters.iter_mut().enumerate().rev() {
+        let Some(filter) = filter.take() else {
+            continue;
+        };
+        let (tx, rx) = unbounded_channel();
+        rtasks.spawn(response_stage(
+            i,
+            filter,
+            replied_by != Some(i),
+            encoding.clone(),
+            input,
+            tx,
+            release.take(),
+        ));
+        input = StageInput::Chained(rx);
     }
-    Ok(client_response(&headers, body.to_vec()))
+    let mut closed: Vec<Option<FilterStream>> = (0..n).map(|_| None).collect();
+    match chain_headers(input, &mut rtasks, &mut closed).await {
+        Ok(Some((headers, eos, source))) => {
+            let body = match source {
+                _ if eos => ClientBody::full(Bytes::new()),
+                Source::Incoming(b) => ClientBody::incoming(b),
+                Source::Fixed(b) => ClientBody::full(b.unwrap_or_default()),
+                Source::Chained(rx) => ClientBody::channel(rx, Some(rtasks)),
+            };
+            Ok(client_response(&headers, body))
+        }
+        Ok(None) => Err(StreamReset),
+        Err((_, Interrupt::LocalReply(lr))) => {
+            let h = local_reply_headers(&lr);
+            Ok(client_response(&h, ClientBody::full(lr.body)))
+        }
+        Err((_, Interrupt::Failed)) => Ok(vm_failed()),
+        Err((_, Interrupt::IdleTimeout)) | Err((_, Interrupt::Reset)) => Err(StreamReset),
+    }
 }
 
 #[cfg(test)]
@@ -851,7 +1092,7 @@ mod tests {
                 ("content-type", "text/plain"),
             ])
         );
-        let resp = client_response(&out, lr.body.clone());
+        let resp = client_response(&out, ClientBody::full(lr.body.clone()));
         assert_eq!(resp.status(), 409);
         assert_eq!(resp.headers().get_all("set-cookie").iter().count(), 2);
     }

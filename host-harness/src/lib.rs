@@ -60,6 +60,7 @@
 
 pub mod abi;
 mod admin;
+mod body;
 mod calls;
 mod error;
 mod frontend;

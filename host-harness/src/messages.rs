@@ -79,6 +79,9 @@ pub(crate) struct OpReply {
     pub headers: Option<Headers>,
     /// Body bytes the filter let through.
     pub body: Vec<u8>,
+    /// The trailers as the filter left them, when they go on (Continue from the trailers
+    /// callback, or Take).
+    pub trailers: Option<Headers>,
     /// The VM crashed: the request gets Envoy's 503.
     pub failed: bool,
 }

@@ -388,6 +388,7 @@ impl Vm {
                 if a == Action::Continue {
                     if let Some(s) = self.stream(ctx) {
                         reply.body = std::mem::take(&mut s.request_body);
+                        reply.trailers = s.request_trailers.clone();
                     }
                 }
             }
@@ -395,6 +396,7 @@ impl Vm {
                 if let Some(s) = self.stream(ctx) {
                     reply.headers = s.request_headers.clone();
                     reply.body = std::mem::take(&mut s.request_body);
+                    reply.trailers = s.request_trailers.clone();
                 }
             }
             StreamOp::ResponseHeaders {
@@ -455,6 +457,7 @@ impl Vm {
                 if a == Action::Continue {
                     if let Some(s) = self.stream(ctx) {
                         reply.body = std::mem::take(&mut s.response_body);
+                        reply.trailers = s.response_trailers.clone();
                     }
                 }
             }
@@ -462,6 +465,7 @@ impl Vm {
                 if let Some(s) = self.stream(ctx) {
                     reply.headers = s.response_headers.clone();
                     reply.body = std::mem::take(&mut s.response_body);
+                    reply.trailers = s.response_trailers.clone();
                 }
             }
         }

@@ -236,6 +236,27 @@ impl Probe {
         }
     }
 
+    /// Appends this filter's root id to the `x-seen` trailer (0: request, 1: response), so a
+    /// chain shows the order the trailers went through its filters.
+    fn mark_trailer(&self, which: u8) {
+        let (_, root) = raw_property(&["plugin_root_id"]);
+        let root = String::from_utf8_lossy(&root).into_owned();
+        let seen = if which == 0 {
+            self.get_http_request_trailer("x-seen")
+        } else {
+            self.get_http_response_trailer("x-seen")
+        };
+        let value = match seen {
+            Some(v) => format!("{v},{root}"),
+            None => root,
+        };
+        if which == 0 {
+            self.set_http_request_trailer("x-seen", Some(&value));
+        } else {
+            self.set_http_response_trailer("x-seen", Some(&value));
+        }
+    }
+
     fn props(&mut self) -> Action {
         let mut out = String::new();
         for path in [
@@ -437,6 +458,20 @@ impl HttpContext for Probe {
             "#{} response body size={body_size} eos={end_of_stream}",
             self.id
         );
+        Action::Continue
+    }
+
+    fn on_http_request_trailers(&mut self, _: usize) -> Action {
+        if self.mode == "trailers" {
+            self.mark_trailer(0);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _: usize) -> Action {
+        if self.mode == "trailers" {
+            self.mark_trailer(1);
+        }
         Action::Continue
     }
 

@@ -381,3 +381,34 @@ async fn a_request_body_streams_to_the_upstream() {
     assert_eq!(resp.status(), 200);
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_h2_streams_on_one_connection_are_all_answered() {
+    let up = upstream(|s| Reply::ok(&format!("answer to {}", s.path))).await;
+    let h = probe()
+        .workers(2)
+        .listener("127.0.0.1:0", up.addr)
+        .start()
+        .await
+        .unwrap();
+    let client = h2_client(h.listener_addrs()[0]).await;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let mut c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let req = hyper::Request::builder()
+                .uri(format!("http://test.local/s{i}"))
+                .body(Paced::new(&[], None))
+                .unwrap();
+            let resp = c.send_request(req).await.unwrap();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (i, body)
+        }));
+    }
+    for t in tasks {
+        let (i, body) = t.await.unwrap();
+        assert_eq!(body, format!("answer to /s{i}"));
+    }
+    assert_eq!(up.requests().len(), 20);
+    h.shutdown().await;
+}

@@ -73,6 +73,7 @@ mod messages;
 mod plugin;
 mod pool;
 pub mod shared;
+mod stages;
 mod startup;
 pub mod types;
 mod worker;

@@ -271,8 +271,11 @@ pub async fn attempts_bounded_by_count_and_deadline<H: Host>() {
     assert_eq!(r.status, 409, "{}", show(&r));
     assert_eq!(r.header("x-mixmode").as_deref(), Some("exhausted"));
     let tried: usize = slow.iter().map(|s| s.request_count()).sum();
+    // How many attempts reach a peer in time is the machine's business (none did once, on a
+    // loaded 2-core machine: each 300 ms attempt timed out before its connection was made);
+    // what the user relies on is the bound.
     assert!(
-        (1..=3).contains(&tried),
+        tried <= 3,
         "{tried} attempts within a 500 ms deadline of 300 ms attempts; per peer {:?}; {}",
         slow.iter().map(|s| s.request_count()).collect::<Vec<_>>(),
         show(&r)
@@ -283,7 +286,7 @@ pub async fn attempts_bounded_by_count_and_deadline<H: Host>() {
     let m = f.host.metrics().await.unwrap();
     let failed = m.get("mixmode.attempt_failed").copied().unwrap_or(0);
     assert!(
-        (tried as u64..=3).contains(&failed),
+        (tried.max(1) as u64..=3).contains(&failed),
         "attempt_failed = {failed}, peers reached = {tried}; {m:?}"
     );
     f.expect_counters(&[("attempt_failed", failed), ("exhausted", 1)])

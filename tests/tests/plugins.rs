@@ -343,3 +343,69 @@ async fn envoy_finds_a_queue_in_its_vm_id_only() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The harness's `protocols::a_response_streams_to_the_client_as_the_upstream_sends_it` on
+/// Envoy: with a wasm filter that lets body chunks through, the client reads the upstream's first
+/// chunk while the upstream still holds the rest (it sends the rest only once the client has the
+/// first, so the test waits on the order of events, never on a time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_streams_a_response_through_a_filter_that_lets_chunks_pass() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    let (seen_first, first_seen) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = upstream.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the request ended before its head");
+            head.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+            .await
+            .unwrap();
+        first_seen.await.unwrap();
+        s.write_all(b"4\r\nrest\r\n0\r\n\r\n").await.unwrap();
+        s.flush().await.unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let envoy = envoy(&dir, "tag", &[("one", "v1")], &[], upstream_addr, false).await;
+    let front = envoy.public_url();
+    let front = front.trim_start_matches("http://");
+    let mut c = tokio::net::TcpStream::connect(front).await.unwrap();
+    c.write_all(b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let until = |got: &Vec<u8>, what: &[u8]| got.windows(what.len()).any(|w| w == what);
+    let read_until = async |c: &mut tokio::net::TcpStream, got: &mut Vec<u8>, what: &[u8]| {
+        let mut buf = [0u8; 4096];
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !until(got, what) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let n = tokio::time::timeout(left, c.read(&mut buf))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "no {:?} within 30 s; got {:?}",
+                        String::from_utf8_lossy(what),
+                        String::from_utf8_lossy(got)
+                    )
+                })
+                .unwrap();
+            assert!(n > 0, "closed; got {:?}", String::from_utf8_lossy(got));
+            got.extend_from_slice(&buf[..n]);
+        }
+    };
+    read_until(&mut c, &mut got, b"first").await;
+    assert!(!until(&got, b"rest"), "the rest came before it was sent");
+    seen_first.send(()).unwrap();
+    read_until(&mut c, &mut got, b"rest").await;
+    let text = String::from_utf8_lossy(&got).to_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    // The filter saw the response (its tag), so the chunks went through it.
+    assert!(text.contains("x-order: one"), "{text}");
+    server.await.unwrap();
+}

@@ -409,3 +409,30 @@ async fn envoy_streams_a_response_through_a_filter_that_lets_chunks_pass() {
     assert!(text.contains("x-order: one"), "{text}");
     server.await.unwrap();
 }
+
+/// The harness's HTTP/1.0 rule (`protocols::h2c_and_http1_on_one_listener_with_envoys_protocol_names`)
+/// on Envoy: with `accept_http_10` at its default (off), an HTTP/1.0 request gets 426 from the
+/// codec and no filter runs (the tag filter would have added `x-order` to the response).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_answers_http_1_0_with_426_before_any_filter() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let envoy = envoy(&dir, "tag", &[("one", "v1")], &[], app.addr(), false).await;
+    let front = envoy.public_url();
+    let mut c = tokio::net::TcpStream::connect(front.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    c.write_all(b"GET /echo HTTP/1.0\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), c.read_to_end(&mut got))
+        .await
+        .expect("Envoy closes an HTTP/1.0 connection after its answer")
+        .unwrap();
+    let text = String::from_utf8_lossy(&got).to_lowercase();
+    assert!(text.starts_with("http/1.1 426"), "{text}");
+    assert!(!text.contains("x-order"), "a filter ran: {text}");
+    assert!(app.requests().is_empty(), "the app was reached");
+}

@@ -141,6 +141,10 @@ impl RootContext for Root {
         // A CAS-protected counter every VM instance bumps.
         loop {
             let (value, cas) = hostcalls::get_shared_data("ticks").unwrap_or((None, None));
+            // An absent key has no CAS, and CAS 0 writes unconditionally (Envoy's rule), so two
+            // first ticks would both write 1. A non-zero CAS creates an absent key and fails on
+            // a key another instance created meanwhile (its CAS is a small counter, never MAX).
+            let cas = cas.or(Some(u32::MAX));
             let n = value
                 .and_then(|v| String::from_utf8(v).ok())
                 .and_then(|s| s.parse::<u64>().ok())

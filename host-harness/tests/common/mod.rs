@@ -216,27 +216,7 @@ pub async fn send(
     }
     let req = b.body(Full::new(Bytes::copy_from_slice(body))).unwrap();
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    let (parts, body) = resp.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes()
-        .to_vec();
-    Ok(Got {
-        status: parts.status.as_u16(),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
-        body,
-    })
+    got(resp).await
 }
 
 /// One request over h2c (prior knowledge) on a fresh connection.

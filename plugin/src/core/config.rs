@@ -44,6 +44,7 @@ pub struct Config {
     pub heartbeat: Heartbeat,
     /// Version affinity (docs/design.md#version-affinity); absent = off.
     pub affinity: Option<Affinity>,
+    pub demand: DemandSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -208,6 +209,23 @@ impl Default for Affinity {
             host_header: "x-mixmode-host".into(),
             secure: false,
         }
+    }
+}
+
+/// How needs are recorded (docs/design.md#draining-by-demand).
+#[derive(Debug, Clone)]
+pub struct DemandSettings {
+    /// A VM writes a version's need at most once per this window, stamped with the window's
+    /// end (`core::demand::ledger`); 0 writes every need.
+    pub coalesce_ms: u64,
+}
+
+/// Above this a window would hide a drain's quiet period: `--quiet-ms` is 500 ms and more.
+pub const MAX_COALESCE_MS: u64 = 1_000;
+
+impl Default for DemandSettings {
+    fn default() -> Self {
+        DemandSettings { coalesce_ms: 100 }
     }
 }
 
@@ -426,6 +444,7 @@ impl Config {
         if let Some(a) = &mut self.affinity {
             validate_affinity(a)?;
         }
+        validate_demand(&self.demand)?;
         Ok(())
     }
 }
@@ -477,6 +496,16 @@ fn validate_affinity(a: &mut Affinity) -> Result<(), ConfigError> {
     }
     if a.max_age_s == 0 {
         return Err(err("affinity.max_age_s", "must be at least 1"));
+    }
+    Ok(())
+}
+
+fn validate_demand(d: &DemandSettings) -> Result<(), ConfigError> {
+    if d.coalesce_ms > MAX_COALESCE_MS {
+        return Err(err(
+            "demand.coalesce_ms",
+            format!("must be at most {MAX_COALESCE_MS} (0 writes every need)"),
+        ));
     }
     Ok(())
 }
@@ -676,6 +705,20 @@ mod tests {
     #[test]
     fn trailing_garbage_is_an_error() {
         assert!(parse(r#"{"app":"a"} x"#).is_err());
+    }
+
+    #[test]
+    fn demand_coalesces_100_ms_by_default_0_to_1000_accepted() {
+        assert_eq!(parse(r#"{"app":"a"}"#).unwrap().demand.coalesce_ms, 100);
+        for ms in [0, 1, 1_000] {
+            let c = parse(&format!(r#"{{"app":"a","demand":{{"coalesce_ms":{ms}}}}}"#)).unwrap();
+            assert_eq!(c.demand.coalesce_ms, ms);
+        }
+        let e = error_of(r#"{"app":"a","demand":{"coalesce_ms":1001}}"#);
+        assert!(
+            e.starts_with("demand.coalesce_ms: must be at most 1000"),
+            "{e}"
+        );
     }
 
     #[test]

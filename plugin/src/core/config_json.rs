@@ -3,7 +3,8 @@
 //! `detect.statuses[1]`; `?` for a place no key names yet) with serde_json's wording.
 
 use crate::core::config::{
-    Affinity, Config, ConfigError, Detect, Etcd, Heartbeat, Poll, Redispatch, Registry, Selection,
+    Affinity, Config, ConfigError, DemandSettings, Detect, Etcd, Heartbeat, Poll, Redispatch,
+    Registry, Selection,
 };
 use crate::core::json::{Error, Reader, Struct};
 
@@ -94,6 +95,7 @@ pub fn config(r: &mut Reader) -> Result<Config, ConfigError> {
             "registry",
             "heartbeat",
             "affinity",
+            "demand",
         ],
         1,
     );
@@ -105,6 +107,7 @@ pub fn config(r: &mut Reader) -> Result<Config, ConfigError> {
         registry: Registry::default(),
         heartbeat: Heartbeat::default(),
         affinity: None,
+        demand: DemandSettings::default(),
     };
     r.fields(&WHAT, |r, i| {
         match i {
@@ -114,7 +117,8 @@ pub fn config(r: &mut Reader) -> Result<Config, ConfigError> {
             3 => c.redispatch = redispatch(r)?,
             4 => c.registry = registry(r)?,
             5 => c.heartbeat = heartbeat(r)?,
-            _ => c.affinity = if r.null()? { None } else { Some(affinity(r)?) },
+            6 => c.affinity = if r.null()? { None } else { Some(affinity(r)?) },
+            _ => c.demand = demand(r)?,
         }
         Ok(())
     })?;
@@ -276,6 +280,16 @@ fn affinity(r: &mut Reader) -> Result<Affinity, Error> {
     Ok(d)
 }
 
+fn demand(r: &mut Reader) -> Result<DemandSettings, Error> {
+    const WHAT: Struct = conf("Demand", &["coalesce_ms"], 0);
+    let mut d = DemandSettings::default();
+    r.fields(&WHAT, |r, _| {
+        d.coalesce_ms = u64_(r)?;
+        Ok(())
+    })?;
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use crate::core::config::Config;
@@ -290,7 +304,7 @@ mod tests {
             ("{\"app\":\"a\",\"redispatch\":{\"max_attempts\":4294967296}}", "redispatch.max_attempts: invalid value: integer `4294967296`, expected u32 at line 1 column 50"),
             ("{\"app\":\"a\",\"redispatch\":{\"max_attempts\":1.5}}", "redispatch.max_attempts: invalid type: floating point `1.5`, expected u32 at line 1 column 43"),
             ("{\"app\":\"a\",\"redispatch\":{\"max_attempt\":3}}", "redispatch.max_attempt: unknown field `max_attempt`, expected one of `cluster`, `max_attempts`, `deadline_ms`, `attempt_timeout_ms`, `selection`, `max_replay_body_bytes`, `max_buffered_bytes`, `retry_timeouts_for_all_methods` at line 1 column 38"),
-            ("{\"app\":\"a\",\"colour\":1}", "colour: unknown field `colour`, expected one of `app`, `pool`, `detect`, `redispatch`, `registry`, `heartbeat`, `affinity` at line 1 column 19"),
+            ("{\"app\":\"a\",\"colour\":1}", "colour: unknown field `colour`, expected one of `app`, `pool`, `detect`, `redispatch`, `registry`, `heartbeat`, `affinity`, `demand` at line 1 column 19"),
             ("{\"app\":\"a\",\"heartbeat\":{\"path\":\"/x\",\"pathh\":1}}", "heartbeat.pathh: unknown field `pathh`, expected `path` or `token` at line 1 column 43"),
             ("{\"app\":\"a\",\"app\":\"b\"}", "duplicate field `app` at line 1 column 16"),
             ("{}", "missing field `app` at line 1 column 2"),
@@ -302,13 +316,15 @@ mod tests {
             ("{\"app\":\"a\",\"detect\":{\"statuses\":[409,]}}", "detect.statuses: trailing comma at line 1 column 38"),
             ("{\"app\":\"a\",\"detect\":{\"statuses\":409}}", "detect.statuses: invalid type: integer `409`, expected a sequence at line 1 column 35"),
             ("{\"app\":\"a\",\"affinity\":{\"secure\":\"yes\"}}", "affinity.secure: invalid type: string \"yes\", expected a boolean at line 1 column 37"),
+            ("{\"app\":\"a\",\"demand\":{\"coalesce_ms\":-5}}", "demand.coalesce_ms: invalid value: integer `-5`, expected u64 at line 1 column 37"),
+            ("{\"app\":\"a\",\"demand\":{\"window_ms\":5}}", "demand.window_ms: unknown field `window_ms`, expected `coalesce_ms` at line 1 column 32"),
             ("{\"app\":\"a\",\"affinity\":5}", "affinity: invalid type: integer `5`, expected struct Affinity at line 1 column 23"),
             ("{\"app\":\"a\" \"pool\":\"p\"}", "?: expected `,` or `}` at line 1 column 12"),
             ("{\"app\":\"a\",}", "?: trailing comma at line 1 column 12"),
             ("{\"app\":\"a\",\n \"pool\": nul}", "pool: expected ident at line 2 column 13"),
             ("{\"app\":\"a\"} x", "trailing characters at line 1 column 13"),
             ("[\"checkout\"]", "OK app=\"checkout\" sel=Random"),
-            ("[]", "invalid length 0, expected struct Config with 7 elements at line 1 column 2"),
+            ("[]", "invalid length 0, expected struct Config with 8 elements at line 1 column 2"),
             ("{\"app\":\"a\\u00e9\\ud83d\\ude00\"}", "app: must be at most 128 printable ASCII characters without spaces"),
             ("{\"app\":\"a\\x\"}", "app: invalid escape at line 1 column 11"),
             ("{\"app\":\"a", "app: EOF while parsing a string at line 1 column 9"),

@@ -15,8 +15,9 @@
 //! longest names), however many versions are ever needed: a version past that is forgotten
 //! first where it collides, never the store's bound.
 //!
-//! **Work.** One need is one read-modify-write of one bucket (`store::modify`, CAS retried): 1
-//! read and 1 write without contention. The listing reads the 16 buckets (operators, never a
+//! **Work.** One write is one read-modify-write of one bucket (`store::modify`, CAS retried): 1
+//! read and 1 write without contention; a VM writes a version at most once per
+//! `demand.coalesce_ms` (`ledger`). The listing reads the 16 buckets (operators, never a
 //! request).
 //!
 //! **The 60 s count** is a ring of `PERIODS` (6) periods of `PERIOD_MS` (10 s): `needed_60s`
@@ -304,6 +305,8 @@ impl<T: Copy> VersionCounters<T> {
         }
     }
 }
+
+pub mod ledger;
 
 #[cfg(test)]
 mod tests;

@@ -5,6 +5,7 @@ use crate::core::affinity;
 use crate::core::budget::Hold;
 use crate::core::config::Affinity;
 use crate::core::counter::Counter;
+use crate::core::demand::ledger::Write;
 use crate::core::demand::{self, Need};
 use crate::core::heartbeat::{self, Outcome, MAX_BODY};
 use crate::core::pairs::{find_pair, find_raw};
@@ -525,20 +526,35 @@ impl MixHttp {
         }
     }
 
-    /// A request needed `version` (docs/design.md#draining-by-demand): its counter, and one CAS
-    /// write of its demand bucket. Never called on the happy path.
+    /// A request needed `version` (docs/design.md#draining-by-demand): its counter, and the
+    /// demand bucket's CAS write unless this VM wrote the version within `demand.coalesce_ms`
+    /// (`core::demand::ledger`). Never called on the happy path.
     fn record_need(shared: &Shared, version: &str, now_ms: u64) {
         let cfg = &shared.config;
         shared.metrics.count_need(version);
+        // One callback at a time per VM: the borrow is never held; if it were, write through.
+        let write = match shared.needs.try_borrow_mut() {
+            Ok(mut l) => l.on_need(version, now_ms, cfg.demand.coalesce_ms),
+            Err(_) => Some(Write {
+                n: 1,
+                at_ms: now_ms,
+            }),
+        };
+        let Some(w) = write else {
+            return;
+        };
         let need = Need {
             pool: &cfg.pool,
             app: &cfg.app,
             version,
         };
-        if let Err(e) = demand::record(&mut HostStore, &shared.scope, &need, now_ms, 1) {
+        if let Err(e) = demand::record(&mut HostStore, &shared.scope, &need, w.at_ms, w.n) {
+            if let Ok(mut l) = shared.needs.try_borrow_mut() {
+                l.unwritten(version, w);
+            }
             abi::log(
                 abi::level::DEBUG,
-                &format!("mixmode: demand for version {version} not recorded: {e:?}"),
+                &format!("mixmode: demand for version {version} not recorded yet: {e:?}"),
             );
         }
     }

@@ -90,6 +90,7 @@ impl RootContext for Root {
             scope,
             metrics,
             cache: RefCell::new(LookupCache::default()),
+            needs: RefCell::default(),
             budget: BUDGET.with(Rc::clone),
         }));
         true

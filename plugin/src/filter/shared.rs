@@ -4,6 +4,7 @@
 
 use crate::core::budget::Budget;
 use crate::core::config::Config;
+use crate::core::demand::ledger::Ledger;
 use crate::core::lookup::LookupCache;
 use crate::core::registry::Scope;
 use crate::filter::metrics::Metrics;
@@ -18,6 +19,8 @@ pub struct Shared {
     pub scope: Scope,
     pub metrics: Metrics,
     pub cache: RefCell<LookupCache>,
+    /// This VM's needs folded between demand writes (`demand.coalesce_ms`).
+    pub needs: RefCell<Ledger>,
     /// The VM's replay budget, shared by every configuration in the VM.
     pub budget: Rc<Budget>,
 }

@@ -51,12 +51,12 @@ fn assert_between(d: &Demand, before: u64, after: u64) {
 /// A rescue toward v2 and a `no-peer` for v3 are listed with their time and a count of 1, in the
 /// filter's pool and app; a second rescue counts 2; a request of the server's own version (the
 /// happy path) and an empty listing before any need list nothing. `needed.2` and `needed.3`
-/// count the same needs.
+/// count the same needs. Every need written as it happens (`demand.coalesce_ms` 0).
 pub async fn demand_listed_after_a_rescue_and_a_no_peer<H: Host>() {
     let store = SessionStore::new();
     let v1 = server(&store, "v1", "1").await;
     let v2 = server(&store, "v2", "2").await;
-    let f = Fixture::<H>::start(&store, &[&v1], json!({})).await;
+    let f = Fixture::<H>::start(&store, &[&v1], json!({"demand": {"coalesce_ms": 0}})).await;
     f.register(&v1).await;
     f.register(&v2).await;
     assert!(f.hb.demand().await.unwrap().is_empty());
@@ -108,6 +108,81 @@ pub async fn demand_listed_after_a_rescue_and_a_no_peer<H: Host>() {
         ("heartbeat_accepted", 2),
     ])
     .await;
+}
+
+/// With `demand.coalesce_ms` (here 1000), a worker writes a version's need once per window and
+/// stamps the window's end: after three rescues the listing never shows the version needed
+/// earlier than the last of them, nor more than a window after it; the counter `needed.2`
+/// counts every need; and when the three fell within one window (the test's own clock, which
+/// can only be longer than the filter's, says so) the listing counts one write's worth, the
+/// rest folded into the next write. A need after the window writes again, with what was folded.
+pub async fn demand_coalesced_never_listed_earlier_than_needed<H: Host>() {
+    let store = SessionStore::new();
+    let v1 = server(&store, "v1", "1").await;
+    let v2 = server(&store, "v2", "2").await;
+    // One worker, so that one window holds every need.
+    let f =
+        Fixture::<H>::start_with(&store, &[&v1], json!({"demand": {"coalesce_ms": 1000}}), 1).await;
+    f.register(&v2).await;
+    let start = Instant::now();
+    let mut last_sent = 0;
+    for _ in 0..3 {
+        last_sent = now_ms();
+        let r = request(&f, "2").await;
+        assert_eq!(
+            r.header("x-mixmode").as_deref(),
+            Some("redispatched"),
+            "{}",
+            show(&r)
+        );
+    }
+    let after = now_ms();
+    // 200 ms to spare for the host's clock against the test's.
+    let within_one_window = start.elapsed() < Duration::from_millis(800);
+    let d = f.hb.demand().await.unwrap();
+    let l = line(&d, "2");
+    assert!(
+        l.last_needed_ms + 1000 >= last_sent,
+        "{}: listed as needed at {} before the last need (sent at {last_sent})",
+        H::NAME,
+        l.last_needed_ms
+    );
+    assert!(
+        l.last_needed_ms <= after + 1000 + 1000,
+        "{}: {l:?}",
+        H::NAME
+    );
+    assert!((1..=3).contains(&l.needed_60s), "{}: {l:?}", H::NAME);
+    if within_one_window {
+        assert_eq!(l.needed_60s, 1, "{}: one window, one write: {l:?}", H::NAME);
+        // Stamped with the window's end, which is after the last need.
+        assert!(
+            l.last_needed_ms >= after,
+            "{}: {l:?} before {after}",
+            H::NAME
+        );
+    }
+    let m = f.host.metrics().await.unwrap();
+    assert_eq!(m.get("mixmode.needed.2"), Some(&3), "{m:?}");
+
+    // Well past the window, whatever the host's clock lags.
+    while now_ms() < l.last_needed_ms + 1000 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = request(&f, "2").await;
+    assert_eq!(
+        r.header("x-mixmode").as_deref(),
+        Some("redispatched"),
+        "{}",
+        show(&r)
+    );
+    let d = f.hb.demand().await.unwrap();
+    assert_eq!(
+        line(&d, "2").needed_60s,
+        4,
+        "{}: folded needs carried: {d:?}",
+        H::NAME
+    );
 }
 
 /// A version leaves the listing once it was not needed for `registry.stale_after_ms` × 4 (here

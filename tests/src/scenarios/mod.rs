@@ -284,6 +284,7 @@ macro_rules! all_scenarios {
             affinity::affinity_version_a_cookie_cannot_carry,
             affinity::affinity_off_sets_no_cookie,
             demand::demand_listed_after_a_rescue_and_a_no_peer,
+            demand::demand_coalesced_never_listed_earlier_than_needed,
             demand::demand_leaves_the_listing_after_its_window,
             demand::demand_listing_needs_the_token,
             demand::demand_counts_an_affinity_routed_request,

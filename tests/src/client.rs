@@ -38,12 +38,14 @@ pub struct Req {
 /// Pieces of a chunked body and its trailers.
 pub type ChunkedBody = (Vec<Bytes>, Vec<(String, String)>);
 
-/// What came back: status, every header in order (names lower-case), the whole body.
+/// What came back: status, every header in order (names lower-case), the whole body, and the
+/// trailers after it (HTTP/2, or HTTP/1 chunked), if any.
 #[derive(Debug, Clone)]
 pub struct Resp {
     pub status: u16,
     pub headers: Vec<(String, Vec<u8>)>,
     pub body: Bytes,
+    pub trailers: Vec<(String, Vec<u8>)>,
 }
 
 impl Resp {
@@ -58,6 +60,15 @@ impl Resp {
     /// Every value of a header, in order.
     pub fn header_all(&self, name: &str) -> Vec<String> {
         self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .collect()
+    }
+
+    /// Every value of a trailer, in order.
+    pub fn trailer_all(&self, name: &str) -> Vec<String> {
+        self.trailers
             .iter()
             .filter(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
@@ -329,7 +340,7 @@ impl Conn {
     }
 }
 
-/// Status, every header in order, the whole body.
+/// Status, every header in order, the whole body, the trailers.
 async fn read(resp: hyper::Response<hyper::body::Incoming>) -> Result<Resp> {
     let status = resp.status().as_u16();
     let headers = resp
@@ -337,16 +348,24 @@ async fn read(resp: hyper::Response<hyper::body::Incoming>) -> Result<Resp> {
         .iter()
         .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
         .collect();
-    let body = resp
+    let collected = resp
         .into_body()
         .collect()
         .await
-        .context("read response body")?
-        .to_bytes();
+        .context("read response body")?;
+    let trailers = collected
+        .trailers()
+        .map(|t| {
+            t.iter()
+                .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+                .collect()
+        })
+        .unwrap_or_default();
     Ok(Resp {
         status,
         headers,
-        body,
+        body: collected.to_bytes(),
+        trailers,
     })
 }
 

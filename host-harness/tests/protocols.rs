@@ -244,6 +244,100 @@ async fn trailers_go_both_ways_through_every_filter_in_chain_order() {
     h.shutdown().await;
 }
 
+const PROTO: &str = include_str!("../guests/chain/proto.wat");
+
+/// `guests/chain/proto.wat` tagged `tag`, in a VM of its own: it adds `x-protocol` (the
+/// property `request.protocol`) and `x-order` to requests, and marks trailers with `x-seen`.
+fn proto(tag: &str) -> host_harness::Plugin {
+    host_harness::Plugin::wasm_bytes(PROTO)
+        .config(tag)
+        .vm_config(tag)
+        .name(tag)
+        .root_id(tag)
+}
+
+fn all<'a>(map: &'a hyper::HeaderMap, name: &str) -> Vec<&'a str> {
+    map.get_all(name)
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect()
+}
+
+/// The property `request.protocol` a filter reads, as the upstream records it. The same test on
+/// Envoy: tests/tests/plugins.rs `envoy_names_the_request_protocol_to_a_filter`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_reads_the_request_protocol_as_envoy_names_it() {
+    let up = upstream(|_| Reply::ok("ok")).await;
+    let h = Harness::builder()
+        .filter(proto("one"))
+        .listener("127.0.0.1:0", up.addr)
+        .start()
+        .await
+        .unwrap();
+    let addr = h.listener_addrs()[0];
+    assert_eq!(get(addr, "/echo", &[]).await.status, 200);
+    let seen = up.requests().pop().unwrap();
+    assert_eq!(seen.header("x-protocol"), Some("HTTP/1.1"));
+    assert_eq!(seen.header("x-order"), Some("one"));
+    let got = send_h2(addr, "GET", "/echo", &[], b"").await.unwrap();
+    assert_eq!(got.status, 200);
+    let seen = up.requests().pop().unwrap();
+    assert_eq!(seen.header("x-protocol"), Some("HTTP/2"));
+    assert_eq!(seen.header("x-order"), Some("one"));
+    h.shutdown().await;
+}
+
+/// Two filters that read and add trailers: request trailers pass them in chain order, response
+/// trailers in reverse; each sees what the one before it added (`x-prev`), and what they added
+/// reaches the upstream and the client as separate fields. The same test on Envoy:
+/// tests/tests/plugins.rs `envoy_passes_trailers_through_every_filter_both_ways`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trailers_pass_through_filters_that_read_and_add_them() {
+    let (up, seen) = paced_upstream(&[Some("answer")], Arc::default()).await;
+    let h = Harness::builder()
+        .filter(proto("first"))
+        .filter(proto("second"))
+        .listener("127.0.0.1:0", up)
+        .start()
+        .await
+        .unwrap();
+    let mut client = h2_client(h.listener_addrs()[0]).await;
+    let req = hyper::Request::builder()
+        .method("POST")
+        .uri("http://test.local/t")
+        // The harness's upstream hop is HTTP/1, where hyper's codec sends only the request
+        // trailers the `trailer` header names, and response trailers only to a request with
+        // `te: trailers` (Envoy's hop in the Envoy test is h2c, which needs neither).
+        .header("trailer", "x-client, x-seen, x-prev")
+        .header("te", "trailers")
+        .body(Paced::new(&[Some("up"), Some("load")], None).trailer("x-client", "1"))
+        .unwrap();
+    let resp = client.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let c = resp.into_body().collect().await.unwrap();
+    let trailers = c
+        .trailers()
+        .cloned()
+        .expect("response trailers reach the client");
+    assert_eq!(c.to_bytes(), "answer");
+    assert_eq!(all(&trailers, "x-up"), ["1"]);
+    // Encoders run in reverse order: the second filter first.
+    assert_eq!(all(&trailers, "x-seen"), ["second", "first"]);
+    assert_eq!(all(&trailers, "x-prev"), ["second"]);
+
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].0, "upload");
+    let up_trailers = seen[0]
+        .1
+        .clone()
+        .expect("request trailers reach the upstream");
+    assert_eq!(all(&up_trailers, "x-client"), ["1"]);
+    assert_eq!(all(&up_trailers, "x-seen"), ["first", "second"]);
+    assert_eq!(all(&up_trailers, "x-prev"), ["first"]);
+    h.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_streams_to_the_client_as_the_upstream_sends_it() {
     let (go_tx, go_rx) = tokio::sync::oneshot::channel();

@@ -1,7 +1,9 @@
 //! Several wasm plugins in the real Envoy 1.40, with the WAT guests of
 //! `host-harness/guests/chain/` that `host-harness/tests/chain.rs` runs in the harness: the
 //! filter chain's order both ways, a local reply going back through the filters before it,
-//! shared data keyed by `vm_id`, and a singleton service sharing the store of its `vm_id`.
+//! shared data keyed by `vm_id`, and a singleton service sharing the store of its `vm_id`; and
+//! with `proto.wat` (which `host-harness/tests/protocols.rs` runs), the property
+//! `request.protocol` and trailers through a chain.
 //! Needs `envoy` on the PATH (or `ENVOY_BIN`); no mixmode .wasm.
 #![cfg(test)]
 
@@ -11,7 +13,12 @@ use mixmode_tests::envoy::{Envoy, RunOptions};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 
 /// The guest `name`, compiled to a .wasm file in `dir`.
 fn guest(dir: &tempfile::TempDir, name: &str) -> PathBuf {
@@ -85,6 +92,26 @@ async fn envoy(
     app: SocketAddr,
     one_vm_per_vm_id: bool,
 ) -> Envoy {
+    let config = envoy_config(dir, filter_guest, filters, services, app, one_vm_per_vm_id);
+    run(&config).await
+}
+
+async fn run(config: &Value) -> Envoy {
+    Envoy::run_yaml(&config.to_string(), &RunOptions::new(1))
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+/// The configuration [`envoy`] runs. Its listener's `codec_type` is the default, AUTO: HTTP/1.1
+/// and h2c (prior knowledge) on one port; its cluster `app` speaks HTTP/1.1.
+fn envoy_config(
+    dir: &tempfile::TempDir,
+    filter_guest: &str,
+    filters: &[(&str, &str)],
+    services: &[(&str, &str)],
+    app: SocketAddr,
+    one_vm_per_vm_id: bool,
+) -> Value {
     let vm_config = |config: &str, vm_id: &str| {
         if one_vm_per_vm_id {
             vm_id.to_string()
@@ -119,7 +146,7 @@ async fn envoy(
             })
         })
         .collect();
-    let config = json!({
+    json!({
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
         "bootstrap_extensions": bootstrap_extensions,
         "static_resources": {
@@ -147,10 +174,7 @@ async fn envoy(
                 }]}]},
             }],
         },
-    });
-    Envoy::run_yaml(&config.to_string(), &RunOptions::new(1))
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"))
+    })
 }
 
 async fn app() -> AppServer {
@@ -435,4 +459,132 @@ async fn envoy_answers_http_1_0_with_426_before_any_filter() {
     assert!(text.starts_with("http/1.1 426"), "{text}");
     assert!(!text.contains("x-order"), "a filter ran: {text}");
     assert!(app.requests().is_empty(), "the app was reached");
+}
+
+/// The property `request.protocol` as Envoy gives it to a filter, for an HTTP/1.1 and an h2c
+/// request on one listener; the filter copies it into `x-protocol`, which the app records. The
+/// harness: host-harness `protocols::a_filter_reads_the_request_protocol_as_envoy_names_it`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_names_the_request_protocol_to_a_filter() {
+    let app = app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let envoy = envoy(&dir, "proto", &[("one", "v1")], &[], app.addr(), false).await;
+    let http1 = envoy.public_url();
+    let h2c = http1.replacen("http://", "h2c://", 1);
+    for (base, protocol) in [(http1, "HTTP/1.1"), (h2c, "HTTP/2")] {
+        let resp = Req::get(format!("{base}/echo")).send().await.unwrap();
+        assert_eq!(resp.status, 200, "{base}: {}", resp.text());
+        let seen = app.requests().pop().unwrap();
+        assert_eq!(
+            seen.header("x-protocol").as_deref(),
+            Some(protocol),
+            "{base}"
+        );
+        assert_eq!(seen.header("x-order").as_deref(), Some("one"), "{base}");
+    }
+}
+
+/// What an upstream got: the body and every trailer (name, value) in order.
+type Received = Arc<Mutex<Vec<(Bytes, Vec<(String, String)>)>>>;
+
+/// An h2c (prior knowledge) upstream: records each request's body and trailers, and answers
+/// `answer` with the trailer `x-up: 1`.
+async fn h2c_upstream() -> (SocketAddr, Received) {
+    use http_body_util::{BodyExt, Full};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let received: Received = Arc::default();
+    let record = received.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            let record = record.clone();
+            let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                let record = record.clone();
+                async move {
+                    let c = req.into_body().collect().await?;
+                    let trailers = c
+                        .trailers()
+                        .map(|t| {
+                            t.iter()
+                                .map(|(k, v)| {
+                                    let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                                    (k.to_string(), v)
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    record.lock().unwrap().push((c.to_bytes(), trailers));
+                    let mut up = hyper::HeaderMap::new();
+                    up.insert("x-up", hyper::header::HeaderValue::from_static("1"));
+                    let body = Full::new(Bytes::from_static(b"answer"))
+                        .with_trailers(async move { Some(Ok(up)) });
+                    Ok::<_, hyper::Error>(hyper::Response::new(body))
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc),
+            );
+        }
+    });
+    (addr, received)
+}
+
+fn values(pairs: &[(String, String)], name: &str) -> Vec<String> {
+    pairs
+        .iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+/// Trailers through two filters that read and add them (proto.wat, "first" then "second"):
+/// request trailers pass them in `http_filters` order, response trailers in reverse; each filter
+/// reads what the one before it added (`x-prev`); what they add reaches the upstream and the
+/// client as separate fields. Client and upstream speak h2c (Envoy's HTTP/1 codec drops trailers
+/// unless `enable_trailers`). The harness: host-harness
+/// `protocols::trailers_pass_through_filters_that_read_and_add_them`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_passes_trailers_through_every_filter_both_ways() {
+    let (up, received) = h2c_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = envoy_config(
+        &dir,
+        "proto",
+        &[("first", "v1"), ("second", "v2")],
+        &[],
+        up,
+        false,
+    );
+    config["static_resources"]["clusters"][0]["typed_extension_protocol_options"] = json!({
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}},
+        },
+    });
+    let envoy = run(&config).await;
+    let url = envoy.public_url().replacen("http://", "h2c://", 1);
+    let resp = Req::post(format!("{url}/t"), "")
+        .chunked(
+            vec![Bytes::from_static(b"up"), Bytes::from_static(b"load")],
+            &[("x-client", "1")],
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.text(), "answer");
+    assert_eq!(resp.trailer_all("x-up"), ["1"], "{:?}", resp.trailers);
+    // Encoders run in reverse order: the second filter first.
+    assert_eq!(resp.trailer_all("x-seen"), ["second", "first"]);
+    assert_eq!(resp.trailer_all("x-prev"), ["second"]);
+
+    let received = received.lock().unwrap().clone();
+    assert_eq!(received.len(), 1);
+    let (body, trailers) = &received[0];
+    assert_eq!(body, "upload");
+    assert_eq!(values(trailers, "x-client"), ["1"], "{trailers:?}");
+    assert_eq!(values(trailers, "x-seen"), ["first", "second"]);
+    assert_eq!(values(trailers, "x-prev"), ["first"]);
 }

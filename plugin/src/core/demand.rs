@@ -184,6 +184,20 @@ pub fn record<S: SharedStore + ?Sized>(
     now_ms: u64,
     n: u32,
 ) -> Result<(), RegistryError> {
+    record_until(store, scope, need, now_ms, n, now_ms)
+}
+
+/// `record`, with `last_needed_ms` raised to `until_ms` (a coalescing window's end, `ledger`):
+/// the needs count in the period of `now_ms`, when they are written, never in a period the
+/// listing has not reached yet.
+pub fn record_until<S: SharedStore + ?Sized>(
+    store: &mut S,
+    scope: &Scope,
+    need: &Need,
+    now_ms: u64,
+    n: u32,
+    until_ms: u64,
+) -> Result<(), RegistryError> {
     if n == 0
         || ![need.pool, need.app, need.version]
             .iter()
@@ -196,7 +210,10 @@ pub fn record<S: SharedStore + ?Sized>(
     modify(store, &key, |bucket: &mut Vec<Entry>| {
         bucket.retain(|e| e.listed(now_ms, window) || e.is(need));
         match bucket.iter_mut().find(|e| e.is(need)) {
-            Some(e) => e.add(now_ms, n),
+            Some(e) => {
+                e.add(now_ms, n);
+                e.last_needed_ms = e.last_needed_ms.max(until_ms);
+            }
             None => {
                 if bucket.len() >= MAX_PER_BUCKET {
                     // Full of live entries: the least recently needed one goes.
@@ -211,6 +228,7 @@ pub fn record<S: SharedStore + ?Sized>(
                 }
                 let mut e = Entry::new(need, now_ms);
                 e.add(now_ms, n);
+                e.last_needed_ms = e.last_needed_ms.max(until_ms);
                 bucket.push(e);
             }
         }

@@ -548,7 +548,9 @@ impl MixHttp {
             app: &cfg.app,
             version,
         };
-        if let Err(e) = demand::record(&mut HostStore, &shared.scope, &need, w.at_ms, w.n) {
+        if let Err(e) =
+            demand::record_until(&mut HostStore, &shared.scope, &need, now_ms, w.n, w.at_ms)
+        {
             if let Ok(mut l) = shared.needs.try_borrow_mut() {
                 l.unwritten(version, w);
             }

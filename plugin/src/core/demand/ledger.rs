@@ -18,7 +18,8 @@
 /// Versions a VM coalesces; a need of another version past these is written at once.
 pub const MAX_VERSIONS: usize = 32;
 
-/// What the caller writes now: `n` needs stamped `at_ms`.
+/// What the caller writes now: `n` needs, counted now, with `last_needed_ms` raised to
+/// `at_ms` (`demand::record_until`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Write {
     pub n: u32,
@@ -90,7 +91,7 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::demand::{list, record, Need};
+    use crate::core::demand::{list, record_until, Need};
     use crate::core::registry::{Limits, Scope};
     use crate::core::store::MemoryStore;
 
@@ -171,7 +172,8 @@ mod tests {
             let mut vms: Vec<Ledger> = (0..4).map(|_| Ledger::default()).collect();
             let mut needs = [0u64; 2];
             let mut latest = [0u64; 2];
-            let mut now = 1_000_000;
+            // Anywhere in a 10-s counting period: the schedules cross period boundaries.
+            let mut now = 1_000_000 + rng.next(10_000);
             for _ in 0..200 {
                 now += rng.next(60);
                 let vi = usize::try_from(rng.next(2)).unwrap();
@@ -190,7 +192,7 @@ mod tests {
                             app: "checkout",
                             version,
                         };
-                        let ok = record(&mut store, &scope, &need, w.at_ms, w.n).is_ok();
+                        let ok = record_until(&mut store, &scope, &need, now, w.n, w.at_ms).is_ok();
                         store.inject_mismatches = 0;
                         if !ok {
                             vm.unwritten(version, w);

@@ -14,7 +14,7 @@
 # within ±3% (after BENCH_MIN_ROUNDS), or BENCH_MAX_ROUNDS / BENCH_MAX_MINUTES run out.
 # Knobs (environment): BENCH_DURATION (s per wrk run, default 2), BENCH_MIN_ROUNDS (default 12),
 # BENCH_MAX_ROUNDS (default 60), BENCH_MAX_MINUTES (default 30), BENCH_CONNECTIONS (default 16),
-# MIXMODE_WASM, ENVOY_BIN, CARGO_TARGET_DIR, BENCH_OUT (result file), BENCH_NICE (e.g. -10,
+# MIXMODE_WASM, ENVOY_BIN, CARGO_TARGET_DIR, BENCH_OUT (result file), BENCH_AFFINITY_CONFIG, BENCH_NICE (e.g. -10,
 # needs root: run Envoy, wrk and the upstream at that priority on a machine other work shares).
 set -euo pipefail
 
@@ -88,7 +88,10 @@ EOF
 # upstream; no heartbeat loop disturbs the measurements). The two mixmode setups differ only in
 # the `affinity` block.
 MIXMODE_CONFIG='{"app": "checkout", "heartbeat": {"token": "bench-token"}, "registry": {"stale_after_ms": 86400000}}'
-AFFINITY_CONFIG='{"app": "checkout", "heartbeat": {"token": "bench-token"}, "registry": {"stale_after_ms": 86400000}, "affinity": {"cookie": "mixmode-version", "host_header": "x-mixmode-host"}}'
+AFFINITY_CONFIG_DEFAULT='{"app": "checkout", "heartbeat": {"token": "bench-token"}, "registry": {"stale_after_ms": 86400000}, "affinity": {"cookie": "mixmode-version", "host_header": "x-mixmode-host"}}'
+# BENCH_AFFINITY_CONFIG replaces it: with MIXMODE_CONFIG's text the two slots run the same filter
+# (an A/A check of what the slot itself adds, bench/results/2026-12-03-aa.md).
+AFFINITY_CONFIG="${BENCH_AFFINITY_CONFIG:-$AFFINITY_CONFIG_DEFAULT}"
 
 envoy_yaml() { # setup [runtime]
   local rt="${2:-v8}"

@@ -17,7 +17,7 @@
 //!
 //! **Work.** One write is one read-modify-write of one bucket (`store::modify`, CAS retried): 1
 //! read and 1 write without contention; a VM writes a version at most once per
-//! `demand.coalesce_ms` (`ledger`). The listing reads the 16 buckets (operators, never a
+//! `demand.coalesce_ms` (`ledger`), and once more at its tick after a window that folded needs. The listing reads the 16 buckets (operators, never a
 //! request).
 //!
 //! **The 60 s count** is a ring of `PERIODS` (6) periods of `PERIOD_MS` (10 s): `needed_60s`
@@ -106,6 +106,7 @@ impl Entry {
 
     /// Counts `n` needs at `now_ms`. A writer whose clock is behind the entry's newest period
     /// (another worker wrote later) still counts into its own period while the ring holds it.
+    /// `last_needed_ms` is the writer's (`record_until`): a tick writes needs after the fact.
     pub fn add(&mut self, now_ms: u64, n: u32) {
         let p = now_ms / PERIOD_MS;
         if p > self.period {
@@ -128,7 +129,6 @@ impl Entry {
                 *c = c.saturating_add(n);
             }
         }
-        self.last_needed_ms = self.last_needed_ms.max(now_ms);
     }
 
     /// Needs in the period of `now_ms` and the five before it.
@@ -228,7 +228,8 @@ pub fn record_until<S: SharedStore + ?Sized>(
                 }
                 let mut e = Entry::new(need, now_ms);
                 e.add(now_ms, n);
-                e.last_needed_ms = e.last_needed_ms.max(until_ms);
+                // A tick writes needs after the fact: their time, not the tick's.
+                e.last_needed_ms = until_ms;
                 bucket.push(e);
             }
         }

@@ -5,8 +5,7 @@ use crate::core::affinity;
 use crate::core::budget::Hold;
 use crate::core::config::Affinity;
 use crate::core::counter::Counter;
-use crate::core::demand::ledger::Write;
-use crate::core::demand::{self, Need};
+use crate::core::demand;
 use crate::core::heartbeat::{self, Outcome, MAX_BODY};
 use crate::core::pairs::{find_pair, find_raw};
 use crate::core::redispatch::{
@@ -17,6 +16,7 @@ use crate::core::replay::Replay;
 use crate::core::select::mix;
 use crate::core::signal;
 use crate::filter::abi::{self, buffer, map};
+use crate::filter::needs;
 use crate::filter::shared::Shared;
 use crate::filter::store::HostStore;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -522,42 +522,7 @@ impl MixHttp {
         let upstream =
             abi::get_property(&["upstream", "address"]).and_then(|a| String::from_utf8(a).ok());
         if affinity::served_as_hinted(&peer, upstream.as_deref()) {
-            Self::record_need(&shared, &version, abi::now_ns() / 1_000_000);
-        }
-    }
-
-    /// A request needed `version` (docs/design.md#draining-by-demand): its counter, and the
-    /// demand bucket's CAS write unless this VM wrote the version within `demand.coalesce_ms`
-    /// (`core::demand::ledger`). Never called on the happy path.
-    fn record_need(shared: &Shared, version: &str, now_ms: u64) {
-        let cfg = &shared.config;
-        shared.metrics.count_need(version);
-        // One callback at a time per VM: the borrow is never held; if it were, write through.
-        let write = match shared.needs.try_borrow_mut() {
-            Ok(mut l) => l.on_need(version, now_ms, cfg.demand.coalesce_ms),
-            Err(_) => Some(Write {
-                n: 1,
-                at_ms: now_ms,
-            }),
-        };
-        let Some(w) = write else {
-            return;
-        };
-        let need = Need {
-            pool: &cfg.pool,
-            app: &cfg.app,
-            version,
-        };
-        if let Err(e) =
-            demand::record_until(&mut HostStore, &shared.scope, &need, now_ms, w.n, w.at_ms)
-        {
-            if let Ok(mut l) = shared.needs.try_borrow_mut() {
-                l.unwritten(version, w);
-            }
-            abi::log(
-                abi::level::DEBUG,
-                &format!("mixmode: demand for version {version} not recorded yet: {e:?}"),
-            );
+            needs::record(&shared, &version, abi::now_ns() / 1_000_000);
         }
     }
 
@@ -625,7 +590,7 @@ impl MixHttp {
             );
         }
         if let Some(v) = demand::needed_version(&step.counters, sv.as_deref()) {
-            Self::record_need(&shared, v, now);
+            needs::record(&shared, v, now);
         }
         *redispatch = r;
         self.execute(&shared, step, false)

@@ -5,6 +5,7 @@ mod abi;
 mod http;
 mod metric_names;
 mod metrics;
+mod needs;
 mod poller;
 mod root;
 mod shared;

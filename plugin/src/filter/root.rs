@@ -8,6 +8,7 @@ use crate::core::registry::{self, Scope};
 use crate::filter::abi;
 use crate::filter::http::MixHttp;
 use crate::filter::metrics::Metrics;
+use crate::filter::needs;
 use crate::filter::poller::Poller;
 use crate::filter::shared::Shared;
 use crate::filter::store::HostStore;
@@ -98,6 +99,7 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         if let (Some(shared), Some(p)) = (&self.shared, &mut self.poller) {
+            needs::flush(shared, abi::now_ms());
             p.on_tick(&shared.metrics);
         }
     }

@@ -12,8 +12,10 @@
 //! the window writes again, carrying the folded count. So the listed `last_needed_ms` is never
 //! earlier than a need of this VM and at most `coalesce_ms` later than the last one (a drain waits
 //! up to that much longer, never less), and `needed_60s` trails by the needs folded since this
-//! VM's last write. A write that fails gives its count back and opens no window, so the next need
-//! writes. Sans-IO: the time is a parameter, the caller writes.
+//! VM's last write, until the VM's next tick writes the folded needs of windows that have ended
+//! (`due`): a version this VM stops seeing still gets its count. A write that fails gives its
+//! count back and opens no window, so the next need or tick writes. Sans-IO: the time is a
+//! parameter, the caller writes.
 
 /// Versions a VM coalesces; a need of another version past these is written at once.
 pub const MAX_VERSIONS: usize = 32;
@@ -33,6 +35,9 @@ struct Open {
     until_ms: u64,
     /// Needs folded into the window, written with the next write.
     folded: u32,
+    /// The latest need of the version on this VM: what a tick's write stamps when the window's
+    /// own write failed (`until_ms` 0).
+    last_ms: u64,
 }
 
 #[derive(Debug, Default)]
@@ -57,6 +62,7 @@ impl Ledger {
                     version: version.to_string(),
                     until_ms,
                     folded: 0,
+                    last_ms: now_ms,
                 });
                 return Some(Write {
                     n: 1,
@@ -68,6 +74,7 @@ impl Ledger {
                 at_ms: now_ms,
             });
         };
+        o.last_ms = o.last_ms.max(now_ms);
         if now_ms < o.until_ms {
             o.folded = o.folded.saturating_add(1);
             return None;
@@ -76,6 +83,26 @@ impl Ledger {
         o.folded = 0;
         o.until_ms = until_ms;
         Some(Write { n, at_ms: until_ms })
+    }
+
+    /// At a tick: the folded needs of every window that has ended, to write now, each stamped
+    /// with its window's end (or, after a failed write, its latest need), which is never earlier
+    /// than they happened. A write that fails goes back with `unwritten`.
+    pub fn due(&mut self, now_ms: u64) -> Vec<(String, Write)> {
+        let mut out = Vec::new();
+        for o in self.open.iter_mut() {
+            if o.folded > 0 && now_ms >= o.until_ms {
+                out.push((
+                    o.version.clone(),
+                    Write {
+                        n: o.folded,
+                        at_ms: o.until_ms.max(o.last_ms),
+                    },
+                ));
+                o.folded = 0;
+            }
+        }
+        out
     }
 
     /// The write `w` of `version` failed: its needs are folded again and its window closed, so
@@ -129,6 +156,34 @@ mod tests {
     }
 
     #[test]
+    fn a_tick_writes_what_ended_windows_folded_and_nothing_else() {
+        let mut l = Ledger::default();
+        assert!(l.on_need("2", 1_000, W).is_some());
+        assert_eq!(l.on_need("2", 1_050, W), None);
+        assert_eq!(l.on_need("2", 1_090, W), None);
+        assert!(l.on_need("3", 1_080, W).is_some());
+        // Windows still open: their needs wait for the next need or a later tick.
+        assert_eq!(l.due(1_099), vec![]);
+        // Stamped at the window's end, which the listing already shows: never earlier than them.
+        assert_eq!(
+            l.due(1_100),
+            vec![("2".to_string(), Write { n: 2, at_ms: 1_100 })]
+        );
+        assert_eq!(l.due(5_000), vec![]);
+        // A failed write's needs carry no window: a tick stamps the latest of them.
+        let w = l.on_need("3", 5_000, W).unwrap();
+        l.unwritten("3", w);
+        assert_eq!(l.on_need("3", 5_010, W), Some(Write { n: 2, at_ms: 5_110 }));
+        assert_eq!(l.on_need("3", 5_020, W), None);
+        let w = l.due(5_110).pop().unwrap();
+        l.unwritten("3", w.1);
+        assert_eq!(
+            l.due(5_111),
+            vec![("3".to_string(), Write { n: 1, at_ms: 5_020 })]
+        );
+    }
+
+    #[test]
     fn past_its_versions_a_ledger_writes_through() {
         let mut l = Ledger::default();
         for v in 0..MAX_VERSIONS {
@@ -151,11 +206,12 @@ mod tests {
         }
     }
 
-    /// Four VMs (four ledgers over one store), two versions, needs at random times on random
-    /// VMs, one write in ten failing (the store busy past every CAS retry), 400 schedules.
-    /// After every need: if it was written or folded into a window, the listing shows it needed
-    /// no earlier than it happened; the listing is never more than one window ahead of the last
-    /// need; and no need is lost: the listed counts and the folded ones add up to all of them.
+    /// Four VMs (four ledgers over one store), two versions, needs and ticks at random times on
+    /// random VMs, one write in ten failing (the store busy past every CAS retry), 400 schedules.
+    /// After every step: if a need was written or folded into a window, the listing shows it
+    /// needed no earlier than it happened; the listing is never more than one window ahead of the
+    /// last need; and no need is lost: the listed counts and the folded ones add up to all of
+    /// them. A window after the last need, once every VM has ticked, all of them are listed.
     #[test]
     fn over_random_schedules_the_listing_never_shows_a_need_earlier_than_it_was() {
         let scope = Scope::new(
@@ -174,35 +230,51 @@ mod tests {
             let mut latest = [0u64; 2];
             // Anywhere in a 10-s counting period: the schedules cross period boundaries.
             let mut now = 1_000_000 + rng.next(10_000);
+            // One write in ten fails: the store busy past every CAS retry.
+            let write = |store: &mut MemoryStore, rng: &mut Rng, version: &str, now, w: Write| {
+                if rng.next(10) == 0 {
+                    store.inject_mismatches = 1_000;
+                }
+                let need = Need {
+                    pool: "pool-a",
+                    app: "checkout",
+                    version,
+                };
+                let ok = record_until(store, &scope, &need, now, w.n, w.at_ms).is_ok();
+                store.inject_mismatches = 0;
+                ok
+            };
             for _ in 0..200 {
                 now += rng.next(60);
-                let vi = usize::try_from(rng.next(2)).unwrap();
                 let vm = &mut vms[usize::try_from(rng.next(4)).unwrap()];
-                let version = versions[vi];
-                needs[vi] += 1;
-                latest[vi] = now;
-                let covered = match vm.on_need(version, now, W) {
-                    None => true,
-                    Some(w) => {
-                        if rng.next(10) == 0 {
-                            store.inject_mismatches = 1_000;
+                // One step in five is a tick of that VM instead of a need.
+                let need_of = if rng.next(5) == 0 {
+                    for (version, w) in vm.due(now) {
+                        if !write(&mut store, &mut rng, &version, now, w) {
+                            vm.unwritten(&version, w);
                         }
-                        let need = Need {
-                            pool: "pool-a",
-                            app: "checkout",
-                            version,
-                        };
-                        let ok = record_until(&mut store, &scope, &need, now, w.n, w.at_ms).is_ok();
-                        store.inject_mismatches = 0;
-                        if !ok {
-                            vm.unwritten(version, w);
-                        }
-                        ok
                     }
+                    None
+                } else {
+                    let vi = usize::try_from(rng.next(2)).unwrap();
+                    let version = versions[vi];
+                    needs[vi] += 1;
+                    latest[vi] = now;
+                    let covered = match vm.on_need(version, now, W) {
+                        None => true,
+                        Some(w) => {
+                            let ok = write(&mut store, &mut rng, version, now, w);
+                            if !ok {
+                                vm.unwritten(version, w);
+                            }
+                            ok
+                        }
+                    };
+                    covered.then_some(version)
                 };
                 let listing = list(&mut store, &scope, now).unwrap();
-                let line = listing.iter().find(|d| d.version == version);
-                if covered {
+                if let Some(version) = need_of {
+                    let line = listing.iter().find(|d| d.version == version);
                     let line = line.unwrap_or_else(|| panic!("seed {seed}: {version} unlisted"));
                     assert!(line.last_needed_ms >= now, "seed {seed}: {line:?} at {now}");
                 }
@@ -210,7 +282,12 @@ mod tests {
                     let line = listing.iter().find(|d| d.version == *v);
                     let listed = line.map_or(0, |d| d.needed_60s);
                     if let Some(d) = line {
-                        assert!(d.last_needed_ms <= latest[i] + W, "seed {seed}: {d:?}");
+                        assert!(
+                            d.last_needed_ms <= latest[i] + W,
+                            "seed {seed}: {d:?} latest {} now {now} tick {}",
+                            latest[i],
+                            need_of.is_none()
+                        );
                     }
                     let folded: u64 = vms
                         .iter()
@@ -221,6 +298,35 @@ mod tests {
                     assert_eq!(listed + folded, needs[i], "seed {seed}: version {v}");
                 }
             }
+            // Quiet after the schedule: one window later every VM ticks, the store answers, and
+            // every need is listed, none left folded; the listing still covers the latest need.
+            now += W;
+            for vm in &mut vms {
+                for (version, w) in vm.due(now) {
+                    let need = Need {
+                        pool: "pool-a",
+                        app: "checkout",
+                        version: &version,
+                    };
+                    record_until(&mut store, &scope, &need, now, w.n, w.at_ms).unwrap();
+                }
+            }
+            let listing = list(&mut store, &scope, now).unwrap();
+            for (i, v) in versions.iter().enumerate() {
+                let listed = listing.iter().find(|d| d.version == *v);
+                assert_eq!(
+                    listed.map_or(0, |d| d.needed_60s),
+                    needs[i],
+                    "seed {seed}: {v}"
+                );
+                if let Some(d) = listed {
+                    assert!(d.last_needed_ms >= latest[i], "seed {seed}: {d:?}");
+                }
+            }
+            assert!(vms
+                .iter()
+                .flat_map(|l| l.open.iter())
+                .all(|o| o.folded == 0));
         }
     }
 }

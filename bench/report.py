@@ -112,7 +112,8 @@ out.append("")
 out.append("## Version affinity: what it costs")
 out.append("")
 out.append("The *affinity* setup is the *mixmode* setup with the `affinity` block added (cookie "
-           "`mixmode-version`, header `x-mixmode-host`) and the upstream registered as version 1. "
+           "`mixmode-version`, header `x-mixmode-host`); both have the upstream registered as "
+           "version 1 (since 2026-12-03; before, only the affinity setup had the record). "
            "Neither has envoy.yaml's stateful session or header_mutation filter: with one upstream "
            "the hint cannot change the route, so what differs is the filter's own work. The "
            "*cookie* case is a GET with `cookie: session=bench; mixmode-version=1`, in each round "

@@ -217,11 +217,15 @@ for setup in "${SETUPS[@]}"; do
   SETUP_ADMIN[$setup]="$ADMIN"
   "${PRIO[@]}" taskset -c 1 wrk -t1 -c"$CONNS" -d2s "http://$LISTEN/" >/dev/null # warm-up
 done
-# The affinity setup's hint: the upstream registered as version 1, which the cookie names.
+# The affinity setup's hint: the upstream registered as version 1, which the cookie names. The
+# mixmode setup gets the same record, so that the two differ only in the `affinity` block (its
+# prune job then walks one record too).
 reg="{\"app\": \"checkout\", \"version\": \"1\", \"address\": \"$UP\"}"
-code="$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'authorization: Bearer bench-token' \
-  -H 'content-type: application/json' --data "$reg" "http://${SETUP_LISTEN[affinity]}/.well-known/mixmode/heartbeat")"
-[ "$code" = 204 ] || { echo "bench: upstream registration answered $code" >&2; exit 1; }
+for setup in mixmode affinity; do
+  code="$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'authorization: Bearer bench-token' \
+    -H 'content-type: application/json' --data "$reg" "http://${SETUP_LISTEN[$setup]}/.well-known/mixmode/heartbeat")"
+  [ "$code" = 204 ] || { echo "bench: upstream registration ($setup) answered $code" >&2; exit 1; }
+done
 case_setups() { # case -> the setups it measures
   if [ "$1" = cookie ]; then echo mixmode affinity; else echo "${SETUPS[@]}"; fi
 }

@@ -14,8 +14,9 @@
 # within ±3% (after BENCH_MIN_ROUNDS), or BENCH_MAX_ROUNDS / BENCH_MAX_MINUTES run out.
 # Knobs (environment): BENCH_DURATION (s per wrk run, default 2), BENCH_MIN_ROUNDS (default 12),
 # BENCH_MAX_ROUNDS (default 60), BENCH_MAX_MINUTES (default 30), BENCH_CONNECTIONS (default 16),
-# MIXMODE_WASM, ENVOY_BIN, CARGO_TARGET_DIR, BENCH_OUT (result file), BENCH_AFFINITY_CONFIG, BENCH_NICE (e.g. -10,
-# needs root: run Envoy, wrk and the upstream at that priority on a machine other work shares).
+# MIXMODE_WASM, ENVOY_BIN, CARGO_TARGET_DIR, BENCH_OUT (result file), BENCH_AFFINITY_CONFIG,
+# BENCH_NICE (e.g. -10, needs root: run Envoy, wrk and the upstream at that priority on a
+# machine other work shares).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"

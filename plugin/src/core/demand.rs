@@ -17,8 +17,8 @@
 //!
 //! **Work.** One write is one read-modify-write of one bucket (`store::modify`, CAS retried): 1
 //! read and 1 write without contention; a VM writes a version at most once per
-//! `demand.coalesce_ms` (`ledger`), and once more at its tick after a window that folded needs. The listing reads the 16 buckets (operators, never a
-//! request).
+//! `demand.coalesce_ms` (`ledger`), and once more at its tick after a window that folded needs.
+//! The listing reads the 16 buckets (operators, never a request).
 //!
 //! **The 60 s count** is a ring of `PERIODS` (6) periods of `PERIOD_MS` (10 s): `needed_60s`
 //! is the needs of the current period and the five before it, so a need leaves the count 50 to

@@ -522,7 +522,7 @@ impl MixHttp {
         let upstream =
             abi::get_property(&["upstream", "address"]).and_then(|a| String::from_utf8(a).ok());
         if affinity::served_as_hinted(&peer, upstream.as_deref()) {
-            needs::record(&shared, &version, abi::now_ns() / 1_000_000);
+            needs::record(&shared, &version, abi::now_ms());
         }
     }
 

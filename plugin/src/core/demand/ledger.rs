@@ -230,17 +230,19 @@ mod tests {
             let mut latest = [0u64; 2];
             // Anywhere in a 10-s counting period: the schedules cross period boundaries.
             let mut now = 1_000_000 + rng.next(10_000);
+            fn need(version: &str) -> Need<'_> {
+                Need {
+                    pool: "pool-a",
+                    app: "checkout",
+                    version,
+                }
+            }
             // One write in ten fails: the store busy past every CAS retry.
             let write = |store: &mut MemoryStore, rng: &mut Rng, version: &str, now, w: Write| {
                 if rng.next(10) == 0 {
                     store.inject_mismatches = 1_000;
                 }
-                let need = Need {
-                    pool: "pool-a",
-                    app: "checkout",
-                    version,
-                };
-                let ok = record_until(store, &scope, &need, now, w.n, w.at_ms).is_ok();
+                let ok = record_until(store, &scope, &need(version), now, w.n, w.at_ms).is_ok();
                 store.inject_mismatches = 0;
                 ok
             };
@@ -303,12 +305,7 @@ mod tests {
             now += W;
             for vm in &mut vms {
                 for (version, w) in vm.due(now) {
-                    let need = Need {
-                        pool: "pool-a",
-                        app: "checkout",
-                        version: &version,
-                    };
-                    record_until(&mut store, &scope, &need, now, w.n, w.at_ms).unwrap();
+                    record_until(&mut store, &scope, &need(&version), now, w.n, w.at_ms).unwrap();
                 }
             }
             let listing = list(&mut store, &scope, now).unwrap();
